@@ -1,0 +1,190 @@
+"""Episode sampling on the host (numpy): task -> support set T(tr) / query set T(te).
+
+A batch of pairs (``Pairs``) is a dict of numpy arrays
+  'map':   int32   [n, H, W]     class ids (one-hot encoding is the model's job),
+  'image': float32 [n, H, W, 3]  target image in [-1, 1],
+  'ref':   float32 [n, H, W, 3]  reference image for PG² (Sec. 5.3) in [-1, 1].
+
+Support and query pairs of an episode are disjoint pairs of one task.  A task
+with fewer than shots + queries pairs is an error, unless ``reuse_pairs=True``
+(pass ``cfg.data.get('reuse_pairs', False)``; for datasets such as BDD100K
+where a task is a single pair): the task's pairs are then taken in a random
+order and repeated cyclically, so queries prefer pairs outside the support and
+augmentation makes repeated pairs differ.
+
+Reference images.  The paper (Sec. 5.3) has one pair per instance and makes
+the reference from the ground-truth image by random horizontal flip (skipped
+when ``aug_cfg.flip_reference`` is False, footnote 3), crop and rotation:
+  * support pairs (and the pooled pairs of ``sample_pairs``): ref = such an
+    augmentation of the pair's own (unaugmented) target image;
+  * query pairs: ref = such an augmentation of a random SUPPORT image of the
+    same task -- never the query's own target, which would leak the ground
+    truth into the input at IS test / evaluation time.
+
+Augmentation of the pairs themselves (joint flip / crop / rotation of map and
+image, :mod:`bil_jax.data.augment`) is applied to the support pairs always
+and to the query pairs when ``augment_query`` is True (False for evaluation:
+query maps and images are then the task's pairs untouched).
+
+Randomness comes only from the ``np.random.Generator`` passed in; use
+:func:`episode_rng` to derive one deterministically from (seed, step, stream).
+"""
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from bil_jax.data import augment as augment_lib
+from bil_jax.data import tasks as tasks_lib
+
+Pairs = Dict[str, np.ndarray]
+Episode = Dict[str, Pairs]
+
+
+def episode_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
+  """A Generator determined by (seed, step, stream) alone.
+
+  Use different streams for independent consumers at the same step (e.g.
+  0 meta-training episodes, 1 pre-training pairs, 2 evaluation).
+  """
+  entropy = [int(v) % (1 << 64) for v in (seed, step, stream)]
+  return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+  """uint8 [..., 3] -> float32 in [-1, 1]."""
+  return images.astype(np.float32) / np.float32(127.5) - np.float32(1)
+
+
+def _make_pairs(maps: np.ndarray, images: np.ndarray, ref_sources: np.ndarray,
+                rng: np.random.Generator, aug_cfg: Any,
+                augment: bool) -> Pairs:
+  """Builds Pairs from uint8 maps [n,H,W], images and reference sources."""
+  maps = maps.astype(np.int32)
+  images = to_float(images)
+  if augment:
+    maps, images = augment_lib.augment_pairs(maps, images, rng, aug_cfg)
+  ref = augment_lib.augment_reference(to_float(ref_sources), rng, aug_cfg)
+  return {'map': maps, 'image': images, 'ref': ref}
+
+
+def split_indices(num_pairs: int, shots: int, queries: int,
+                  rng: np.random.Generator, task_name: str = '',
+                  reuse_pairs: bool = False):
+  """Random disjoint support / query indices into a task's pairs.
+
+  Args:
+    num_pairs: n_t, pairs of the task.
+    shots, queries: sizes of the support and query sets.
+    rng: numpy Generator.
+    task_name: for the error message.
+    reuse_pairs: allow n_t < shots + queries (cyclic reuse, see module doc).
+
+  Returns:
+    (support [shots], query [queries]) int64 index arrays.
+  """
+  need = shots + queries
+  if shots < 1 or queries < 0:
+    raise ValueError(f'need shots >= 1 and queries >= 0, got {shots}, {queries}')
+  if num_pairs < need and not reuse_pairs:
+    raise ValueError(
+        f'task {task_name!r} has {num_pairs} pairs, fewer than shots + queries '
+        f'= {shots} + {queries} = {need} (set data.reuse_pairs=True to reuse '
+        'pairs)')
+  if num_pairs < 1:
+    raise ValueError(f'task {task_name!r} has no pairs')
+  order = rng.permutation(num_pairs)
+  idx = np.resize(order, need) if num_pairs < need else order[:need]
+  return idx[:shots], idx[shots:]
+
+
+def sample_episode(taskset: tasks_lib.TaskSet, t: int, shots: int,
+                   queries: int, rng: np.random.Generator, aug_cfg: Any,
+                   augment_query: bool = True, *,
+                   reuse_pairs: bool = False) -> Episode:
+  """Samples one episode of task ``t``.
+
+  Args:
+    taskset: the tasks.
+    t: task index in [0, T).
+    shots: n, support pairs.
+    queries: query pairs.
+    rng: numpy Generator (the episode is a function of its state).
+    aug_cfg: ``cfg.data.augment`` or None.
+    augment_query: augment the query pairs (False at evaluation).
+    reuse_pairs: see module docstring.
+
+  Returns:
+    {'support': Pairs with n = shots, 'query': Pairs with n = queries}.
+  """
+  maps, images = taskset.task_maps(t), taskset.task_images(t)
+  sup, qry = split_indices(maps.shape[0], shots, queries, rng,
+                           taskset.names[t], reuse_pairs)
+  support = _make_pairs(maps[sup], images[sup], images[sup], rng, aug_cfg,
+                        augment=True)
+  ref_idx = sup[rng.integers(0, shots, size=queries)]
+  query = _make_pairs(maps[qry], images[qry], images[ref_idx], rng, aug_cfg,
+                      augment=augment_query)
+  return {'support': support, 'query': query}
+
+
+def stack(trees: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+  """Stacks nested dicts of arrays along a new leading axis."""
+  first = trees[0]
+  if isinstance(first, dict):
+    return {k: stack([tr[k] for tr in trees]) for k in first}
+  return np.stack(trees)
+
+
+def sample_task_indices(num_tasks: int, meta_batch: int,
+                        rng: np.random.Generator) -> np.ndarray:
+  """[M] task indices, without replacement when M <= T."""
+  return rng.choice(num_tasks, size=meta_batch, replace=num_tasks < meta_batch)
+
+
+def sample_meta_batch(taskset: tasks_lib.TaskSet, meta_batch: int, shots: int,
+                      queries: int, rng: np.random.Generator, aug_cfg: Any,
+                      task_indices: Optional[Sequence[int]] = None, *,
+                      augment_query: bool = True,
+                      reuse_pairs: bool = False) -> Episode:
+  """Samples M episodes and stacks them.
+
+  Args:
+    taskset: the tasks.
+    meta_batch: M.
+    shots, queries: per-episode sizes.
+    rng: numpy Generator.
+    aug_cfg: ``cfg.data.augment`` or None.
+    task_indices: optional [M] tasks to use (e.g. retrieved auxiliary tasks);
+      drawn without replacement (with replacement if M > T) when None.
+    augment_query, reuse_pairs: as in sample_episode.
+
+  Returns:
+    {'support': Pairs, 'query': Pairs}, every leaf with a leading [M] axis:
+    map int32 [M, n, H, W], image / ref float32 [M, n, H, W, 3].
+  """
+  if task_indices is None:
+    task_indices = sample_task_indices(taskset.num_tasks, meta_batch, rng)
+  elif len(task_indices) != meta_batch:
+    raise ValueError(f'got {len(task_indices)} task_indices for meta_batch '
+                     f'{meta_batch}')
+  return stack([
+      sample_episode(taskset, int(t), shots, queries, rng, aug_cfg,
+                     augment_query, reuse_pairs=reuse_pairs)
+      for t in task_indices])
+
+
+def sample_pairs(taskset: tasks_lib.TaskSet, batch_size: int,
+                 rng: np.random.Generator, aug_cfg: Any) -> Pairs:
+  """Pooled pairs of all tasks for conventional (pre-)training.
+
+  Rows are drawn uniformly over all pairs (without replacement when possible);
+  pairs are augmented and ref is an augmentation of each pair's own target.
+
+  Returns:
+    Pairs with n = batch_size.
+  """
+  n = taskset.num_pairs
+  rows = rng.choice(n, size=batch_size, replace=n < batch_size)
+  images = taskset.images[rows]
+  return _make_pairs(taskset.maps[rows], images, images, rng, aug_cfg,
+                     augment=True)
