@@ -1,0 +1,150 @@
+"""One GAN update (D step, then G step) as a pure function.
+
+Pre-training (Alg. 1 lines 1-5), IS adaptation (lines 13-15; Alg. 2 lines 9-11) and Aux
+fine-tuning all use :func:`gan_step`. Parameters are the pytree ``{'G': ..., 'D': ...}``;
+the optimizer state is ``{'G': ..., 'D': ...}`` for one Optax transformation shared by both
+networks (each network has its own state).
+
+A batch of ``Pairs`` is a dict
+  'map':   int32   [B,H,W]    class ids (the structure input x_S),
+  'image': float32 [B,H,W,3]  target y in [-1,1],
+  'ref':   float32 [B,H,W,3]  reference image x_R in [-1,1] (used by PG² only).
+
+``frozen`` is a pytree of arrays that are never trained (the VGG16 parameters of the
+perceptual loss, or ``None``). It is passed explicitly rather than closed over so that
+large weights are not baked into compiled programs as constants.
+"""
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from bil_jax import losses
+
+Params = Any
+Pairs = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class GanSpec:
+  """Everything static about a conditional GAN: modules and loss weights.
+
+  Attributes:
+    generator: Flax module, apply(vars, x [B,H,W,Cin], train, rngs) -> [B,H,W,3].
+    discriminator: Flax module, apply(vars, structure [B,H,W,C], image [B,H,W,3])
+      -> logits [B,h,w,1].
+    num_classes: C, the number of segmentation classes.
+    uses_reference: True for PG² (generator input is [ref, one-hot map]).
+    lambda_l1, lambda_a, lambda_b: weights of Eq. 7.
+    gan_mode: "bce" or "lsgan".
+    feature_fn: (frozen, images [B,H,W,3]) -> list of features for Eq. 6, or None.
+  """
+  generator: nn.Module
+  discriminator: nn.Module
+  num_classes: int
+  uses_reference: bool
+  lambda_l1: float = 1.0
+  lambda_a: float = 10.0
+  lambda_b: float = 0.0
+  gan_mode: str = "bce"
+  feature_fn: Optional[Callable[[Any, jax.Array], list]] = None
+
+
+def structure_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
+  """One-hot structure map x_S: [B,H,W] ids -> [B,H,W,C] float32."""
+  return jax.nn.one_hot(pairs["map"], spec.num_classes, dtype=jnp.float32)
+
+
+def generator_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
+  """G's input: one-hot map (Pix2pix) or [reference, one-hot map] (PG²). -> [B,H,W,Cin]."""
+  s = structure_input(spec, pairs)
+  if spec.uses_reference:
+    return jnp.concatenate([pairs["ref"], s], axis=-1)
+  return s
+
+
+def generate(spec: GanSpec, g_params: Params, pairs: Pairs, rng: jax.Array,
+             train: bool = True) -> jax.Array:
+  """G(x_S, x_R): [B,H,W,3]. ``train`` enables dropout, driven by ``rng``."""
+  return spec.generator.apply({"params": g_params}, generator_input(spec, pairs),
+                              train=train, rngs={"dropout": rng} if train else None)
+
+
+def discriminator_loss_on(spec: GanSpec, d_params: Params, pairs: Pairs,
+                          fake: jax.Array) -> jax.Array:
+  """L_D given generated images ``fake`` [B,H,W,3] -> scalar."""
+  s = structure_input(spec, pairs)
+  real_logits = spec.discriminator.apply({"params": d_params}, s, pairs["image"])
+  fake_logits = spec.discriminator.apply({"params": d_params}, s, fake)
+  return losses.discriminator_adversarial_loss(real_logits, fake_logits, spec.gan_mode)
+
+
+def generator_loss_terms(spec: GanSpec, d_params: Params, pairs: Pairs, fake: jax.Array,
+                         frozen: Any) -> dict:
+  """Eq. 4-7 for G given ``fake`` [B,H,W,3]: dict of scalars 'l1', 'adv', 'perceptual', 'g_loss'."""
+  s = structure_input(spec, pairs)
+  l1 = losses.l1_loss(fake, pairs["image"])
+  adv = losses.generator_adversarial_loss(
+      spec.discriminator.apply({"params": d_params}, s, fake), spec.gan_mode)
+  if spec.lambda_b and spec.feature_fn is not None:
+    perceptual = losses.perceptual_loss(spec.feature_fn(frozen, fake),
+                                        spec.feature_fn(frozen, pairs["image"]))
+  else:
+    perceptual = jnp.zeros((), fake.dtype)
+  total = losses.total_generator_loss(l1, adv, perceptual, spec.lambda_l1, spec.lambda_a,
+                                      spec.lambda_b)
+  return {"l1": l1, "adv": adv, "perceptual": perceptual, "g_loss": total}
+
+
+def gan_losses(spec: GanSpec, params: Params, pairs: Pairs, rng: jax.Array,
+               frozen: Any = None) -> dict:
+  """Both losses of Eq. 7 at ``params`` on ``pairs`` with one generator pass.
+
+  Returns a dict of scalars: 'g_loss' (L_G), 'd_loss' (L_D), 'l1', 'adv', 'perceptual'.
+  Both are differentiable in all of ``params`` (no stop_gradient), which the
+  second-order meta-gradient needs.
+  """
+  fake = generate(spec, params["G"], pairs, rng)
+  terms = generator_loss_terms(spec, params["D"], pairs, fake, frozen)
+  terms["d_loss"] = discriminator_loss_on(spec, params["D"], pairs, fake)
+  return terms
+
+
+def init_opt_state(opt: optax.GradientTransformation, params: Params) -> dict:
+  """Fresh optimizer state {'G': ..., 'D': ...} for ``params``."""
+  return {"G": opt.init(params["G"]), "D": opt.init(params["D"])}
+
+
+def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
+             opt_state: dict, pairs: Pairs, rng: jax.Array, frozen: Any = None):
+  """One alternating GAN update on ``pairs``: D step, then G step (Eq. 7).
+
+  The generator runs once: its output feeds the D step and, since G has not changed
+  in between, is reused by the G step, whose gradient is pulled back through G with
+  ``jax.vjp`` (as PyTorch pix2pix reuses ``fake_B``). Dropout uses ``rng``.
+
+  Returns:
+    (new_params, new_opt_state, metrics) with scalar metrics 'd_loss', 'g_loss', 'l1',
+    'adv', 'perceptual'. 'd_loss' is measured before the D step, the G terms after it.
+  """
+  fake, g_pullback = jax.vjp(lambda g: generate(spec, g, pairs, rng), params["G"])
+
+  d_loss, d_grads = jax.value_and_grad(
+      lambda d: discriminator_loss_on(spec, d, pairs, fake))(params["D"])
+  d_updates, d_state = opt.update(d_grads, opt_state["D"], params["D"])
+  new_d = optax.apply_updates(params["D"], d_updates)
+
+  def g_loss_of_fake(f):
+    terms = generator_loss_terms(spec, new_d, pairs, f, frozen)
+    return terms["g_loss"], terms
+
+  (_, terms), fake_grad = jax.value_and_grad(g_loss_of_fake, has_aux=True)(fake)
+  (g_grads,) = g_pullback(fake_grad)
+  g_updates, g_state = opt.update(g_grads, opt_state["G"], params["G"])
+  new_g = optax.apply_updates(params["G"], g_updates)
+
+  metrics = dict(terms, d_loss=d_loss)
+  return {"G": new_g, "D": new_d}, {"G": g_state, "D": d_state}, metrics

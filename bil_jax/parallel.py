@@ -1,0 +1,79 @@
+"""Data parallelism over the tasks of a meta-batch, across devices and hosts.
+
+One 1-D device ``Mesh`` with axis ``'tasks'`` spans every device of every process. The
+tasks of a meta-batch are split along that axis with ``jax.shard_map``; each device
+``vmap``s the estimator over its own tasks, and per-device means are averaged with
+``lax.pmean``. Because every device holds the same number of tasks, the result is the
+mean over the whole meta-batch whatever the device count (up to float summation order).
+
+Several hosts: every process runs the same program, feeds its own slice of the
+meta-batch (:func:`shard_tasks`) and calls :func:`initialize_distributed` first.
+"""
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "tasks"
+
+
+def initialize_distributed(num_hosts: int = 1) -> None:
+  """Calls ``jax.distributed.initialize()`` when several hosts are asked for.
+
+  Several hosts are asked for by ``num_hosts > 1`` (``config.meta.num_hosts``) or by the
+  environment (``JAX_COORDINATOR_ADDRESS``, or a cluster JAX detects itself such as
+  Cloud TPU pods and SLURM, flagged with ``BIL_JAX_DISTRIBUTED=1``).
+  """
+  wanted = (num_hosts > 1 or "JAX_COORDINATOR_ADDRESS" in os.environ
+            or os.environ.get("BIL_JAX_DISTRIBUTED") == "1")
+  if wanted and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over ``devices`` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def check_meta_batch(meta_batch: int, mesh: Mesh) -> None:
+  """Raises a one-line error unless the meta-batch splits evenly over devices/processes."""
+  n = mesh.devices.size
+  if meta_batch % n:
+    raise ValueError(f"meta.meta_batch={meta_batch} is not divisible by the {n} devices "
+                     f"of the mesh; use a multiple of {n}")
+
+
+def local_task_slice(meta_batch: int) -> slice:
+  """The rows of a meta-batch this process feeds (processes own equal, ordered slices)."""
+  per = meta_batch // jax.process_count()
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def shard_tasks(mesh: Mesh, local_tree):
+  """Assembles global arrays, sharded over tasks, from this process's rows (leading axis)."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
+
+
+def replicate(mesh: Mesh, tree):
+  """Places a pytree fully replicated on every device of the mesh."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def tasks_parallel(fn, mesh: Mesh, num_replicated_in: int, num_sharded_in: int,
+                   num_trailing_replicated: int = 0):
+  """shard_map ``fn`` with replicated, then task-sharded, then replicated arguments.
+
+  ``fn`` sees its local tasks and must ``lax.pmean`` over :data:`AXIS` so that its
+  outputs are replicated.
+  """
+  in_specs = ((P(),) * num_replicated_in + (P(AXIS),) * num_sharded_in
+              + (P(),) * num_trailing_replicated)
+  return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P())

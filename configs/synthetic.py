@@ -1,0 +1,26 @@
+"""Default experiment: Pix2pix on the built-in synthetic scenes dataset, CPU-sized.
+
+  python -m bil_jax.main --config=configs/synthetic.py --workdir=/tmp/bil
+  python -m bil_jax.main --config=configs/synthetic.py:pg2 --workdir=/tmp/bil_pg2
+
+Sizes are chosen so that --mode=all finishes in minutes on 2 CPU cores.
+"""
+from bil_jax import config_lib
+
+
+def get_config(arg: str = "pix2pix"):
+  c = config_lib.base_config()
+  c.model.name = arg or "pix2pix"
+  # No VGG16 weights can be downloaded here: the perceptual term is off by default on
+  # the synthetic data. Set loss.lambda_b=2 and loss.vgg_weights to use it.
+  c.loss.lambda_b = 0.0
+  c.pretrain.steps = 600
+  c.pretrain.log_every = 50
+  c.pretrain.checkpoint_every = 200
+  c.pretrain.image_every = 200
+  c.meta.steps = 100
+  c.meta.log_every = 10
+  c.meta.checkpoint_every = 50
+  c.meta.image_every = 50
+  c.lock()
+  return c

@@ -1,0 +1,40 @@
+"""bil_jax: the BiLevel image-to-image translation paradigm in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="bil_jax",
+    version="0.1.0",
+    description=("BiLevel (GP/IS meta-learned) image-to-image translation with "
+                 "PG2 and Pix2pix GANs in JAX/Flax"),
+    license="Apache-2.0",
+    packages=setuptools.find_packages(include=["bil_jax", "bil_jax.*"]),
+    py_modules=[],
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9.7",
+        "importlib_resources",  # imported by tensorflow-datasets' builders
+        "tensorboard",
+        "numpy",
+        "scipy",
+        "ml-collections>=1.0",
+        "clu>=0.0.12",
+        "dm-pix>=0.4.3",
+        "matplotlib",
+        "absl-py",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest", "scikit-image"],
+        "torch": ["torch==2.13.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "bil-jax=bil_jax.main:run",
+        ],
+    },
+)

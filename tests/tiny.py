@@ -1,0 +1,62 @@
+"""Tiny smooth G and D and random episodes for the meta-gradient tests (not a test file)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bil_jax import adapt, gan
+
+C, H, W = 3, 4, 4
+
+
+class TinyG(nn.Module):
+  """x [B,H,W,Cin] -> tanh image [B,H,W,3]; smooth everywhere (for finite differences)."""
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    h = jnp.tanh(nn.Conv(4, (3, 3))(x))
+    return jnp.tanh(nn.Conv(3, (1, 1))(h))
+
+
+class TinyD(nn.Module):
+  """(structure, image) -> logits [B,H/2,W/2,1]."""
+
+  @nn.compact
+  def __call__(self, s, y):
+    h = jnp.tanh(nn.Conv(4, (3, 3), strides=(2, 2))(jnp.concatenate([s, y], -1)))
+    return nn.Conv(1, (1, 1))(h)
+
+
+def spec(lambda_a=0.5, gan_mode="bce"):
+  return gan.GanSpec(TinyG(), TinyD(), num_classes=C, uses_reference=False,
+                     lambda_a=lambda_a, gan_mode=gan_mode)
+
+
+def init_params(sp, seed=0, dtype=jnp.float32):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  x = jnp.zeros((1, H, W, C))
+  params = {"G": sp.generator.init(k1, x)["params"],
+            "D": sp.discriminator.init(k2, x, jnp.zeros((1, H, W, 3)))["params"]}
+  return jax.tree.map(lambda a: a.astype(dtype), params)
+
+
+def pairs(rng, n, dtype=np.float32):
+  return {"map": rng.integers(0, C, (n, H, W)).astype(np.int32),
+          "image": rng.uniform(-1, 1, (n, H, W, 3)).astype(dtype),
+          "ref": rng.uniform(-1, 1, (n, H, W, 3)).astype(dtype)}
+
+
+def task(seed, shots=2, queries=2, dtype=np.float32):
+  rng = np.random.default_rng(seed)
+  return {"support": pairs(rng, shots, dtype), "query": pairs(rng, queries, dtype)}
+
+
+def meta_batch(seeds, dtype=np.float32):
+  tasks = [task(s, dtype=dtype) for s in seeds]
+  return jax.tree.map(lambda *xs: np.stack(xs), *tasks)
+
+
+def loop(sp, optimizer="sgd", lr=0.1, steps=2, remat=False):
+  opt = adapt.make_inner_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
+  return adapt.InnerLoop(sp, opt, steps, remat)
