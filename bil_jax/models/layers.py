@@ -1,0 +1,142 @@
+"""Building blocks shared by the generators and the discriminator.
+
+All layers are stateless: normalisation uses the statistics of the current input (instance
+norm per sample, or batch norm over the current batch) and keeps no running averages, so a
+model's variables are a single ``'params'`` collection and ``apply`` is a pure function of
+them. Tensors are NHWC float32.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+NORM_KINDS = ("instance", "batch")
+EPS = 1e-5
+
+# pix2pix (Isola et al.) initialises conv weights from N(0, 0.02); we do the same.
+conv_init = nn.initializers.normal(stddev=0.02)
+
+
+def check_norm_kind(kind: str) -> str:
+  """Returns ``kind`` if it names a supported normalisation, else raises ValueError."""
+  if kind not in NORM_KINDS:
+    raise ValueError(
+        f"model.norm={kind!r} is not supported; use one of {list(NORM_KINDS)}.")
+  return kind
+
+
+def normalize(x: jnp.ndarray, axes: Sequence[int], eps: float = EPS) -> jnp.ndarray:
+  """(x - mean) / sqrt(var + eps) with biased statistics over ``axes`` (kept dims)."""
+  mean = jnp.mean(x, axis=axes, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+  return (x - mean) * (1.0 / jnp.sqrt(var + eps))
+
+
+class Norm(nn.Module):
+  """Instance or current-batch normalisation with a learnable per-channel scale and bias.
+
+  Attributes:
+    kind: "instance": statistics per sample and channel over H, W (zeros at 1x1 spatial);
+      "batch": statistics per channel over N, H, W of the current batch (no running stats).
+    eps: added to the variance.
+  """
+  kind: str = "instance"
+  eps: float = EPS
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [B, H, W, C] -> [B, H, W, C]."""
+    axes = (1, 2) if check_norm_kind(self.kind) == "instance" else (0, 1, 2)
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    return normalize(x, axes, self.eps) * scale + bias
+
+
+def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1,
+         use_bias: bool = True, name: str | None = None) -> nn.Conv:
+  """A k x k convolution padded like PyTorch's ``Conv2d(padding=padding)``.
+
+  out = floor((in + 2 * padding - kernel) / stride) + 1, e.g. 4x4 stride 2 padding 1 halves
+  an even size.
+  """
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)), use_bias=use_bias,
+                 kernel_init=conv_init, name=name)
+
+
+def up_conv(features: int, use_bias: bool = True, name: str | None = None) -> nn.ConvTranspose:
+  """4x4 stride-2 transposed convolution that exactly doubles H and W.
+
+  Matches the geometry of PyTorch's ``ConvTranspose2d(kernel_size=4, stride=2, padding=1)``:
+  the stride-dilated input is padded by kernel - 1 - 1 = 2 on each side, so
+  out = (2 * in - 1) + 4 - 3 = 2 * in.
+  """
+  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                          use_bias=use_bias, kernel_init=conv_init, name=name)
+
+
+def leaky_relu(x: jnp.ndarray) -> jnp.ndarray:
+  """LeakyReLU with slope 0.2, as in pix2pix."""
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def check_divisible(image_hw: Sequence[int], depth: int, what: str,
+                    derived: bool = False) -> None:
+  """Raises a one-line ValueError unless H and W are divisible by 2**depth.
+
+  Args:
+    image_hw: (H, W).
+    depth: number of stride-2 down-samplings.
+    what: the model, for the message.
+    derived: whether ``depth`` was derived from the image size (for the message).
+  """
+  h, w = image_hw
+  if h % (2 ** depth) or w % (2 ** depth):
+    source = "derived from min(H, W)" if derived else f"model.num_downs={depth}"
+    raise ValueError(
+        f"{what}: image size {h}x{w} is not divisible by 2**{depth} = {2 ** depth} "
+        f"({source}); set model.num_downs so that H and W are multiples of "
+        f"2**model.num_downs.")
+
+
+def derive_depth(image_hw: Sequence[int], num_downs: int, bottom: int, what: str,
+                 min_depth: int = 1) -> int:
+  """The number of stride-2 down-samplings of a U-Net.
+
+  Args:
+    image_hw: (H, W).
+    num_downs: ``model.num_downs``; -1 derives it as log2(min(H, W) / bottom), which needs
+      min(H, W) to be ``bottom`` times a power of two.
+    bottom: size of the shorter side at the bottom of the U-Net when derived.
+    what: the model, for the messages.
+    min_depth: smallest depth the model supports.
+
+  Returns:
+    The depth; H and W are checked to be divisible by 2**depth.
+  """
+  h, w = (int(s) for s in image_hw)
+  if num_downs == -1:
+    short = min(h, w)
+    ratio = short // bottom
+    if short % bottom or ratio < 2 ** min_depth or ratio & (ratio - 1):
+      need = "a power of two" if bottom == 1 else f"{bottom} times a power of two"
+      raise ValueError(
+          f"{what}: cannot derive the depth for image size {h}x{w} (model.num_downs=-1): "
+          f"min(H, W) = {short} must be {need}, at least {bottom * 2 ** min_depth}; set "
+          f"model.num_downs explicitly (H and W divisible by 2**model.num_downs).")
+    depth = ratio.bit_length() - 1
+  else:
+    depth = int(num_downs)
+    if depth < min_depth:
+      raise ValueError(
+          f"{what}: model.num_downs={depth} for image size {h}x{w}; it must be -1 "
+          f"(derived) or >= {min_depth}.")
+  check_divisible((h, w), depth, what, derived=num_downs == -1)
+  return depth
+
+
+def check_channels(x: jnp.ndarray, expected: int | None, what: str) -> None:
+  """Raises a one-line ValueError if ``expected`` is set and x [..., C] has C != expected."""
+  if expected is not None and x.shape[-1] != expected:
+    raise ValueError(f"{what}: input has {x.shape[-1]} channels, expected {expected}.")

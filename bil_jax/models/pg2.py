@@ -1,0 +1,109 @@
+"""The PG² generator G1 (Ma et al. 2017, "Pose guided person image generation"): a residual
+U-Net over concat(reference image, one-hot structure map).
+
+Differences from the original G1, which has a fully connected bottleneck tied to the image
+size and no normalisation: the bottleneck here is a residual block (so the network is fully
+convolutional and small at 128x256), and every conv that feeds a non-linearity or a residual
+sum is followed by ``model.norm`` (instance or current-batch), like the other models here.
+
+Depth rule: n = ``model.num_downs`` stride-2 down-samplings, or, if it is -1,
+n = log2(min(H, W) / 4), i.e. down to 4 pixels on the short side (32x32 -> 3 to 4x4,
+64x64 -> 4 to 4x4, 128x256 -> 5 to 4x8). H and W must be divisible by 2**n and the bottom
+must be at least 2x2 (instance norm is degenerate at 1x1); otherwise a one-line ValueError
+names the image size and ``model.num_downs``.
+
+Widths grow linearly as in the original: level i (resolution H / 2**i) has
+ch(i) = ngf * (i + 1) channels, i = 0 ... n.
+
+  stem:       Conv3x3(ch(0))
+  encoder i:  ResBlock(ch(i)) -> skip_i -> Conv4x4/2(ch(i + 1)) -> Norm -> ReLU  (i < n)
+  bottleneck: ResBlock(ch(n))
+  decoder i:  ConvT4x4/2(ch(i)) -> Norm -> ReLU -> concat(skip_i) -> Conv3x3(ch(i)) -> Norm
+              -> ReLU -> ResBlock(ch(i))                                           (i < n)
+  head:       Conv3x3(3) -> tanh
+  ResBlock(c)(h) = h + Norm(Conv3x3(ReLU(Norm(Conv3x3(h)))))
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bil_jax.models import layers
+
+
+def pg2_depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+  """Number of down-sampling modules n (see the module docstring for the rule)."""
+  depth = layers.derive_depth(image_hw, num_downs, bottom=4, what="PG2 generator",
+                              min_depth=1)
+  h, w = image_hw
+  if min(h, w) // 2 ** depth < 2:
+    raise ValueError(
+        f"PG2 generator: image size {h}x{w} with model.num_downs={depth} leaves a bottom "
+        f"smaller than 2x2; use a smaller model.num_downs (or -1: down to 4 pixels).")
+  return depth
+
+
+def level_width(ngf: int, i: int) -> int:
+  """ch(i) = ngf * (i + 1)."""
+  return ngf * (i + 1)
+
+
+class ResBlock(nn.Module):
+  """h + Norm(Conv3x3(ReLU(Norm(Conv3x3(h))))); [B, H, W, C] -> [B, H, W, C]."""
+  norm: str = "instance"
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    c = x.shape[-1]
+    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0")(x)
+    h = nn.relu(layers.Norm(self.norm, name="norm_0")(h))
+    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1")(h)
+    h = layers.Norm(self.norm, name="norm_1")(h)
+    return x + h
+
+
+class PG2Generator(nn.Module):
+  """PG² G1 residual U-Net. x [B, H, W, 3 + C] -> image [B, H, W, 3] in (-1, 1).
+
+  Attributes:
+    depth: number of down-sampling modules n.
+    ngf: width of the full-resolution level.
+    norm: "instance" | "batch" (see ``layers.Norm``).
+    out_channels: channels of the output image.
+    in_channels: if set, the input's channel count is checked against it.
+  """
+  depth: int
+  ngf: int = 64
+  norm: str = "instance"
+  out_channels: int = 3
+  in_channels: int | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+    """x: [B, H, W, 3 + C] float32. ``train`` is accepted for API symmetry (no dropout)."""
+    del train
+    n = self.depth
+    if n < 1:
+      raise ValueError(f"depth={n} must be >= 1.")
+    layers.check_channels(x, self.in_channels, "PG2 generator")
+    layers.check_divisible(x.shape[1:3], n, "PG2 generator")
+    layers.check_norm_kind(self.norm)
+    h = layers.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem")(x)
+    skips = []
+    for i in range(n):
+      h = ResBlock(self.norm, name=f"enc_res_{i}")(h)
+      skips.append(h)
+      h = layers.conv(level_width(self.ngf, i + 1), kernel=4, stride=2, padding=1,
+                      use_bias=False, name=f"down_{i}")(h)
+      h = nn.relu(layers.Norm(self.norm, name=f"down_norm_{i}")(h))
+    h = ResBlock(self.norm, name="bottleneck")(h)
+    for i in reversed(range(n)):
+      c = level_width(self.ngf, i)
+      h = layers.up_conv(c, use_bias=False, name=f"up_{i}")(h)
+      h = nn.relu(layers.Norm(self.norm, name=f"up_norm_{i}")(h))
+      h = jnp.concatenate([h, skips[i]], axis=-1)
+      h = layers.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}")(h)
+      h = nn.relu(layers.Norm(self.norm, name=f"merge_norm_{i}")(h))
+      h = ResBlock(self.norm, name=f"dec_res_{i}")(h)
+    h = layers.conv(self.out_channels, kernel=3, padding=1, name="head")(h)
+    return jnp.tanh(h)

@@ -1,0 +1,97 @@
+"""The pix2pix U-Net generator (Isola et al. 2017), after ``UnetGenerator`` of
+pytorch-CycleGAN-and-pix2pix, generalised to any depth >= 2.
+
+Levels are numbered from the outside in, i = 0 (outermost) ... n - 1 (innermost), with
+width ch(i) = ngf * min(2**i, 8). Level i's encoder is a 4x4 stride-2 conv to ch(i);
+its decoder is a 4x4 stride-2 transposed conv from the concatenation [skip, inner output]
+(or from the innermost code) to ch(i - 1) (3 output channels at level 0):
+
+  encoder(i): [LeakyReLU(0.2) if i > 0] -> Conv(ch(i)) -> [Norm if 0 < i < n - 1]
+  decoder(i): ReLU -> ConvT(ch(i - 1) or 3) -> Norm if i > 0 else tanh
+              -> Dropout if 4 <= i <= n - 2 (the non-innermost blocks of width 8 * ngf)
+
+so for n >= 5 the layer widths, the norm placement and the dropout blocks are exactly the
+original's (n = 8 is ``unet_256``, n = 7 ``unet_128``; n <= 5 has no dropout block, as in the
+original). The innermost encoder has no norm (its output is 1x1 when the depth is derived,
+where instance norm would give zeros).
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bil_jax.models import layers
+
+
+def pix2pix_depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+  """Number of down-samplings: ``num_downs``, or log2(min(H, W)) if it is -1.
+
+  64x64 -> 6 (down to 1x1), 128x256 -> 7 (down to 1x2), 32x32 -> 5. Raises a one-line
+  ValueError naming the image size and ``model.num_downs`` if H or W is not divisible by
+  2**depth (or, when derived, min(H, W) is not a power of two >= 4).
+  """
+  return layers.derive_depth(image_hw, num_downs, bottom=1, what="pix2pix generator",
+                             min_depth=2)
+
+
+def level_width(ngf: int, i: int) -> int:
+  """ch(i) = ngf * min(2**i, 8)."""
+  return ngf * min(2 ** i, 8)
+
+
+def has_dropout(i: int, depth: int) -> bool:
+  """Whether decoder level i has dropout: non-innermost blocks whose input width is 8 ngf."""
+  return 4 <= i <= depth - 2
+
+
+class UnetGenerator(nn.Module):
+  """pix2pix U-Net. x [B, H, W, Cin] -> image [B, H, W, 3] in (-1, 1).
+
+  Attributes:
+    depth: number of stride-2 down-samplings n (H and W must be divisible by 2**n).
+    ngf: width of the outermost level.
+    norm: "instance" | "batch" (see ``layers.Norm``).
+    dropout: dropout rate of the inner decoder blocks (0 disables it).
+    out_channels: channels of the output image.
+    in_channels: if set, the input's channel count is checked against it.
+  """
+  depth: int
+  ngf: int = 64
+  norm: str = "instance"
+  dropout: float = 0.5
+  out_channels: int = 3
+  in_channels: int | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+    """x: [B, H, W, Cin] float32. train=True enables dropout (needs a 'dropout' rng)."""
+    n = self.depth
+    if n < 2:
+      raise ValueError(f"depth={n} must be >= 2.")
+    layers.check_channels(x, self.in_channels, "pix2pix generator")
+    layers.check_divisible(x.shape[1:3], n, "pix2pix generator")
+    layers.check_norm_kind(self.norm)
+    skips = []
+    h = x
+    for i in range(n):
+      with_norm = 0 < i < n - 1
+      if i > 0:
+        h = layers.leaky_relu(h)
+      h = layers.conv(level_width(self.ngf, i), kernel=4, stride=2, padding=1,
+                      use_bias=not with_norm, name=f"down_{i}")(h)
+      if with_norm:
+        h = layers.Norm(self.norm, name=f"down_norm_{i}")(h)
+      skips.append(h)
+    # h is the innermost code; decode from the inside out.
+    for i in reversed(range(n)):
+      if i < n - 1:
+        h = jnp.concatenate([skips[i], h], axis=-1)
+      h = nn.relu(h)
+      if i == 0:
+        h = layers.up_conv(self.out_channels, use_bias=True, name="up_0")(h)
+        return jnp.tanh(h)
+      h = layers.up_conv(level_width(self.ngf, i - 1), use_bias=False, name=f"up_{i}")(h)
+      h = layers.Norm(self.norm, name=f"up_norm_{i}")(h)
+      if self.dropout > 0 and has_dropout(i, n):
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    raise AssertionError("unreachable")
