@@ -15,6 +15,11 @@ _LOADERS: Dict[str, Loader] = {}
 # name -> module whose import registers it.
 _BUILTIN_MODULES: Dict[str, str] = {
     'synthetic': 'bil_jax.data.synthetic',
+    'faceforensics': 'bil_jax.data.faceforensics',
+    'bdd100k': 'bil_jax.data.bdd100k',
+    'camvid': 'bil_jax.data.camvid',
+    'bdd_camvid': 'bil_jax.data.camvid',
+    'paired_folder': 'bil_jax.data.paired_folder',
 }
 _SPLITS = ('train', 'test')
 

@@ -1,0 +1,217 @@
+"""BDD100K semantic segmentation pairs, each pair a 1-shot task (Sec. 5.1).
+
+"BDD100K is a real-world dataset with 7,000 segmentation-image training pairs
+[...] we treat each pair as a single task for the 1-shot experiment."
+
+Layout (``manual_dir``, or ``manual_dir/bdd100k``), as BDD100K ships it::
+
+  images/10k/{train,val}/<name>.jpg
+  labels/sem_seg/masks/{train,val}/<name>.png    ids 0-18, 255 void
+
+The older release layout ``seg/images/{train,val}/<name>.jpg`` with
+``seg/labels/{train,val}/<name>_train_id.png`` is read as well.  Split
+'train' is BDD's train (7,000 pairs), 'test' is BDD's val (1,000) if present.
+
+Classes: the 19 Cityscapes train ids, 0 road, 1 sidewalk, 2 building, 3 wall,
+4 fence, 5 pole, 6 traffic light, 7 traffic sign, 8 vegetation, 9 terrain,
+10 sky, 11 person, 12 rider, 13 car, 14 truck, 15 bus, 16 train,
+17 motorcycle, 18 bicycle, plus **void: label 255 becomes class 19**, so that
+the generator sees unlabelled pixels as a class of their own (C = 20).  Any
+other id is a DataError naming the file.
+
+Images and labels are resized keeping the aspect ratio and centre-cropped to
+data.image_height x data.image_width (128x256 in the paper).  Every example is
+one task of ONE pair; configs set data.reuse_pairs=True so that support and
+query sets of size > 1 are filled by (augmented) repetition.
+
+Images without a label are skipped (counted and printed); a label without its
+image, an unreadable file, an image and label of different sizes or an id
+outside 0-18/255 stop the build with a one-line error naming the file.
+
+Registered as data.name = 'bdd100k' (train: BDD train, test: BDD val).  The
+BDD100K -> CamVid setting of the paper is data.name = 'bdd_camvid'
+(:mod:`bil_jax.data.camvid`).
+"""
+import dataclasses
+import os
+from typing import Dict, Iterator, List, Tuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bil_jax.data import image_io
+from bil_jax.data import paired_folder
+from bil_jax.data import registry
+from bil_jax.data import tasks as tasks_lib
+
+DataError = image_io.DataError
+
+BDD_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
+               'traffic light', 'traffic sign', 'vegetation', 'terrain', 'sky',
+               'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
+               'bicycle', 'void')
+NUM_CLASSES = len(BDD_CLASSES)  # 20
+VOID = 19         # our id of BDD's void / unlabelled pixels
+BDD_IGNORE = 255  # BDD's id for them
+
+# builder split -> BDD split folder
+SPLIT_FOLDERS = {'train': 'train', 'test': 'val'}
+WHAT = ('BDD100K: images/10k/{train,val}/*.jpg and '
+        'labels/sem_seg/masks/{train,val}/*.png (see docs/datasets.md)')
+
+
+def find_root(manual_dir: str) -> str:
+  """manual_dir or manual_dir/bdd100k, whichever holds a known layout."""
+  for root in (manual_dir, os.path.join(manual_dir, 'bdd100k')):
+    if (os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks'))
+        or os.path.isdir(os.path.join(root, 'seg', 'labels'))):
+      return root
+  raise DataError(manual_dir, 'no BDD100K layout found: expected '
+                  'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
+
+
+def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
+  """Sorted (name, image path, label path) of one BDD split folder.
+
+  Returns [] when the split is absent.  Raises DataError for a label without
+  an image; prints how many images without a label were skipped.
+  """
+  new_lab = os.path.join(root, 'labels', 'sem_seg', 'masks', folder)
+  if os.path.isdir(new_lab):
+    img_dir, lab_dir, suffix = (os.path.join(root, 'images', '10k', folder),
+                                new_lab, '')
+  else:
+    img_dir = os.path.join(root, 'seg', 'images', folder)
+    lab_dir, suffix = os.path.join(root, 'seg', 'labels', folder), '_train_id'
+    if not os.path.isdir(lab_dir):
+      return []
+  if not os.path.isdir(img_dir):
+    raise DataError(img_dir, f'missing; the labels in {lab_dir} need their '
+                    'images here')
+  images = image_io.list_images(img_dir)
+  pairs = []
+  for stem, lab_path in image_io.list_images(lab_dir).items():
+    name = stem[:-len(suffix)] if suffix and stem.endswith(suffix) else stem
+    if name not in images:
+      raise DataError(lab_path, f'has no image {name}.jpg in {img_dir}')
+    pairs.append((name, images.pop(name), lab_path))
+  if images:
+    print(f'bdd100k/{folder}: skipped {len(images)} images without a label '
+          f'in {img_dir}', flush=True)
+  return pairs
+
+
+def bdd_ids(label_path: str, ids: np.ndarray) -> np.ndarray:
+  """BDD ids (0-18, 255) -> our 20 classes (255 -> 19): uint8 [H, W]."""
+  image_io.check_ids(label_path, ids, VOID, extra=(BDD_IGNORE,))
+  return np.where(ids == BDD_IGNORE, VOID, ids).astype(np.uint8)
+
+
+def read_pair(image_path: str, label_path: str, height: int,
+              width: int) -> Tuple[np.ndarray, np.ndarray]:
+  """One pair resized + centre-cropped: (uint8 [H, W] ids, uint8 [H, W, 3])."""
+  image = image_io.read_rgb(image_path)
+  ids = image_io.read_ids(label_path)
+  image_io.check_same_size(image_path, image, label_path, ids)
+  image, ids = image_io.resize_center_crop(image, bdd_ids(label_path, ids),
+                                           height, width)
+  return ids, image
+
+
+def generate_tasks(manual_dir: str, split: str, height: int,
+                   width: int) -> Iterator[paired_folder.Task]:
+  """Yields one task per pair: (name, maps [1,H,W], images [1,H,W,3])."""
+  root = find_root(manual_dir)
+  pairs = list_pairs(root, SPLIT_FOLDERS[split])
+  if not pairs:
+    raise DataError(root, f'no labelled pairs for BDD split '
+                    f'{SPLIT_FOLDERS[split]!r}')
+  for name, image_path, label_path in pairs:
+    ids, image = read_pair(image_path, label_path, height, width)
+    yield name, ids[None], image[None]
+
+
+def available_splits(manual_dir: str) -> List[str]:
+  root = find_root(manual_dir)
+  return [s for s, f in SPLIT_FOLDERS.items() if list_pairs_exist(root, f)]
+
+
+def list_pairs_exist(root: str, folder: str) -> bool:
+  return (os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks', folder))
+          or os.path.isdir(os.path.join(root, 'seg', 'labels', folder)))
+
+
+@dataclasses.dataclass(eq=False)
+class Bdd100kConfig(tfds.core.BuilderConfig):
+  height: int = 128
+  width: int = 256
+
+
+def make_builder_config(height: int, width: int) -> Bdd100kConfig:
+  name = f'h{height}_w{width}'
+  return Bdd100kConfig(name=name, description=f'BDD100K pairs {name}',
+                       height=height, width=width)
+
+
+class Bdd100kTasks(paired_folder.ManualTaskBuilder):
+  """BDD100K segmentation pairs; one example = one single-pair task."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return self.dataset_info_from_configs(
+        description=__doc__.split('\n')[0],
+        features=tasks_lib.TASK_FEATURES(cfg.height, cfg.width),
+        homepage='https://bdd-data.berkeley.edu/')
+
+  def _split_generators(self, dl_manager):
+    manual = str(dl_manager.manual_dir)
+    splits = available_splits(manual)
+    if 'train' not in splits:
+      raise DataError(find_root(manual), 'no BDD100K train split '
+                      '(labels/sem_seg/masks/train/)')
+    return {s: self._generate_examples(manual, s) for s in splits}
+
+  def _generate_examples(self, manual_dir: str, split: str):
+    cfg = self.builder_config
+    for name, maps, images in generate_tasks(manual_dir, split, cfg.height,
+                                             cfg.width):
+      yield paired_folder.task_example(name, maps, images)
+
+
+def bdd_dir(data_cfg) -> str:
+  """data.bdd100k_dir, else MANUAL_DIR/bdd100k if it exists, else MANUAL_DIR."""
+  explicit = data_cfg.get('bdd100k_dir', '')
+  if explicit:
+    return explicit
+  sub = os.path.join(data_cfg.manual_dir or '', 'bdd100k')
+  return sub if data_cfg.manual_dir and os.path.isdir(sub) else data_cfg.manual_dir
+
+
+def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
+  """Prepares BDD100K for data_cfg; {split: builder}."""
+  builder = paired_folder.prepare(
+      Bdd100kTasks,
+      make_builder_config(int(data_cfg.image_height), int(data_cfg.image_width)),
+      paired_folder.default_data_dir(data_cfg, workdir), bdd_dir(data_cfg), WHAT)
+  return {s: builder for s in builder.info.splits}
+
+
+def check_num_classes(data_cfg, what: str) -> None:
+  if int(data_cfg.num_classes) != NUM_CLASSES:
+    raise ValueError(f'{what} has {NUM_CLASSES} classes (19 + void); set '
+                     f'data.num_classes={NUM_CLASSES}, not {data_cfg.num_classes}')
+
+
+@registry.register('bdd100k')
+def load_bdd100k(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
+  """Registry loader: 'train' = BDD train, 'test' = BDD val."""
+  check_num_classes(data_cfg, 'BDD100K')
+  builders = prepare_data(data_cfg, workdir)
+  if split not in builders:
+    raise DataError(bdd_dir(data_cfg), f'no BDD100K {SPLIT_FOLDERS[split]} '
+                    'split was prepared')
+  return tasks_lib.taskset_from_tfds(builders[split], split, NUM_CLASSES)

@@ -1,0 +1,257 @@
+"""Paired folders: any user data as few-shot tasks, plus the TFDS machinery
+shared by every builder that reads the user's copy through ``manual_dir``.
+
+Layout (``data.manual_dir`` = ROOT)::
+
+  ROOT/train/<task>/images/<name>.png|.jpg    RGB images
+  ROOT/train/<task>/labels/<name>.png         single-channel class ids
+  ROOT/test/<task>/...                        the same
+
+Every ``<task>`` folder is one task (scene / identity / clip); an image and
+its label share ``<name>``.  Labels hold ids 0..data.num_classes-1 (8-bit or
+16-bit grey, or a palette PNG whose palette INDEX is the id).  Images are
+resized to data.image_height x data.image_width (antialiased bilinear; labels
+nearest neighbour); the aspect ratio is not kept.
+
+Bad input fails with a one-line :class:`image_io.DataError` naming the file:
+an unreadable image, a label id outside the classes, an image and label of
+different sizes, an image without its label (or a label without its image),
+a task with fewer pairs than shots + queries (unless data.reuse_pairs), a
+missing manual_dir.  TFDS writes into a temporary folder that it renames only
+when every split is generated, so a failure leaves no prepared dataset in the
+data directory.
+
+Registered as data.name = 'paired_folder'.  The builder config name holds the
+size, the number of classes and a hash of the absolute ROOT path, so two
+folders never share a cache.
+"""
+import dataclasses
+import hashlib
+import inspect
+import os
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bil_jax.data import image_io
+from bil_jax.data import registry
+from bil_jax.data import tasks as tasks_lib
+
+DataError = image_io.DataError
+Task = Tuple[str, np.ndarray, np.ndarray]  # name, maps [n,H,W], images [n,H,W,3]
+
+
+# ---------------------------------------------------------------------------
+# Shared by all manual_dir task builders
+# ---------------------------------------------------------------------------
+
+
+class ManualTaskBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of the task-level builders that read ``manual_dir``.
+
+  Subclasses define VERSION, MANUAL_DOWNLOAD_INSTRUCTIONS, ``_info`` (with
+  :func:`tasks_lib.TASK_FEATURES`) and ``_generate_examples``; this class is
+  abstract, so TFDS does not register it.
+  """
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls):  # pylint: disable=no-self-argument
+    # As in synthetic.py: the base implementation needs `importlib_resources`.
+    return epath.Path(inspect.getfile(cls))
+
+
+def task_example(name: str, maps: np.ndarray, images: np.ndarray):
+  """(key, example) of one task for ``_generate_examples``."""
+  return name, {'name': name, 'maps': np.asarray(maps, np.uint8),
+                'images': np.asarray(images, np.uint8)}
+
+
+def prepare(builder_cls, config, data_dir: str, manual_dir: str,
+            what: str) -> tfds.core.DatasetBuilder:
+  """Builds (unless already prepared in data_dir) and returns the builder.
+
+  Args:
+    builder_cls: a ManualTaskBuilder subclass.
+    config: its BuilderConfig.
+    data_dir: the TFDS data directory.
+    manual_dir: the user's copy of the dataset; checked only when the
+      dataset still has to be prepared.
+    what: what manual_dir should hold, for the error message.
+
+  Raises:
+    DataError: one line naming the file, for bad or missing input.
+  """
+  builder = builder_cls(data_dir=data_dir, config=config)
+  if builder.is_prepared():
+    return builder
+  image_io.check_manual_dir(manual_dir, what)
+  builder.download_and_prepare(
+      file_format='array_record',
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir, try_download_gcs=False,
+          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  return builder
+
+
+def default_data_dir(data_cfg, workdir: str) -> str:
+  return data_cfg.data_dir or os.path.join(workdir, 'tfds')
+
+
+def required_pairs(data_cfg, split: str) -> int:
+  """shots + queries ('train') or shots + eval_queries ('test')."""
+  q = data_cfg.queries if split == 'train' else data_cfg.eval_queries
+  return int(data_cfg.shots) + int(q)
+
+
+def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
+                     source: Callable[[str], str]) -> tasks_lib.TaskSet:
+  """Raises DataError for a task with too few pairs, unless reuse_pairs.
+
+  Args:
+    taskset: the loaded tasks.
+    data_cfg: config.data (shots, queries, eval_queries, reuse_pairs).
+    split: 'train' or 'test'.
+    source: task name -> the file or folder to name in the message.
+  """
+  if data_cfg.get('reuse_pairs', False):
+    return taskset
+  need = required_pairs(data_cfg, split)
+  q = 'queries' if split == 'train' else 'eval_queries'
+  for t, n in enumerate(taskset.task_sizes()):
+    if n < need:
+      name = taskset.names[t]
+      raise DataError(source(name), f'task {name!r} ({split}) has {n} pairs, '
+                      f'fewer than shots + {q} = {need}; add pairs, lower '
+                      'data.shots/data.' + q + ' or set data.reuse_pairs=True')
+  return taskset
+
+
+def path_hash(path: str) -> str:
+  """8 hex digits identifying an absolute path (for builder config names)."""
+  return hashlib.sha1(os.path.abspath(path or '').encode()).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------------------
+# Paired folders
+# ---------------------------------------------------------------------------
+
+SPLITS = ('train', 'test')
+
+
+def read_pair(image_path: str, label_path: str, num_classes: int,
+              height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Reads, checks and resizes one pair.
+
+  Returns:
+    (uint8 [height, width] ids, uint8 [height, width, 3] image).
+  """
+  image = image_io.read_rgb(image_path)
+  ids = image_io.read_ids(label_path)
+  image_io.check_same_size(image_path, image, label_path, ids)
+  image_io.check_ids(label_path, ids, num_classes)
+  return (image_io.resize_ids(ids.astype(np.uint8), height, width),
+          image_io.resize_image(image, height, width))
+
+
+def task_pairs(task_dir: str) -> Dict[str, Tuple[str, str]]:
+  """{name: (image path, label path)} of one task folder, checked."""
+  img_dir = os.path.join(task_dir, 'images')
+  lab_dir = os.path.join(task_dir, 'labels')
+  for d in (img_dir, lab_dir):
+    if not os.path.isdir(d):
+      raise DataError(d, 'missing; a task folder holds images/ and labels/')
+  images, labels = image_io.list_images(img_dir), image_io.list_images(lab_dir)
+  for name, path in images.items():
+    if name not in labels:
+      raise DataError(path, f'has no label {os.path.join(lab_dir, name)}.png')
+  for name, path in labels.items():
+    if name not in images:
+      raise DataError(path, f'has no image {os.path.join(img_dir, name)}.png')
+  if not images:
+    raise DataError(img_dir, 'has no images')
+  return {n: (images[n], labels[n]) for n in sorted(images)}
+
+
+def generate_tasks(root: str, split: str, num_classes: int, height: int,
+                   width: int) -> Iterator[Task]:
+  """Yields (task name, maps uint8 [n,H,W], images uint8 [n,H,W,3])."""
+  split_dir = os.path.join(root, split)
+  if not os.path.isdir(split_dir):
+    raise DataError(split_dir, 'missing; expected ROOT/{train,test}/<task>/'
+                    '{images,labels}/')
+  names = sorted(d for d in os.listdir(split_dir)
+                 if os.path.isdir(os.path.join(split_dir, d)))
+  if not names:
+    raise DataError(split_dir, 'has no task folders')
+  for name in names:
+    pairs = task_pairs(os.path.join(split_dir, name))
+    maps, images = zip(*(read_pair(ip, lp, num_classes, height, width)
+                         for ip, lp in pairs.values()))
+    yield name, np.stack(maps), np.stack(images)
+
+
+@dataclasses.dataclass(eq=False)
+class PairedFolderConfig(tfds.core.BuilderConfig):
+  num_classes: int = 2
+  height: int = 64
+  width: int = 64
+
+
+def make_builder_config(num_classes: int, height: int, width: int,
+                        root: str) -> PairedFolderConfig:
+  name = f'c{num_classes}_h{height}_w{width}_{path_hash(root)}'
+  return PairedFolderConfig(name=name, description=f'Paired folder {root}',
+                            num_classes=num_classes, height=height, width=width)
+
+
+class PairedFolderTasks(ManualTaskBuilder):
+  """Tasks from ROOT/{train,test}/<task>/{images,labels}/ (one task/example)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      'Put ROOT/{train,test}/<task>/images/<name>.png and '
+      'ROOT/{train,test}/<task>/labels/<name>.png in manual_dir.')
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return self.dataset_info_from_configs(
+        description=__doc__.split('\n')[0],
+        features=tasks_lib.TASK_FEATURES(cfg.height, cfg.width))
+
+  def _split_generators(self, dl_manager):
+    root = str(dl_manager.manual_dir)
+    return {s: self._generate_examples(root, s) for s in SPLITS}
+
+  def _generate_examples(self, root: str, split: str):
+    cfg = self.builder_config
+    for name, maps, images in generate_tasks(root, split, cfg.num_classes,
+                                             cfg.height, cfg.width):
+      yield task_example(name, maps, images)
+
+
+def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
+  """Prepares the paired folder of data_cfg; {split: builder}."""
+  root = data_cfg.manual_dir
+  config = make_builder_config(int(data_cfg.num_classes),
+                               int(data_cfg.image_height),
+                               int(data_cfg.image_width), root)
+  builder = prepare(PairedFolderTasks, config,
+                    default_data_dir(data_cfg, workdir), root,
+                    'ROOT/{train,test}/<task>/{images,labels}/ (see '
+                    'docs/datasets.md)')
+  return {s: builder for s in SPLITS}
+
+
+@registry.register('paired_folder')
+def load_paired_folder(data_cfg, split: str,
+                       workdir: str) -> tasks_lib.TaskSet:
+  """Registry loader for data.name = 'paired_folder'."""
+  builder = prepare_data(data_cfg, workdir)[split]
+  ts = tasks_lib.taskset_from_tfds(builder, split, int(data_cfg.num_classes))
+  root = data_cfg.manual_dir or '<manual_dir>'
+  return check_task_sizes(ts, data_cfg, split,
+                          lambda name: os.path.join(root, split, name))
