@@ -31,6 +31,8 @@ setuptools.setup(
     extras_require={
         "test": ["pytest", "scikit-image"],
         "torch": ["torch==2.13.0"],
+        # FaceForensics converter: dlib 68-point landmarks and reading videos.
+        "faces": ["dlib", "face_recognition_models", "imageio-ffmpeg"],
     },
     entry_points={
         "console_scripts": [

@@ -18,8 +18,8 @@ Landmarks, one of:
     *_keypoints.json (one file per frame, numbered from 0 in video order).
     The files are copied; frame numbers are matched by the builder.
   * --detect: dlib's frontal face detector and 68-point shape predictor, when
-    the optional `faces` extra is installed (pip install dlib
-    face_recognition_models; or --predictor=shape_predictor_68_face_landmarks.dat).
+    the optional `faces` extra is installed (pip install -e .[faces], i.e. dlib
+    and face_recognition_models; or --predictor=shape_predictor_68_face_landmarks.dat).
     Frames without a face get a NaN row (dropped and counted by the builder).
   * neither: put landmarks there yourself (OpenPose JSON or [68, 2|3] .npy
     per frame, or one landmarks.npy per video; docs/datasets.md).
@@ -92,7 +92,8 @@ def dlib_detector(predictor_path: str = '') -> Detector:
     import dlib
   except ImportError:
     raise SystemExit('error: --detect needs the optional faces extra: pip '
-                     'install dlib face_recognition_models') from None
+                     'install -e .[faces] (dlib, face_recognition_models)'
+                     ) from None
   if not predictor_path:
     try:
       import face_recognition_models

@@ -16,6 +16,7 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from bil_jax import config_lib
 from bil_jax.data import bdd100k
@@ -257,6 +258,27 @@ def test_faceforensics_num_classes_must_be_7(faces):
   d.num_classes = 8
   with pytest.raises(ValueError, match='num_classes=7'):
     registry.load_tasks(d, 'train', '/nonexistent')
+
+
+def test_faceforensics_reads_video_files(tmp_path, monkeypatch):
+  """A video file instead of frames/ (GIF here: no ffmpeg is needed for it)."""
+  video_dir = tmp_path / 'test' / 'vidG'
+  os.makedirs(video_dir)
+  pts = [fx.frame_landmarks(f, 48) for f in range(6)]
+  frames = [Image.fromarray(fx.face_frame(p, (48, 48), 0)) for p in pts]
+  frames[0].save(video_dir / 'video.gif', save_all=True,
+                 append_images=frames[1:], duration=40, loop=0)
+  arr = np.stack(pts).astype(np.float32)
+  arr[1, 0, 0] = np.nan
+  np.save(video_dir / 'landmarks.npy', arr)
+  monkeypatch.setattr(faceforensics, 'VIDEO_EXTENSIONS', ('.gif',))
+  params = faceforensics.FaceParams(height=16, width=16, frames_per_clip=0,
+                                    min_frames=2)
+  with contextlib.redirect_stdout(io.StringIO()) as out:
+    tasks = list(faceforensics.generate_tasks(str(tmp_path), 'test', params))
+  assert [(n, m.shape, i.shape) for n, m, i in tasks] == [
+      ('vidG', (5, 16, 16), (5, 16, 16, 3))]
+  assert 'dropped 1 of 6 frames' in out.getvalue()
 
 
 def test_faceforensics_converter_from_frames(tmp_path):

@@ -132,13 +132,11 @@ def generate_tasks(manual_dir: str, split: str, height: int,
 
 
 def available_splits(manual_dir: str) -> List[str]:
+  """Builder splits whose BDD label folder exists."""
   root = find_root(manual_dir)
-  return [s for s, f in SPLIT_FOLDERS.items() if list_pairs_exist(root, f)]
-
-
-def list_pairs_exist(root: str, folder: str) -> bool:
-  return (os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks', folder))
-          or os.path.isdir(os.path.join(root, 'seg', 'labels', folder)))
+  return [s for s, f in SPLIT_FOLDERS.items()
+          if os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks', f))
+          or os.path.isdir(os.path.join(root, 'seg', 'labels', f))]
 
 
 @dataclasses.dataclass(eq=False)
@@ -214,4 +212,8 @@ def load_bdd100k(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   if split not in builders:
     raise DataError(bdd_dir(data_cfg), f'no BDD100K {SPLIT_FOLDERS[split]} '
                     'split was prepared')
-  return tasks_lib.taskset_from_tfds(builders[split], split, NUM_CLASSES)
+  ts = tasks_lib.taskset_from_tfds(builders[split], split, NUM_CLASSES)
+  root = bdd_dir(data_cfg) or '<bdd100k_dir>'
+  return paired_folder.check_task_sizes(
+      ts, data_cfg, split, lambda n: os.path.join(
+          root, 'labels', 'sem_seg', 'masks', SPLIT_FOLDERS[split], n + '.png'))

@@ -29,7 +29,7 @@ import dataclasses
 import hashlib
 import inspect
 import os
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Tuple
 
 from etils import epath
 import numpy as np
