@@ -26,6 +26,7 @@ if __package__ in (None, ''):  # `python data_prep/prepare.py` from anywhere
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -83,6 +84,7 @@ def main(argv):
   from bil_jax.data import image_io
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()
+  logging.set_verbosity(logging.ERROR)  # TFDS' INFO/WARNING lines; counts stay
   config = _CONFIG.value
   if config is None:
     print('error: pass --config=configs/X.py', file=sys.stderr)

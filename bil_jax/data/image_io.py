@@ -46,8 +46,9 @@ def check_manual_dir(path: str, what: str) -> str:
       docs/datasets.md)'.
   """
   if not path:
-    raise DataError('<data.manual_dir>', f'not set: pass '
-                    f'--config.data.manual_dir=DIR with {what}')
+    raise DataError('<data.manual_dir>', f'not set: pass --manual_dir=DIR '
+                    f'(prepare.py) or --config.data.manual_dir=DIR (training) '
+                    f'with {what}')
   if not os.path.isdir(path):
     raise DataError(path, f'manual_dir does not exist; it should hold {what}')
   if not os.listdir(path):
