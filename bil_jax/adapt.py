@@ -74,3 +74,14 @@ def adapt(loop: InnerLoop, params: Any, support: gan.Pairs, rng: jax.Array,
     step = jax.checkpoint(step)
   (params, _), metrics = jax.lax.scan(step, (params, opt_state), jnp.arange(loop.steps))
   return params, metrics
+
+
+def adapt_and_generate(loop: InnerLoop, params: Any, support: gan.Pairs, query: gan.Pairs,
+                       rng: jax.Array, frozen: Any = None):
+  """IS adaptation on ``support``, then generation for ``query`` (Alg. 2 lines 5-13).
+
+  Returns:
+    (fake [q,H,W,3] from the adapted G without dropout, adapted_params).
+  """
+  adapted, _ = adapt(loop, params, support, rng, frozen)
+  return gan.generate(loop.spec, adapted["G"], query, rng, train=False), adapted

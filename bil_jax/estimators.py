@@ -59,6 +59,14 @@ def _query_losses(loop, params, task, rng, frozen):
   return (terms["g_loss"], terms["d_loss"]), terms
 
 
+def _two_pullbacks(pullback, like):
+  """{'G': d L_G / d theta_G, 'D': d L_D / d theta_D} from the vjp of (L_G, L_D)."""
+  one, zero = jnp.ones_like(like), jnp.zeros_like(like)
+  (dg,) = pullback((one, zero))
+  (dd,) = pullback((zero, one))
+  return {"G": dg["G"], "D": dd["D"]}
+
+
 def _metrics(before: dict, after: dict, support: dict, grads: Any) -> dict:
   """Scalar diagnostics shared by every estimator."""
   m = {}
@@ -81,10 +89,7 @@ def second_order(loop: adapt_lib.InnerLoop, params, task, rng, frozen=None):
     return losses, (terms, support_m)
 
   (lg, ld), pullback, (after, support_m) = jax.vjp(meta_losses, params, has_aux=True)
-  one, zero = jnp.ones_like(lg), jnp.zeros_like(lg)
-  (dg,) = pullback((one, zero))
-  (dd,) = pullback((zero, one))
-  grads = {"G": dg["G"], "D": dd["D"]}
+  grads = _two_pullbacks(pullback, lg)
   _, before = _query_losses(loop, params, task, rng, frozen)
   return grads, _metrics(before, after, support_m, grads)
 
@@ -96,10 +101,7 @@ def first_order(loop: adapt_lib.InnerLoop, params, task, rng, frozen=None):
   adapted = jax.lax.stop_gradient(adapted)
   (lg, ld), pullback, after = jax.vjp(
       lambda p: _query_losses(loop, p, task, rng, frozen), adapted, has_aux=True)
-  one, zero = jnp.ones_like(lg), jnp.zeros_like(lg)
-  (dg,) = pullback((one, zero))
-  (dd,) = pullback((zero, one))
-  grads = {"G": dg["G"], "D": dd["D"]}
+  grads = _two_pullbacks(pullback, lg)
   _, before = _query_losses(loop, params, task, rng, frozen)
   return grads, _metrics(before, after, support_m, grads)
 

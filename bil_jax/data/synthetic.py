@@ -36,7 +36,7 @@ It is registered in the dataset registry as 'synthetic'.
 import dataclasses
 import inspect
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from etils import epath
 import numpy as np
@@ -159,9 +159,26 @@ def _hsv_to_rgb(h, s, v):
       np.minimum(k, 4 - k), 0, 1)
 
 
-def sample_appearance(rng: np.random.Generator,
-                      num_classes: int) -> Dict[str, Any]:
+def class_priors(seed: int, num_classes: int) -> Dict[str, np.ndarray]:
+  """The dataset-wide typical look of each class (like "sky is bluish"): [C] each.
+
+  Shared by the train and test scenes of one seed; every scene perturbs it, so a
+  conventional model can learn the prior while the shots reveal a scene's own look.
+  """
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
+  return {'hue': rng.random(num_classes),
+          'sat': 0.35 + 0.55 * rng.random(num_classes),
+          'val': 0.4 + 0.5 * rng.random(num_classes)}
+
+
+def sample_appearance(rng: np.random.Generator, num_classes: int,
+                      priors: Optional[Dict[str, np.ndarray]] = None,
+                      hue_jitter: float = 0.15) -> Dict[str, Any]:
   """Draws one scene's appearance (hidden from the maps).
+
+  With ``priors`` (see :func:`class_priors`) each class's colour is the prior with a
+  scene-specific hue shift of up to +-``hue_jitter`` and scaled saturation and value;
+  without, colours are uniform over the hue circle.
 
   Returns:
     dict of float32 arrays: 'base' [C,3] and 'tex' [C,3] RGB colours in [0,1];
@@ -169,9 +186,14 @@ def sample_appearance(rng: np.random.Generator,
     'light_angle', 'light_strength' scalars.
   """
   c = num_classes
-  hue = rng.random(c)
-  sat = 0.25 + 0.75 * rng.random(c)
-  val = 0.35 + 0.6 * rng.random(c)
+  if priors is None:
+    hue = rng.random(c)
+    sat = 0.25 + 0.75 * rng.random(c)
+    val = 0.35 + 0.6 * rng.random(c)
+  else:
+    hue = priors['hue'] + rng.uniform(-hue_jitter, hue_jitter, c)
+    sat = np.clip(priors['sat'] * rng.uniform(0.6, 1.4, c), 0.1, 1.0)
+    val = np.clip(priors['val'] * rng.uniform(0.7, 1.3, c), 0.2, 1.0)
   base = _hsv_to_rgb(hue, sat, val)
   tex = _hsv_to_rgb(hue + rng.uniform(-0.3, 0.3, c),
                     np.clip(sat * rng.uniform(0.5, 1.3, c), 0, 1),
@@ -292,7 +314,7 @@ def generate_task(seed: int, split: str, index: int, num_classes: int,
                   num_pairs: int) -> Tuple[str, np.ndarray, np.ndarray]:
   """One scene: (name, maps uint8 [P,H,W], images uint8 [P,H,W,3])."""
   rng = task_rng(seed, split, index)
-  app = sample_appearance(rng, num_classes)
+  app = sample_appearance(rng, num_classes, class_priors(seed, num_classes))
   maps = sample_layouts(rng, num_pairs, num_classes, height, width)
   images = render(maps, app, rng)
   return f'{split}_{index:05d}', maps, images
