@@ -91,6 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
   e.is_steps = 20               # IS adaptation steps on the unseen task (Sec. 5.3)
   e.aux_tasks = 5               # K auxiliary tasks retrieved by Eq. 3
   e.aux_steps = 20              # alternating GP fine-tuning steps on the auxiliary tasks
+  e.aux_estimator = ""          # meta-gradient of Aux fine-tuning; "" -> meta.estimator
+  e.aux_lr = -1.0               # GP fine-tuning learning rate; < 0 -> meta.outer_lr
   e.num_test_tasks = -1         # -1 -> all test tasks
   e.lpips_weights = ""          # Flax LPIPS checkpoint from data_prep/convert_lpips_weights.py
   e.grid_tasks = 4              # test tasks shown in the Fig. 3-style PNG grid
