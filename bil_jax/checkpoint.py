@@ -1,13 +1,20 @@
 """Orbax checkpoints of training states, with fallback to an earlier step.
 
-A state is a pytree of arrays (``{'step', 'params', 'opt_state', ...}``). Saves are
-Orbax's atomic saves (written to a temporary directory, then renamed), so a process
-killed mid-save leaves the previous checkpoint intact. Restoring takes the newest
-checkpoint that can be read; an unreadable one gives a warning and the one before it
-is tried.
+A state is a pytree of arrays (``{'step', 'params', 'opt_state', ...}``).
+
+Guarantees:
+* Saves are Orbax's atomic saves (written to a temporary directory, then renamed), so
+  a process killed mid-save (even with SIGKILL) leaves the previous checkpoint intact;
+  leftover temporary directories are removed on the next start.
+* A state with a NaN or Inf in any floating-point leaf is never written
+  (:class:`NonFiniteStateError`).
+* Restoring takes the newest checkpoint that can be read. An unreadable one (truncated,
+  corrupted, half-deleted) gives a warning, is moved aside to ``<directory>.unreadable/``
+  (so that the run can save that step again) and the one before it is tried.
 """
 import logging
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -15,14 +22,37 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be written or none can be read; the message is one line."""
+
+
+class NonFiniteStateError(CheckpointError):
+  """A state to be saved holds NaN or Inf values."""
+
+
+def nonfinite_leaves(tree: Any) -> list:
+  """Key paths (strings) of the floating-point leaves of ``tree`` holding NaN or Inf."""
+  bad = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(tree)):
+    a = np.asarray(leaf)
+    if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+      bad.append(jax.tree_util.keystr(path))
+  return bad
+
+
 class Checkpointer:
   """A thin wrapper around ``ocp.CheckpointManager`` for one training phase."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
+    self.max_to_keep = max_to_keep
+    self._manager = self._new_manager()
+
+  def _new_manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
+                                             cleanup_tmp_directories=True))
 
   def all_steps(self) -> list:
     return sorted(self._manager.all_steps())
@@ -32,17 +62,43 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def save(self, step: int, state: Any) -> None:
-    """Saves ``state`` as checkpoint ``step`` (no-op if that step exists) and waits."""
+    """Saves ``state`` as checkpoint ``step`` (no-op if that step exists) and waits.
+
+    Raises:
+      NonFiniteStateError: ``state`` holds NaN or Inf; nothing is written.
+    """
     if step in self._manager.all_steps():
       return
+    bad = nonfinite_leaves(state)
+    if bad:
+      raise NonFiniteStateError(
+          f"refusing to checkpoint step {step} to {self.directory}: non-finite values in "
+          f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()
+
+  def _set_aside(self, step: int) -> None:
+    """Moves an unreadable step to ``<directory>.unreadable/<step>`` (process 0 only)."""
+    if jax.process_index() == 0:
+      src = os.path.join(self.directory, str(step))
+      dst = os.path.join(self.directory + ".unreadable", str(step))
+      if os.path.isdir(src):
+        if os.path.exists(dst):
+          shutil.rmtree(dst)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.move(src, dst)
+    # A manager that failed to read a step may keep stale metadata: start afresh. (The
+    # failed one is dropped, not closed: closing it after a failed read logs errors.)
+    self._manager = self._new_manager()
 
   def restore(self, target: Any, step: Optional[int] = None):
     """Restores the newest readable checkpoint (at most ``step``) shaped like ``target``.
 
     Returns:
       (state, step), or (None, None) when there is no checkpoint at all.
+
+    Raises:
+      CheckpointError: there are checkpoints but none can be read.
     """
     steps = [s for s in self.all_steps() if step is None or s <= step]
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -51,10 +107,13 @@ class Checkpointer:
         state = self._manager.restore(s, args=ocp.args.StandardRestore(abstract))
         return state, s
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Checkpoint %d in %s cannot be read (%s: %s); trying the previous one.",
-                        s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+        logging.warning("Checkpoint %d in %s cannot be read (%s: %s); moving it to %s and "
+                        "trying the previous one.", s, self.directory, type(e).__name__,
+                        (str(e).splitlines() or [""])[0][:200], self.directory + ".unreadable")
+        self._set_aside(s)
     if steps:
-      raise RuntimeError(f"no checkpoint in {self.directory} can be read (steps {steps})")
+      raise CheckpointError(f"no checkpoint in {self.directory} can be read (steps {steps}; "
+                            f"moved to {self.directory}.unreadable)")
     return None, None
 
   def close(self) -> None:

@@ -12,6 +12,14 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
+  # ---- reliability (docs/reliability.md) --------------------------------------------
+  c.nonfinite = "skip"          # a NaN/Inf loss or update: "skip" it (counted, logged as
+                                # nonfinite_skips) | "stop" with an error naming the step
+  c.overwrite = False           # True: a workdir made by a DIFFERENT config has its runs
+                                # deleted and starts afresh (same config: always resumes)
+  c.debug_nan_step = -1         # TEST ONLY fault injection: the update that produces this
+                                # step (1-based) gets NaN target images; -1 = off
+
   # ---- data -------------------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
   d.name = "synthetic"          # key of the dataset registry in bil_jax.data.registry

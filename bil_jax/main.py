@@ -4,7 +4,16 @@ Modes: ``pretrain`` (conventional training, Alg. 1 lines 1-5), ``metatrain`` (Bi
 meta-training, lines 6-22), ``evaluate`` (test phase, Alg. 2, and the ablation table) and
 ``all`` (the three in turn; the default). ``--config.a.b=v`` overrides a config value;
 configs are locked, so a misspelt key is an error.
+
+Exit status:
+  0   done.
+  1   an expected error (bad flag or config value, bad data, missing weights or
+      checkpoint, unusable workdir, non-finite update with nonfinite='stop'): one line
+      ``error: ...`` on stderr, no traceback. Unexpected errors keep their traceback.
+  75  stopped by SIGTERM/SIGINT after checkpointing the current step; rerun the same
+      command to resume (docs/reliability.md).
 """
+import os
 import sys
 
 from absl import app
@@ -13,18 +22,93 @@ from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
-                                lock_config=True)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def one_line(message) -> str:
+  """``message`` with all whitespace runs (newlines included) collapsed to one space."""
+  return " ".join(str(message).split())
+
+
+def _fail(message) -> None:
+  print(f"error: {one_line(message)}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _bad_override(err: Exception, argv) -> None:
+  """One-line error for a ``--config.a.b=v`` override that names no key or has a bad value."""
+  overrides = [a for a in argv[1:] if a.startswith("--config.")]
+  key = str(err).strip("'\" ")
+  culprit = next((a for a in overrides if key and key in a), " ".join(overrides))
+  if isinstance(err, (AttributeError, KeyError)):
+    _fail(f"unknown config key in {culprit} (no key {key!r})")
+  _fail(f"bad value in {culprit}: {type(err).__name__}: {err}")
+
+
+try:
+  # The config flag reads --config.* overrides from sys.argv as it is defined.
+  config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
+                                  lock_config=True)
+except (AttributeError, KeyError, TypeError, ValueError) as e:
+  _bad_override(e, sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "evaluate", "all"], "What to run.")
 flags.mark_flags_as_required(["workdir"])
-
 
 class _QuietLibraries:
   """Drops INFO records of chatty libraries (Orbax logs every file it writes)."""
 
   def filter(self, record) -> bool:
     return record.levelno > 20 or "orbax" not in record.pathname
+
+
+def _raised_in_project(err: BaseException) -> bool:
+  """Whether the innermost frame of ``err``'s traceback is bil_jax code."""
+  tb = err.__traceback__
+  if tb is None:
+    return False
+  while tb.tb_next is not None:
+    tb = tb.tb_next
+  return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+
+
+def is_expected(err: BaseException) -> bool:
+  """Errors main reports in one line: the project's own, OS errors, and ValueErrors
+  (bad config values or data) that bil_jax itself raised. Anything else is a bug and
+  keeps its traceback."""
+  from bil_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  if isinstance(err, (train.TrainingError, checkpoint.CheckpointError, OSError)):
+    return True
+  return isinstance(err, ValueError) and _raised_in_project(err)
+
+
+def parse_flags(argv):
+  """absl flag parsing with one-line errors for bad flags and config overrides."""
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.keys()  # loads the config file: a missing one fails here
+    return rest
+  except flags.Error as e:
+    _fail(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    _bad_override(e, argv)
+  except OSError as e:  # --config file missing or unreadable
+    _fail(f"--config: {e}")
+
+
+def run_modes(config, workdir: str, mode: str) -> None:
+  """Runs ``mode`` ('pretrain', 'metatrain', 'evaluate' or 'all')."""
+  from bil_jax import train  # pylint: disable=g-import-not-at-top
+  train.check_options(config)
+  train.check_workdir(config, workdir)
+  params = None
+  if mode in ("pretrain", "all"):
+    params = train.pretrain(config, workdir)
+  if mode in ("metatrain", "all"):
+    train.metatrain(config, workdir, initial_params=params)
+  if mode in ("evaluate", "all"):
+    from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.evaluate(config, workdir)
 
 
 def main(argv):
@@ -35,19 +119,23 @@ def main(argv):
   from bil_jax import train  # pylint: disable=g-import-not-at-top
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
-  params = None
-  if FLAGS.mode in ("pretrain", "all"):
-    params = train.pretrain(config, workdir)
-  if FLAGS.mode in ("metatrain", "all"):
-    train.metatrain(config, workdir, initial_params=params)
-  if FLAGS.mode in ("evaluate", "all"):
-    from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate(config, workdir)
+  try:
+    run_modes(config, workdir, FLAGS.mode)
+  except train.Preempted as p:
+    logging.warning("preempted: %s", p)
+    print(f"preempted: {p}", file=sys.stderr)
+    return train.PREEMPTED_EXIT_CODE
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_expected(e):
+      raise
+    logging.info("stopping on an expected error", exc_info=False)
+    _fail(e)
+  return 0
 
 
 def run():
   """Console-script entry point (``bil-jax``)."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
