@@ -40,8 +40,12 @@ def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
   estimator = functools.partial(estimators.get(estimator_name), loop)
 
   def local_step(params, opt_state, tasks, rngs, frozen):
+    # Inside shard_map the cotangent of a device-invariant input is summed over devices
+    # automatically. Marking the GP parameters device-varying keeps each device's
+    # meta-gradient local, so the pmean below is the mean over the whole meta-batch.
+    local_params = jax.lax.pcast(params, parallel.AXIS, to="varying")
     grads, metrics = jax.vmap(estimator, in_axes=(None, 0, 0, None))(
-        params, tasks, rngs, frozen)
+        local_params, tasks, rngs, frozen)
     grads, metrics = mean_over_tasks(grads, metrics)
     updates, opt_state = outer_opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, metrics

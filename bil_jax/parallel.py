@@ -19,15 +19,22 @@ AXIS = "tasks"
 
 
 def initialize_distributed(num_hosts: int = 1) -> None:
-  """Calls ``jax.distributed.initialize()`` when several hosts are asked for.
+  """Calls ``jax.distributed.initialize`` when several processes are asked for.
 
-  Several hosts are asked for by ``num_hosts > 1`` (``config.meta.num_hosts``) or by the
-  environment (``JAX_COORDINATOR_ADDRESS``, or a cluster JAX detects itself such as
-  Cloud TPU pods and SLURM, flagged with ``BIL_JAX_DISTRIBUTED=1``).
+  * ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` in the environment: initialise with exactly these.
+  * Otherwise ``num_hosts > 1`` (``config.meta.num_hosts``) or ``BIL_JAX_DISTRIBUTED=1``:
+    initialise with JAX's cluster auto-detection (Cloud TPU pods, SLURM, Open MPI, ...).
+  * Otherwise: a single process; nothing to do.
   """
-  wanted = (num_hosts > 1 or "JAX_COORDINATOR_ADDRESS" in os.environ
-            or os.environ.get("BIL_JAX_DISTRIBUTED") == "1")
-  if wanted and not jax.distributed.is_initialized():
+  if jax.distributed.is_initialized():
+    return
+  env = os.environ
+  if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
+    jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(env["JAX_NUM_PROCESSES"]),
+                               process_id=int(env.get("JAX_PROCESS_ID", "0")))
+  elif num_hosts > 1 or env.get("BIL_JAX_DISTRIBUTED") == "1":
     jax.distributed.initialize()
 
 
