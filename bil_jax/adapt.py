@@ -27,11 +27,14 @@ class InnerLoop:
     optimizer: Optax transformation used for both G and D inner updates.
     steps: K, the number of GAN updates.
     remat: wrap each step in ``jax.checkpoint``.
+    unroll: ``lax.scan``'s unroll (1: a loop; True: K copies of the step, which lets
+      XLA's cost analysis count every step; the result is the same).
   """
   spec: gan.GanSpec
   optimizer: optax.GradientTransformation
   steps: int
   remat: bool = False
+  unroll: int | bool = 1
 
 
 def make_inner_optimizer(name: str, lr: float, b1: float = 0.5, b2: float = 0.999,
@@ -72,7 +75,8 @@ def adapt(loop: InnerLoop, params: Any, support: gan.Pairs, rng: jax.Array,
 
   if loop.remat:
     step = jax.checkpoint(step)
-  (params, _), metrics = jax.lax.scan(step, (params, opt_state), jnp.arange(loop.steps))
+  (params, _), metrics = jax.lax.scan(step, (params, opt_state), jnp.arange(loop.steps),
+                                         unroll=loop.unroll)
   return params, metrics
 
 

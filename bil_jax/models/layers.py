@@ -5,6 +5,7 @@ norm per sample, or batch norm over the current batch) and keeps no running aver
 model's variables are a single ``'params'`` collection and ``apply`` is a pure function of
 them. Tensors are NHWC float32.
 """
+import os
 from typing import Sequence
 
 import flax.linen as nn
@@ -54,16 +55,85 @@ class Norm(nn.Module):
     return normalize(x, axes, self.eps) * scale + bias
 
 
+# How convolutions are computed: "matmul" (default) builds the patches of each output
+# position from shifted slices (after a space-to-depth for stride 2) and multiplies them
+# with the kernel in one dot_general; "xla" calls lax.conv_general_dilated. Both give the
+# same result up to float summation order. "matmul" exists for speed on CPU: the
+# meta-gradient vmaps the inner loop over tasks, each with its own weights, and XLA:CPU
+# runs such per-task (feature-grouped) convolutions and the kernel gradients of strided
+# convolutions 5-40x below its conv peak, while batched matmuls run near the matmul peak.
+# See docs/benchmark.md. Choose with the environment variable BIL_JAX_CONV_IMPL.
+CONV_IMPL = os.environ.get("BIL_JAX_CONV_IMPL", "matmul")
+
+
+def _shifted_patches(x: jnp.ndarray, kh: int, kw: int, ho: int, wo: int) -> jnp.ndarray:
+  """[B,H,W,C] -> [B,ho,wo,kh*kw*C]: the stride-1 VALID patches, tap-major (i, j, c)."""
+  return jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
+                         axis=-1)
+
+
+def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 1,
+           impl: str | None = None) -> jnp.ndarray:
+  """Cross-correlation of x [B,H,W,C] with kernel [kh,kw,C,O] (HWIO), symmetric zero padding.
+
+  Same result as ``lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)))`` in NHWC.
+  With ``impl="matmul"`` (default, :data:`CONV_IMPL`) stride 2 is first turned into
+  stride 1 by a space-to-depth of the padded input (a 4x4/2 conv becomes a 2x2/1 conv on
+  4C channels), then the patches are multiplied with the kernel: every op, and every op of
+  both gradients, is a slice, pad, transpose or batched matmul.
+  """
+  impl = impl or CONV_IMPL
+  kh, kw, c, o = kernel.shape
+  if impl == "xla" or stride not in (1, 2) or (stride == 2 and (kh % 2 or kw % 2)):
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride),
+                                        ((padding, padding), (padding, padding)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  b, h, w, _ = x.shape
+  ho = (h + 2 * padding - kh) // stride + 1
+  wo = (w + 2 * padding - kw) // stride + 1
+  if stride == 1:
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    patches = _shifted_patches(xp, kh, kw, ho, wo)
+    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
+  # stride 2: pad to an even size, space-to-depth (phase ry, rx), then a stride-1 conv with
+  # taps ty = (i - ry) / 2 of kernel row i = 2 ty + ry.
+  hp, wp = 2 * (ho + kh // 2 - 1), 2 * (wo + kw // 2 - 1)
+  xp = jnp.pad(x, ((0, 0), (padding, max(hp - h - padding, 0)),
+                   (padding, max(wp - w - padding, 0)), (0, 0)))[:, :hp, :wp]
+  xs = xp.reshape(b, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  xs = xs.reshape(b, hp // 2, wp // 2, 4 * c)                     # channels (ry, rx, c)
+  ks = kernel.reshape(kh // 2, 2, kw // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
+  patches = _shifted_patches(xs, kh // 2, kw // 2, ho, wo)        # (ty, tx, ry, rx, c)
+  return jnp.einsum("bhwk,ko->bhwo", patches, ks.reshape(kh * kw * c, o))
+
+
+class Conv(nn.Module):
+  """``nn.Conv`` (NHWC, HWIO 'kernel', optional 'bias', same names, shapes and init) for
+  square kernels with symmetric padding, computed by :func:`conv2d`."""
+  features: int
+  kernel: int = 4
+  stride: int = 1
+  padding: int = 1
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k = self.param("kernel", conv_init, (self.kernel, self.kernel, x.shape[-1], self.features),
+                   jnp.float32)
+    y = conv2d(x, k.astype(x.dtype), self.stride, self.padding)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return y
+
+
 def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1,
-         use_bias: bool = True, name: str | None = None) -> nn.Conv:
+         use_bias: bool = True, name: str | None = None) -> Conv:
   """A k x k convolution padded like PyTorch's ``Conv2d(padding=padding)``.
 
   out = floor((in + 2 * padding - kernel) / stride) + 1, e.g. 4x4 stride 2 padding 1 halves
-  an even size.
+  an even size. Same variables as ``nn.Conv`` (see :class:`Conv`).
   """
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-                 kernel_init=conv_init, name=name)
+  return Conv(features, kernel, stride, padding, use_bias, name=name)
 
 
 def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
@@ -84,13 +154,22 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   Returns:
     [B,2H,2W,O].
   """
-  b, h, w, _ = x.shape
+  b, h, w, c = x.shape
   phases = []
-  for ay in (0, 1):
-    for ax in (0, 1):
-      phases.append(jax.lax.conv_general_dilated(
-          x, kernel[ay::2, ax::2], (1, 1), ((1 - ay, ay), (1 - ax, ax)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  if CONV_IMPL == "matmul":
+    # Phase (ay, ax), tap (ty, tx) reads the input padded by 1 at offset (ay + ty, ax + tx).
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for ay in (0, 1):
+      for ax in (0, 1):
+        patches = _shifted_patches(xp[:, ay:ay + h + 1, ax:ax + w + 1], 2, 2, h, w)
+        phases.append(jnp.einsum("bhwk,ko->bhwo", patches,
+                                 kernel[ay::2, ax::2].reshape(4 * c, -1)))
+  else:
+    for ay in (0, 1):
+      for ax in (0, 1):
+        phases.append(jax.lax.conv_general_dilated(
+            x, kernel[ay::2, ax::2], (1, 1), ((1 - ay, ay), (1 - ax, ax)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC")))
   y = jnp.stack(phases, axis=3).reshape(b, h, w, 2, 2, -1)   # [B,H,W,ay,ax,O]
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
 

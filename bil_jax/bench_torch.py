@@ -1,0 +1,270 @@
+"""Eager PyTorch reference of one meta-training step, for the speed comparison of the bench.
+
+Written the way learn2learn / ``higher`` users write MAML for a GAN: functional networks
+whose weights are a list of tensors, the tasks of the meta-batch in a Python loop, K
+alternating SGD steps (D, then G) per task with ``torch.autograd.grad(create_graph=True)``
+so that the query losses can be differentiated through the whole adaptation (second
+order), or without it on detached adapted weights (first order). The outer update is
+Adam on the mean of the per-task meta-gradients. The networks are those of
+:mod:`bil_jax.models` (pix2pix U-Net with instance norm and 4x4 stride-2 convs of
+min(ngf 2^i, 8 ngf) channels, PatchGAN with 3 layers, both with learnable norm scale and
+bias), the losses Eq. 4-7 without the perceptual term (BCE GAN loss + L1).
+
+  python -m bil_jax.bench_torch --size 32 --ngf 16
+  python -m bil_jax.bench_torch --size 64 --ngf 32 --estimators second_order
+
+Needs ``torch`` (``pip install torch``); it is not a dependency of bil_jax.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _level_width(ngf, i):
+  return ngf * min(2 ** i, 8)
+
+
+def _depth(size):
+  return int(size).bit_length() - 1
+
+
+def init_generator(ngf, in_ch, depth, out_ch=3, gen=None):
+  """List of weights [(name, tensor)] of the pix2pix U-Net (see bil_jax.models.pix2pix)."""
+  p = {}
+  cin = in_ch
+  for i in range(depth):
+    with_norm = 0 < i < depth - 1
+    c = _level_width(ngf, i)
+    p[f"down_{i}.w"] = torch.randn(c, cin, 4, 4, generator=gen) * 0.02
+    if with_norm:
+      p[f"down_norm_{i}.s"] = torch.ones(c)
+      p[f"down_norm_{i}.b"] = torch.zeros(c)
+    else:
+      p[f"down_{i}.b"] = torch.zeros(c)
+    cin = c
+  for i in reversed(range(depth)):
+    cin_up = _level_width(ngf, i) * (1 if i == depth - 1 else 2)
+    cout = out_ch if i == 0 else _level_width(ngf, i - 1)
+    p[f"up_{i}.w"] = torch.randn(cin_up, cout, 4, 4, generator=gen) * 0.02
+    if i == 0:
+      p["up_0.b"] = torch.zeros(cout)
+    else:
+      p[f"up_norm_{i}.s"] = torch.ones(cout)
+      p[f"up_norm_{i}.b"] = torch.zeros(cout)
+  return p
+
+
+def _inorm(x, s, b):
+  return F.instance_norm(x, weight=s, bias=b, eps=1e-5)
+
+
+def generator(p, x, depth, dropout=0.5, train=True):
+  """x [B,Cin,H,W] -> [B,3,H,W]."""
+  skips, h = [], x
+  for i in range(depth):
+    with_norm = 0 < i < depth - 1
+    if i > 0:
+      h = F.leaky_relu(h, 0.2)
+    h = F.conv2d(h, p[f"down_{i}.w"], p.get(f"down_{i}.b"), stride=2, padding=1)
+    if with_norm:
+      h = _inorm(h, p[f"down_norm_{i}.s"], p[f"down_norm_{i}.b"])
+    skips.append(h)
+  for i in reversed(range(depth)):
+    if i < depth - 1:
+      h = torch.cat([skips[i], h], 1)
+    h = F.relu(h)
+    h = F.conv_transpose2d(h, p[f"up_{i}.w"], p.get(f"up_{i}.b"), stride=2, padding=1)
+    if i == 0:
+      return torch.tanh(h)
+    h = _inorm(h, p[f"up_norm_{i}.s"], p[f"up_norm_{i}.b"])
+    if dropout > 0 and 4 <= i <= depth - 2:
+      h = F.dropout(h, dropout, training=train)
+  raise AssertionError
+
+
+def init_discriminator(ndf, in_ch, n_layers=3, gen=None):
+  p = {"conv_0.w": torch.randn(ndf, in_ch, 4, 4, generator=gen) * 0.02,
+       "conv_0.b": torch.zeros(ndf)}
+  cin = ndf
+  for i in range(1, n_layers + 1):
+    c = ndf * min(2 ** i, 8)
+    p[f"conv_{i}.w"] = torch.randn(c, cin, 4, 4, generator=gen) * 0.02
+    p[f"norm_{i}.s"] = torch.ones(c)
+    p[f"norm_{i}.b"] = torch.zeros(c)
+    cin = c
+  p["logits.w"] = torch.randn(1, cin, 4, 4, generator=gen) * 0.02
+  p["logits.b"] = torch.zeros(1)
+  return p
+
+
+def discriminator(p, s, y, n_layers=3):
+  h = F.leaky_relu(F.conv2d(torch.cat([s, y], 1), p["conv_0.w"], p["conv_0.b"], 2, 1), 0.2)
+  for i in range(1, n_layers + 1):
+    h = F.conv2d(h, p[f"conv_{i}.w"], None, 2 if i < n_layers else 1, 1)
+    h = F.leaky_relu(_inorm(h, p[f"norm_{i}.s"], p[f"norm_{i}.b"]), 0.2)
+  return F.conv2d(h, p["logits.w"], p["logits.b"], 1, 1)
+
+
+def _bce(logits, target):
+  return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class Reference:
+  """The meta-step: ``step(tasks)`` with tasks a list of dicts of torch tensors."""
+
+  def __init__(self, size=32, ngf=16, ndf=16, num_classes=8, inner_steps=5, inner_lr=1e-4,
+               outer_lr=1e-4, lambda_l1=1.0, lambda_a=10.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    self.depth = _depth(size)
+    self.num_classes = num_classes
+    self.k = inner_steps
+    self.lr = inner_lr
+    self.l1, self.la = lambda_l1, lambda_a
+    self.g = {k: v.requires_grad_() for k, v in
+              init_generator(ngf, num_classes, self.depth, gen=gen).items()}
+    self.d = {k: v.requires_grad_() for k, v in
+              init_discriminator(ndf, num_classes + 3, gen=gen).items()}
+    self.opt = torch.optim.Adam(list(self.g.values()) + list(self.d.values()), lr=outer_lr,
+                                betas=(0.5, 0.999))
+
+  def _losses(self, g, d, pairs):
+    s, y = pairs["onehot"], pairs["image"]
+    fake = generator(g, s, self.depth)
+    d_loss = 0.5 * (_bce(discriminator(d, s, y), 1.0) + _bce(discriminator(d, s, fake), 0.0))
+    g_loss = self.l1 * (fake - y).abs().mean() + self.la * _bce(discriminator(d, s, fake), 1.0)
+    return g_loss, d_loss
+
+  def _adapt(self, support, second_order):
+    """K alternating SGD steps (D then G), differentiable when ``second_order``."""
+    g, d = dict(self.g), dict(self.d)
+    s, y = support["onehot"], support["image"]
+    for _ in range(self.k):
+      fake = generator(g, s, self.depth)
+      d_loss = 0.5 * (_bce(discriminator(d, s, y), 1.0)
+                      + _bce(discriminator(d, s, fake if second_order else fake.detach()), 0.0))
+      dg = torch.autograd.grad(d_loss, list(d.values()), create_graph=second_order)
+      d = {k: v - self.lr * gr for (k, v), gr in zip(d.items(), dg)}
+      g_loss = (self.l1 * (fake - y).abs().mean()
+                + self.la * _bce(discriminator(d, s, fake), 1.0))
+      gg = torch.autograd.grad(g_loss, list(g.values()), create_graph=second_order)
+      g = {k: v - self.lr * gr for (k, v), gr in zip(g.items(), gg)}
+      if not second_order:
+        g = {k: v.detach().requires_grad_() for k, v in g.items()}
+        d = {k: v.detach().requires_grad_() for k, v in d.items()}
+    return g, d
+
+  def step(self, tasks, estimator="second_order"):
+    """One meta-step over ``tasks`` (a Python loop); returns the mean query L_G."""
+    second = estimator == "second_order"
+    acc = {k: torch.zeros_like(v) for k, v in list(self.g.items()) + list(self.d.items())}
+    total = 0.0
+    for task in tasks:
+      g, d = self._adapt(task["support"], second)
+      lg, ld = self._losses(g, d, task["query"])
+      if second:
+        gg = torch.autograd.grad(lg, list(self.g.values()), retain_graph=True)
+        gd = torch.autograd.grad(ld, list(self.d.values()))
+      else:
+        gg = torch.autograd.grad(lg, list(g.values()), retain_graph=True)
+        gd = torch.autograd.grad(ld, list(d.values()))
+      for k, v in zip(self.g, gg):
+        acc[k] += v / len(tasks)
+      for k, v in zip(self.d, gd):
+        acc[k] += v / len(tasks)
+      with torch.no_grad():   # the 'before' query losses the JAX estimators also report
+        self._losses(self.g, self.d, task["query"])
+      total += float(lg) / len(tasks)
+    for k, v in list(self.g.items()) + list(self.d.items()):
+      v.grad = acc[k]
+    self.opt.step()
+    return total
+
+
+def random_tasks(meta_batch, shots, queries, size, num_classes, seed=0):
+  rng = np.random.default_rng(seed)
+
+  def pairs(n):
+    m = torch.from_numpy(rng.integers(0, num_classes, (n, size, size)))
+    return {"onehot": F.one_hot(m, num_classes).permute(0, 3, 1, 2).float().contiguous(),
+            "image": torch.from_numpy(
+                rng.uniform(-1, 1, (n, 3, size, size)).astype(np.float32))}
+
+  return [{"support": pairs(shots), "query": pairs(queries)} for _ in range(meta_batch)]
+
+
+def count_flops(ref, tasks, estimator):
+  """FLOPs of one meta-step by ``torch.utils.flop_counter`` (None if unavailable)."""
+  try:
+    from torch.utils.flop_counter import FlopCounterMode
+  except ImportError:
+    return None
+  with FlopCounterMode(display=False) as counter:
+    ref.step(tasks, estimator)
+  return int(counter.get_total_flops())
+
+
+def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, queries=5,
+            inner_steps=5, estimators=("second_order", "first_order"), repeats=3,
+            threads=0, flops=True, seed=0):
+  """Times the reference meta-step; returns a list of records (one per estimator)."""
+  if threads:
+    torch.set_num_threads(threads)
+  tasks = random_tasks(meta_batch, shots, queries, size, num_classes, seed)
+  out = []
+  for est in estimators:
+    ref = Reference(size, ngf, ndf or ngf, num_classes, inner_steps, seed=seed)
+    ref.step(tasks, est)                               # warm-up
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      loss = ref.step(tasks, est)
+      times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    n_flops = count_flops(ref, tasks, est) if flops else None
+    out.append({
+        "model": "pix2pix", "implementation": "pytorch_eager", "estimator": est,
+        "remat": False, "inner_steps": inner_steps, "meta_batch": meta_batch,
+        "image_size": size, "ngf": ngf, "ndf": ndf or ngf, "inner_optimizer": "sgd",
+        "step_time_s": step, "step_times_s": times, "tasks_per_s": meta_batch / step,
+        "flops": n_flops, "flops_per_s": (n_flops / step) if n_flops else None,
+        "loss": loss, "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads()})
+  return out
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--size", type=int, default=32)
+  ap.add_argument("--ngf", type=int, default=16)
+  ap.add_argument("--ndf", type=int, default=0, help="0 -> ngf")
+  ap.add_argument("--num_classes", type=int, default=8)
+  ap.add_argument("--meta_batch", type=int, default=5)
+  ap.add_argument("--shots", type=int, default=5)
+  ap.add_argument("--queries", type=int, default=5)
+  ap.add_argument("--inner_steps", type=int, default=5)
+  ap.add_argument("--estimators", default="second_order,first_order")
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--threads", type=int, default=0, help="0 -> torch's default")
+  ap.add_argument("--no_flops", action="store_true")
+  ap.add_argument("--json", default="", help="also write the records to this file")
+  a = ap.parse_args(argv)
+  recs = measure(a.size, a.ngf, a.ndf or a.ngf, a.num_classes, a.meta_batch, a.shots,
+                 a.queries, a.inner_steps, tuple(a.estimators.split(",")), a.repeats,
+                 a.threads, not a.no_flops)
+  for r in recs:
+    fl = f"{r['flops'] / 1e9:.1f} GFLOP" if r["flops"] else "n/a"
+    print(f"pytorch eager {r['estimator']:>12s} {a.size}x{a.size} ngf {a.ngf} K={a.inner_steps} "
+          f"M={a.meta_batch}: {r['step_time_s']:.3f} s/step (median of {a.repeats}), {fl}")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(recs, f, indent=1)
+  return recs
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,55 @@
+"""The meta-gradient benchmark on a tiny configuration (tiny G and D of tests/tiny.py)."""
+import json
+import os
+
+import jax
+import numpy as np
+
+import tiny
+from bil_jax import bench
+
+
+def test_bench_writes_every_key_and_remat_keeps_the_loss(tmp_path):
+  config = bench.make_config(size=tiny.H, num_classes=tiny.C, shots=2, queries=2,
+                             inner_optimizer="sgd")
+  sp = tiny.spec()
+  setup = bench.make_setup(config, spec=sp, params=tiny.init_params(sp), model_name="tiny")
+  opts = dict(estimators="second_order,first_order,reptile", remat="on,off",
+              inner_steps="2", meta_batch="1", repeats=1, peak_size="small")
+  records = bench.run(opts, str(tmp_path), log=lambda *_: None, setup=setup)
+
+  with open(os.path.join(tmp_path, "bench.json")) as f:
+    loaded = json.load(f)
+  assert len(loaded) == len(records) == 3 * 2
+  for r in loaded:
+    for key in bench.RECORD_KEYS:
+      assert key in r, key
+    assert r["peak_memory_bytes"] > 0
+    assert r["flops"] > 0 and r["flops_per_s"] > 0 and r["peak_flops_per_s"] > 0
+    assert r["step_time_s"] > 0 and r["compile_time_s"] > 0
+  assert os.path.getsize(os.path.join(tmp_path, "bench.png")) > 0
+  table = open(os.path.join(tmp_path, "bench.md")).read()
+  assert table.count("| second_order |") == 2
+
+  by = {(r["estimator"], r["remat"], r["inner_steps"]): r for r in loaded}
+  for est in ("second_order", "first_order", "reptile"):
+    for k in (2,):
+      np.testing.assert_allclose(by[(est, True, k)]["loss"], by[(est, False, k)]["loss"],
+                                 rtol=1e-6)
+  # FLOPs count every inner step: linear in K from unrolled lowerings at K=1 and 2.
+  f1 = bench.step_flops(setup, "second_order", 1, False, _args(setup))
+  assert by[("second_order", False, 2)]["flops"] > f1 > 0
+
+
+def _args(setup):
+  tasks = bench.random_tasks(setup.config, 1)
+  rngs = bench.meta.task_rngs(jax.random.PRNGKey(0), 0, 1)
+  return (setup.params, setup.opt_state, tasks, rngs, None)
+
+
+def test_cli_parses_presets():
+  opts, out = bench.parse_args(["--preset", "torch_ref_32", "--out", "x"])
+  assert (opts["size"], opts["ngf"], opts["inner_steps"], opts["meta_batch"]) == (32, 16, "5", "5")
+  assert opts["inner_optimizer"] == "sgd" and out == "x"
+  opts, _ = bench.parse_args(["--quick", "--inner_steps", "1"])
+  assert opts["inner_steps"] == "1" and opts["estimators"].count(",") == 2
