@@ -62,8 +62,11 @@ class Norm(nn.Module):
 # meta-gradient vmaps the inner loop over tasks, each with its own weights, and XLA:CPU
 # runs such per-task (feature-grouped) convolutions and the kernel gradients of strided
 # convolutions 5-40x below its conv peak, while batched matmuls run near the matmul peak.
-# See docs/benchmark.md. Choose with the environment variable BIL_JAX_CONV_IMPL.
-CONV_IMPL = os.environ.get("BIL_JAX_CONV_IMPL", "matmul")
+# See docs/benchmark.md. Choose with the environment variable BIL_JAX_CONV_IMPL. The default
+# is "xla": it is the right choice on GPUs/TPUs (cuDNN and friends) and compiles 1.5-2x
+# faster on CPU, where compilation dominates short runs and the test suite;
+# BIL_JAX_CONV_IMPL=matmul makes long CPU meta-training runs about 2x faster per step.
+CONV_IMPL = os.environ.get("BIL_JAX_CONV_IMPL", "xla")
 
 
 def _shifted_patches(x: jnp.ndarray, kh: int, kw: int, ho: int, wo: int) -> jnp.ndarray:
@@ -77,7 +80,7 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 
   """Cross-correlation of x [B,H,W,C] with kernel [kh,kw,C,O] (HWIO), symmetric zero padding.
 
   Same result as ``lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)))`` in NHWC.
-  With ``impl="matmul"`` (default, :data:`CONV_IMPL`) stride 2 is first turned into
+  With ``impl="matmul"`` (see :data:`CONV_IMPL`) stride 2 is first turned into
   stride 1 by a space-to-depth of the padded input (a 4x4/2 conv becomes a 2x2/1 conv on
   4C channels), then the patches are multiplied with the kernel: every op, and every op of
   both gradients, is a slice, pad, transpose or batched matmul.
@@ -136,7 +139,8 @@ def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1,
   return Conv(features, kernel, stride, padding, use_bias, name=name)
 
 
-def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
+                           impl: str | None = None) -> jnp.ndarray:
   """``nn.ConvTranspose(O, (4, 4), strides=2, padding=2)`` computed as 4 phase convolutions.
 
   Along one axis the transposed convolution gives out[2m] = x[m-1] K[0] + x[m] K[2] and
@@ -150,13 +154,14 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   Args:
     x: [B,H,W,C].
     kernel: [4,4,C,O] in ``nn.ConvTranspose`` layout (transpose_kernel=False).
+    impl: "xla" or "matmul"; default :data:`CONV_IMPL`.
 
   Returns:
     [B,2H,2W,O].
   """
   b, h, w, c = x.shape
   phases = []
-  if CONV_IMPL == "matmul":
+  if (impl or CONV_IMPL) == "matmul":
     # Phase (ay, ax), tap (ty, tx) reads the input padded by 1 at offset (ay + ty, ax + tx).
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     for ay in (0, 1):
