@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bil_jax import config_lib, estimators, experiment, meta, parallel
+from bil_jax.models import layers
 
 RECORD_KEYS = ("model", "estimator", "remat", "inner_steps", "meta_batch", "step_time_s",
                "compile_time_s", "peak_memory_bytes", "flops", "flops_per_s",
@@ -245,6 +246,7 @@ def bench_one(setup: Setup, estimator: str, steps: int, meta_batch: int, remat: 
       "shots": int(config.data.shots), "queries": int(config.data.queries),
       "inner_optimizer": config.meta.inner_optimizer, "implementation": "jax",
       "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
+      "conv_impl": layers.CONV_IMPL,
   }
 
 
