@@ -24,12 +24,11 @@ Outputs in ``WORKDIR/eval/``: ``results.json``
 ``results.md`` (a Markdown table) and ``samples.png`` (Fig. 3 layout: input, X (n-shot),
 BiL w/o Aux, BiL, ground truth, GP output).
 """
-import functools
 import json
 import logging
 import os
 import time
-from typing import Any, Dict, List
+from typing import Dict, List
 
 import jax
 import jax.numpy as jnp
