@@ -54,8 +54,8 @@ class GanSpec:
 
 
 def structure_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
-  """One-hot structure map x_S: [B,H,W] ids -> [B,H,W,C] float32."""
-  return jax.nn.one_hot(pairs["map"], spec.num_classes, dtype=jnp.float32)
+  """One-hot structure map x_S: [B,H,W] ids -> [B,H,W,C], in the dtype of the images."""
+  return jax.nn.one_hot(pairs["map"], spec.num_classes, dtype=pairs["image"].dtype)
 
 
 def generator_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
@@ -73,22 +73,35 @@ def generate(spec: GanSpec, g_params: Params, pairs: Pairs, rng: jax.Array,
                               train=train, rngs={"dropout": rng} if train else None)
 
 
+def real_and_fake_logits(spec: GanSpec, d_params: Params, pairs: Pairs,
+                         fake: jax.Array) -> tuple:
+  """D's logits on the real images of ``pairs`` and on ``fake`` [B,H,W,3], in one D call.
+
+  The two image sets are ``vmap``-ed, so each keeps its own normalisation statistics (the
+  result equals two separate calls, for batch norm too) while every convolution runs once
+  on twice the batch. Returns (real_logits, fake_logits), each [B,h,w,1].
+  """
+  s = structure_input(spec, pairs)
+  logits = jax.vmap(lambda y: spec.discriminator.apply({"params": d_params}, s, y))(
+      jnp.stack([pairs["image"], fake]))
+  return logits[0], logits[1]
+
+
 def discriminator_loss_on(spec: GanSpec, d_params: Params, pairs: Pairs,
                           fake: jax.Array) -> jax.Array:
   """L_D given generated images ``fake`` [B,H,W,3] -> scalar."""
-  s = structure_input(spec, pairs)
-  real_logits = spec.discriminator.apply({"params": d_params}, s, pairs["image"])
-  fake_logits = spec.discriminator.apply({"params": d_params}, s, fake)
-  return losses.discriminator_adversarial_loss(real_logits, fake_logits, spec.gan_mode)
+  return losses.discriminator_adversarial_loss(
+      *real_and_fake_logits(spec, d_params, pairs, fake), spec.gan_mode)
 
 
-def generator_loss_terms(spec: GanSpec, d_params: Params, pairs: Pairs, fake: jax.Array,
-                         frozen: Any) -> dict:
-  """Eq. 4-7 for G given ``fake`` [B,H,W,3]: dict of scalars 'l1', 'adv', 'perceptual', 'g_loss'."""
-  s = structure_input(spec, pairs)
+def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Array,
+                                     fake_logits: jax.Array, frozen: Any) -> dict:
+  """Eq. 4-7 for G given ``fake`` [B,H,W,3] and D's logits on it [B,h,w,1].
+
+  Returns a dict of scalars 'l1', 'adv', 'perceptual', 'g_loss'.
+  """
   l1 = losses.l1_loss(fake, pairs["image"])
-  adv = losses.generator_adversarial_loss(
-      spec.discriminator.apply({"params": d_params}, s, fake), spec.gan_mode)
+  adv = losses.generator_adversarial_loss(fake_logits, spec.gan_mode)
   if spec.lambda_b and spec.feature_fn is not None:
     perceptual = losses.perceptual_loss(spec.feature_fn(frozen, fake),
                                         spec.feature_fn(frozen, pairs["image"]))
@@ -99,17 +112,27 @@ def generator_loss_terms(spec: GanSpec, d_params: Params, pairs: Pairs, fake: ja
   return {"l1": l1, "adv": adv, "perceptual": perceptual, "g_loss": total}
 
 
+def generator_loss_terms(spec: GanSpec, d_params: Params, pairs: Pairs, fake: jax.Array,
+                         frozen: Any) -> dict:
+  """Eq. 4-7 for G given ``fake`` [B,H,W,3]: dict of scalars 'l1', 'adv', 'perceptual', 'g_loss'."""
+  fake_logits = spec.discriminator.apply({"params": d_params}, structure_input(spec, pairs),
+                                         fake)
+  return generator_loss_terms_from_logits(spec, pairs, fake, fake_logits, frozen)
+
+
 def gan_losses(spec: GanSpec, params: Params, pairs: Pairs, rng: jax.Array,
                frozen: Any = None) -> dict:
-  """Both losses of Eq. 7 at ``params`` on ``pairs`` with one generator pass.
+  """Both losses of Eq. 7 at ``params`` on ``pairs`` with one G pass and one D call.
 
   Returns a dict of scalars: 'g_loss' (L_G), 'd_loss' (L_D), 'l1', 'adv', 'perceptual'.
   Both are differentiable in all of ``params`` (no stop_gradient), which the
-  second-order meta-gradient needs.
+  second-order meta-gradient needs. D's logits on the fake images serve both losses.
   """
   fake = generate(spec, params["G"], pairs, rng)
-  terms = generator_loss_terms(spec, params["D"], pairs, fake, frozen)
-  terms["d_loss"] = discriminator_loss_on(spec, params["D"], pairs, fake)
+  real_logits, fake_logits = real_and_fake_logits(spec, params["D"], pairs, fake)
+  terms = generator_loss_terms_from_logits(spec, pairs, fake, fake_logits, frozen)
+  terms["d_loss"] = losses.discriminator_adversarial_loss(real_logits, fake_logits,
+                                                          spec.gan_mode)
   return terms
 
 

@@ -34,3 +34,40 @@ def test_transposed_conv_impls_equal_flax_conv_transpose():
   for impl in ("xla", "matmul"):
     got = layers.transposed_conv_4x4_s2(x, params["params"]["kernel"], impl=impl)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_second_derivatives_of_both_impls_agree_float64():
+  """Hessian-vector products (what the second-order meta-gradient differentiates) agree.
+
+  f(x, k) = sum(sin(up(conv(x, k1) stride 2, k2))) mixes a strided conv and a transposed
+  conv; its Hessian-vector product in (x, k1, k2) is the same for both implementations.
+  """
+  with jax.enable_x64(True):
+    keys = jax.random.split(jax.random.PRNGKey(3), 6)
+    x = jax.random.normal(keys[0], (2, 8, 8, 3), jnp.float64)
+    k1 = jax.random.normal(keys[1], (4, 4, 3, 5), jnp.float64)
+    k2 = jax.random.normal(keys[2], (4, 4, 5, 2), jnp.float64)
+    v = tuple(jax.random.normal(kk, a.shape, jnp.float64)
+              for kk, a in zip(keys[3:], (x, k1, k2)))
+
+    def hvp(impl):
+      def f(args):
+        a, b, c = args
+        h = layers.conv2d(a, b, 2, 1, impl=impl)
+        return jnp.sum(jnp.sin(layers.transposed_conv_4x4_s2(jnp.tanh(h), c, impl=impl)))
+      return jax.jvp(jax.grad(f), ((x, k1, k2),), (v,))[1]
+
+    for got, want in zip(hvp("matmul"), hvp("xla")):
+      np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_conv_impl_resolves_auto_per_backend_and_rejects_unknown(monkeypatch):
+  monkeypatch.delenv("BIL_JAX_CONV_IMPL", raising=False)
+  want = "matmul" if jax.default_backend() == "cpu" else "xla"
+  assert layers.conv_impl() == want
+  assert layers.conv_impl("xla") == "xla"
+  monkeypatch.setenv("BIL_JAX_CONV_IMPL", "xla")
+  assert layers.conv_impl() == "xla"
+  monkeypatch.setenv("BIL_JAX_CONV_IMPL", "cudnn")
+  with pytest.raises(ValueError, match="BIL_JAX_CONV_IMPL='cudnn'"):
+    layers.conv_impl()

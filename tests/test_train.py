@@ -98,3 +98,23 @@ def test_pretrain_mode_writes_a_png_grid(tmp_path):
   assert image.shape[0] >= 16 and image.shape[1] >= 3 * 16  # map, output, target columns
   assert os.path.isdir(os.path.join(workdir, "pretrain", "checkpoints", "2"))
   assert os.path.isfile(os.path.join(workdir, "config.json"))
+
+
+def test_real_and_fake_logits_equal_two_separate_d_calls_with_batch_norm():
+  """One vmapped D call on [real; fake] keeps each set's own batch-norm statistics."""
+  config = tiny_config()
+  config.model.norm = "batch"
+  spec = experiment.build_spec(config, C)
+  params = experiment.init_params(spec, 0, HW)
+  pairs = fixed_batch(3)
+  fake = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, pairs["image"].shape),
+                     jnp.float32)
+  real_logits, fake_logits = gan.real_and_fake_logits(spec, params["D"], pairs, fake)
+  s = gan.structure_input(spec, pairs)
+  apply = functools.partial(spec.discriminator.apply, {"params": params["D"]}, s)
+  np.testing.assert_allclose(real_logits, apply(pairs["image"]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(fake_logits, apply(fake), rtol=1e-5, atol=1e-5)
+  # Batch statistics of the merged batch would differ: the test can tell the two apart.
+  merged = spec.discriminator.apply({"params": params["D"]}, jnp.concatenate([s, s]),
+                                    jnp.concatenate([pairs["image"], fake]))[:3]
+  assert not np.allclose(merged, real_logits, atol=1e-3)

@@ -55,18 +55,31 @@ class Norm(nn.Module):
     return normalize(x, axes, self.eps) * scale + bias
 
 
-# How convolutions are computed: "matmul" (default) builds the patches of each output
-# position from shifted slices (after a space-to-depth for stride 2) and multiplies them
-# with the kernel in one dot_general; "xla" calls lax.conv_general_dilated. Both give the
-# same result up to float summation order. "matmul" exists for speed on CPU: the
-# meta-gradient vmaps the inner loop over tasks, each with its own weights, and XLA:CPU
-# runs such per-task (feature-grouped) convolutions and the kernel gradients of strided
-# convolutions 5-40x below its conv peak, while batched matmuls run near the matmul peak.
-# See docs/benchmark.md. Choose with the environment variable BIL_JAX_CONV_IMPL. The default
-# is "xla": it is the right choice on GPUs/TPUs (cuDNN and friends) and compiles 1.5-2x
-# faster on CPU, where compilation dominates short runs and the test suite;
-# BIL_JAX_CONV_IMPL=matmul makes long CPU meta-training runs about 2x faster per step.
-CONV_IMPL = os.environ.get("BIL_JAX_CONV_IMPL", "xla")
+# How convolutions are computed. "matmul" builds the patches of each output position from
+# shifted slices (after a space-to-depth for stride 2) and multiplies them with the kernel
+# in one dot_general; "xla" calls lax.conv_general_dilated. Both give the same result up
+# to float summation order (tests/test_conv_impl.py). "matmul" exists for speed on CPU:
+# the meta-gradient vmaps the inner loop over tasks, each with its own weights, and
+# XLA:CPU runs such per-task (feature-grouped) convolutions and the kernel gradients of
+# strided convolutions far below its conv peak, while batched matmuls run much closer to
+# the matmul peak (docs/benchmark.md has the measured speed-ups). "xla" is right on
+# GPUs/TPUs (cuDNN and friends) and compiles faster. The default, "auto", picks "matmul"
+# on the CPU backend and "xla" elsewhere; BIL_JAX_CONV_IMPL=xla|matmul overrides it.
+CONV_IMPLS = ("auto", "xla", "matmul")
+
+
+def conv_impl(impl: str | None = None) -> str:
+  """The convolution implementation to use: ``impl``, else $BIL_JAX_CONV_IMPL, else auto.
+
+  "auto" resolves to "matmul" on the CPU backend and "xla" on every other backend.
+  Raises a one-line ValueError naming BIL_JAX_CONV_IMPL if it holds an unknown value.
+  """
+  impl = impl or os.environ.get("BIL_JAX_CONV_IMPL") or "auto"
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"BIL_JAX_CONV_IMPL={impl!r} is not one of {list(CONV_IMPLS)}")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
 
 
 def _shifted_patches(x: jnp.ndarray, kh: int, kw: int, ho: int, wo: int) -> jnp.ndarray:
@@ -80,12 +93,12 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 
   """Cross-correlation of x [B,H,W,C] with kernel [kh,kw,C,O] (HWIO), symmetric zero padding.
 
   Same result as ``lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)))`` in NHWC.
-  With ``impl="matmul"`` (see :data:`CONV_IMPL`) stride 2 is first turned into
+  With ``impl="matmul"`` (see :func:`conv_impl`) stride 2 is first turned into
   stride 1 by a space-to-depth of the padded input (a 4x4/2 conv becomes a 2x2/1 conv on
   4C channels), then the patches are multiplied with the kernel: every op, and every op of
   both gradients, is a slice, pad, transpose or batched matmul.
   """
-  impl = impl or CONV_IMPL
+  impl = conv_impl(impl)
   kh, kw, c, o = kernel.shape
   if impl == "xla" or stride not in (1, 2) or (stride == 2 and (kh % 2 or kw % 2)):
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride),
@@ -154,14 +167,14 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
   Args:
     x: [B,H,W,C].
     kernel: [4,4,C,O] in ``nn.ConvTranspose`` layout (transpose_kernel=False).
-    impl: "xla" or "matmul"; default :data:`CONV_IMPL`.
+    impl: "xla" or "matmul"; default :func:`conv_impl`.
 
   Returns:
     [B,2H,2W,O].
   """
   b, h, w, c = x.shape
   phases = []
-  if (impl or CONV_IMPL) == "matmul":
+  if conv_impl(impl) == "matmul":
     # Phase (ay, ax), tap (ty, tx) reads the input padded by 1 at offset (ay + ty, ax + tx).
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     for ay in (0, 1):
