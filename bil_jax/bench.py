@@ -246,7 +246,7 @@ def bench_one(setup: Setup, estimator: str, steps: int, meta_batch: int, remat: 
       "shots": int(config.data.shots), "queries": int(config.data.queries),
       "inner_optimizer": config.meta.inner_optimizer, "implementation": "jax",
       "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
-      "conv_impl": layers.CONV_IMPL,
+      "conv_impl": layers.conv_impl(),
   }
 
 

@@ -1,14 +1,22 @@
 """Eager PyTorch reference of one meta-training step, for the speed comparison of the bench.
 
-Written the way learn2learn / ``higher`` users write MAML for a GAN: functional networks
-whose weights are a list of tensors, the tasks of the meta-batch in a Python loop, K
-alternating SGD steps (D, then G) per task with ``torch.autograd.grad(create_graph=True)``
-so that the query losses can be differentiated through the whole adaptation (second
-order), or without it on detached adapted weights (first order). The outer update is
-Adam on the mean of the per-task meta-gradients. The networks are those of
+The same meta-step as :mod:`bil_jax.estimators` and :mod:`bil_jax.meta`, written in eager
+PyTorch the way a functional-MAML user writes it: networks whose weights are dicts of
+tensors, the tasks of the meta-batch in a Python loop, K alternating SGD steps (D, then G)
+per task, outer Adam on the mean of the per-task meta-gradients. The networks are those of
 :mod:`bil_jax.models` (pix2pix U-Net with instance norm and 4x4 stride-2 convs of
 min(ngf 2^i, 8 ngf) channels, PatchGAN with 3 layers, both with learnable norm scale and
 bias), the losses Eq. 4-7 without the perceptual term (BCE GAN loss + L1).
+
+Gradients use ``torch.func`` (``grad``, ``vjp``), whose nesting levels keep the inner
+gradients exactly those of :func:`bil_jax.gan.gan_step`: the G step differentiates L_G
+through D's *input* with the updated D' held fixed. (The learn2learn/``higher`` idiom,
+``torch.autograd.grad(create_graph=True)`` on one shared graph, cannot hold D' fixed there:
+D' depends on G through the fake images of the D step, so its G step also differentiates
+through D's update. That is another inner loop, ``SO != FO`` in the adapted weights
+themselves, and 11-30x the FLOPs of this one at K=5; see docs/benchmark.md.)
+``second_order`` is one ``torch.func.vjp`` of the query losses through the K steps and two
+pullbacks; ``first_order`` takes the query gradients at the adapted weights.
 
   python -m bil_jax.bench_torch --size 32 --ngf 16
   python -m bil_jax.bench_torch --size 64 --ngf 32 --estimators second_order
@@ -132,57 +140,104 @@ class Reference:
     self.opt = torch.optim.Adam(list(self.g.values()) + list(self.d.values()), lr=outer_lr,
                                 betas=(0.5, 0.999))
 
-  def _losses(self, g, d, pairs):
-    s, y = pairs["onehot"], pairs["image"]
-    fake = generator(g, s, self.depth)
-    d_loss = 0.5 * (_bce(discriminator(d, s, y), 1.0) + _bce(discriminator(d, s, fake), 0.0))
-    g_loss = self.l1 * (fake - y).abs().mean() + self.la * _bce(discriminator(d, s, fake), 1.0)
-    return g_loss, d_loss
+  def _d_loss(self, d, pairs, fake):
+    s = pairs["onehot"]
+    return (_bce(discriminator(d, s, pairs["image"]), 1.0)
+            + _bce(discriminator(d, s, fake), 0.0))
 
-  def _adapt(self, support, second_order):
-    """K alternating SGD steps (D then G), differentiable when ``second_order``."""
-    g, d = dict(self.g), dict(self.d)
-    s, y = support["onehot"], support["image"]
+  def _g_loss(self, d, pairs, fake):
+    return (self.l1 * (fake - pairs["image"]).abs().mean()
+            + self.la * _bce(discriminator(d, pairs["onehot"], fake), 1.0))
+
+  def losses(self, params, pairs):
+    """(L_G, L_D) at ``params`` = {'G', 'D'} on ``pairs`` (one G pass)."""
+    fake = generator(params["G"], pairs["onehot"], self.depth)
+    return self._g_loss(params["D"], pairs, fake), self._d_loss(params["D"], pairs, fake)
+
+  def adapt(self, params, support):
+    """K alternating SGD steps (D, then G) from ``params``: those of bil_jax.gan.gan_step.
+
+    G runs once per step; its output feeds the D step and, through G's vjp, the G step,
+    whose gradient holds the updated D fixed. Differentiable (``torch.func``) in ``params``.
+    """
+    g, d = params["G"], params["D"]
     for _ in range(self.k):
-      fake = generator(g, s, self.depth)
-      d_loss = 0.5 * (_bce(discriminator(d, s, y), 1.0)
-                      + _bce(discriminator(d, s, fake if second_order else fake.detach()), 0.0))
-      dg = torch.autograd.grad(d_loss, list(d.values()), create_graph=second_order)
-      d = {k: v - self.lr * gr for (k, v), gr in zip(d.items(), dg)}
-      g_loss = (self.l1 * (fake - y).abs().mean()
-                + self.la * _bce(discriminator(d, s, fake), 1.0))
-      gg = torch.autograd.grad(g_loss, list(g.values()), create_graph=second_order)
-      g = {k: v - self.lr * gr for (k, v), gr in zip(g.items(), gg)}
-      if not second_order:
-        g = {k: v.detach().requires_grad_() for k, v in g.items()}
-        d = {k: v.detach().requires_grad_() for k, v in d.items()}
-    return g, d
+      fake, g_vjp = torch.func.vjp(lambda g_: generator(g_, support["onehot"], self.depth), g)
+      gd = torch.func.grad(lambda d_: self._d_loss(d_, support, fake))(d)
+      d = {k: v - self.lr * gd[k] for k, v in d.items()}
+      (gg,) = g_vjp(torch.func.grad(lambda f: self._g_loss(d, support, f))(fake))
+      g = {k: v - self.lr * gg[k] for k, v in g.items()}
+    return {"G": g, "D": d}
+
+  def meta_losses(self, params, task):
+    """(L_G, L_D)(Adapt_K(params); T(te)): the functions second_order differentiates."""
+    return self.losses(self.adapt(params, task["support"]), task["query"])
+
+  def meta_gradient(self, task, estimator="second_order"):
+    """({'G': dL_G/dG, 'D': dL_D/dD}, L_G after adaptation) for one task."""
+    params = {"G": self.g, "D": self.d}
+    if estimator == "second_order":
+      (lg, _), pullback = torch.func.vjp(lambda p: self.meta_losses(p, task), params)
+    elif estimator == "first_order":
+      with torch.no_grad():
+        adapted = self.adapt({n: {k: v.detach() for k, v in p.items()}
+                              for n, p in params.items()}, task["support"])
+      (lg, _), pullback = torch.func.vjp(lambda p: self.losses(p, task["query"]), adapted)
+    else:
+      raise ValueError(f"estimator={estimator!r} is not one of ('second_order', 'first_order')")
+    one, zero = torch.ones_like(lg), torch.zeros_like(lg)
+    (dg,) = pullback((one, zero))
+    (dd,) = pullback((zero, one))
+    return {"G": dg["G"], "D": dd["D"]}, lg.detach()
 
   def step(self, tasks, estimator="second_order"):
     """One meta-step over ``tasks`` (a Python loop); returns the mean query L_G."""
-    second = estimator == "second_order"
     acc = {k: torch.zeros_like(v) for k, v in list(self.g.items()) + list(self.d.items())}
     total = 0.0
     for task in tasks:
-      g, d = self._adapt(task["support"], second)
-      lg, ld = self._losses(g, d, task["query"])
-      if second:
-        gg = torch.autograd.grad(lg, list(self.g.values()), retain_graph=True)
-        gd = torch.autograd.grad(ld, list(self.d.values()))
-      else:
-        gg = torch.autograd.grad(lg, list(g.values()), retain_graph=True)
-        gd = torch.autograd.grad(ld, list(d.values()))
-      for k, v in zip(self.g, gg):
-        acc[k] += v / len(tasks)
-      for k, v in zip(self.d, gd):
-        acc[k] += v / len(tasks)
+      grads, lg = self.meta_gradient(task, estimator)
+      for net in ("G", "D"):
+        for k, v in grads[net].items():
+          acc[k] += v / len(tasks)
       with torch.no_grad():   # the 'before' query losses the JAX estimators also report
-        self._losses(self.g, self.d, task["query"])
+        self.losses({"G": self.g, "D": self.d}, task["query"])
       total += float(lg) / len(tasks)
     for k, v in list(self.g.items()) + list(self.d.items()):
       v.grad = acc[k]
     self.opt.step()
     return total
+
+
+def torch_params_from_jax(params) -> dict:
+  """bil_jax {'G', 'D'} parameters (Flax, HWIO kernels) -> this module's {'G', 'D'} dicts.
+
+  Convolutions: [kh,kw,I,O] -> [O,I,kh,kw]. Transposed convolutions (``layers.UpConv``,
+  which equals PyTorch's ConvTranspose2d with the kernel flipped): [4,4,I,O] ->
+  [I,O,4,4] flipped. Norm scale/bias and biases are copied. Arrays keep their dtype.
+  """
+  def t(a):
+    return torch.from_numpy(np.array(a))
+
+  g, d = {}, {}
+  for name, sub in params["G"].items():
+    kind, i = name.rsplit("_", 1)
+    if kind == "down":
+      g[f"down_{i}.w"] = t(np.asarray(sub["kernel"]).transpose(3, 2, 0, 1))
+    elif kind == "up":
+      g[f"up_{i}.w"] = t(np.asarray(sub["kernel"]).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1])
+    else:                                               # down_norm_i / up_norm_i
+      g[f"{kind}_{i}.s"], g[f"{kind}_{i}.b"] = t(sub["scale"]), t(sub["bias"])
+      continue
+    if "bias" in sub:
+      g[f"{kind}_{i}.b"] = t(sub["bias"])
+  for name, sub in params["D"].items():
+    if name.startswith("norm_"):
+      d[f"{name}.s"], d[f"{name}.b"] = t(sub["scale"]), t(sub["bias"])
+      continue
+    d[f"{name}.w"] = t(np.asarray(sub["kernel"]).transpose(3, 2, 0, 1))
+    if "bias" in sub:
+      d[f"{name}.b"] = t(sub["bias"])
+  return {"G": g, "D": d}
 
 
 def random_tasks(meta_batch, shots, queries, size, num_classes, seed=0):
