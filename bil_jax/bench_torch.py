@@ -16,7 +16,8 @@ D' depends on G through the fake images of the D step, so its G step also differ
 through D's update. That is another inner loop, ``SO != FO`` in the adapted weights
 themselves, and 11-30x the FLOPs of this one at K=5; see docs/benchmark.md.)
 ``second_order`` is one ``torch.func.vjp`` of the query losses through the K steps and two
-pullbacks; ``first_order`` takes the query gradients at the adapted weights.
+pullbacks; ``first_order`` takes the query gradients at the adapted weights, with plain
+``torch.autograd.grad`` (no graph across steps is needed there, and it is the faster form).
 
   python -m bil_jax.bench_torch --size 32 --ngf 16
   python -m bil_jax.bench_torch --size 64 --ngf 32 --estimators second_order
@@ -173,22 +174,38 @@ class Reference:
     """(L_G, L_D)(Adapt_K(params); T(te)): the functions second_order differentiates."""
     return self.losses(self.adapt(params, task["support"]), task["query"])
 
+  def adapt_first_order(self, params, support):
+    """:meth:`adapt` without the graph: plain ``torch.autograd.grad`` on detached weights,
+    the fastest eager form of the same K steps (first_order needs no outer gradient)."""
+    def leaves(p):
+      return {k: v.detach().requires_grad_() for k, v in p.items()}
+
+    g, d = leaves(params["G"]), leaves(params["D"])
+    for _ in range(self.k):
+      fake = generator(g, support["onehot"], self.depth)
+      gd = torch.autograd.grad(self._d_loss(d, support, fake.detach()), list(d.values()))
+      d = leaves({k: v - self.lr * gr for (k, v), gr in zip(d.items(), gd)})
+      gg = torch.autograd.grad(self._g_loss(d, support, fake), list(g.values()))
+      g = leaves({k: v - self.lr * gr for (k, v), gr in zip(g.items(), gg)})
+    return {"G": g, "D": d}
+
   def meta_gradient(self, task, estimator="second_order"):
     """({'G': dL_G/dG, 'D': dL_D/dD}, L_G after adaptation) for one task."""
     params = {"G": self.g, "D": self.d}
     if estimator == "second_order":
       (lg, _), pullback = torch.func.vjp(lambda p: self.meta_losses(p, task), params)
-    elif estimator == "first_order":
-      with torch.no_grad():
-        adapted = self.adapt({n: {k: v.detach() for k, v in p.items()}
-                              for n, p in params.items()}, task["support"])
-      (lg, _), pullback = torch.func.vjp(lambda p: self.losses(p, task["query"]), adapted)
-    else:
-      raise ValueError(f"estimator={estimator!r} is not one of ('second_order', 'first_order')")
-    one, zero = torch.ones_like(lg), torch.zeros_like(lg)
-    (dg,) = pullback((one, zero))
-    (dd,) = pullback((zero, one))
-    return {"G": dg["G"], "D": dd["D"]}, lg.detach()
+      one, zero = torch.ones_like(lg), torch.zeros_like(lg)
+      (dg,) = pullback((one, zero))
+      (dd,) = pullback((zero, one))
+      return {"G": dg["G"], "D": dd["D"]}, lg.detach()
+    if estimator == "first_order":
+      adapted = self.adapt_first_order(params, task["support"])
+      lg, ld = self.losses(adapted, task["query"])
+      dg = torch.autograd.grad(lg, list(adapted["G"].values()), retain_graph=True)
+      dd = torch.autograd.grad(ld, list(adapted["D"].values()))
+      return ({"G": dict(zip(adapted["G"], dg)), "D": dict(zip(adapted["D"], dd))},
+              lg.detach())
+    raise ValueError(f"estimator={estimator!r} is not one of ('second_order', 'first_order')")
 
   def step(self, tasks, estimator="second_order"):
     """One meta-step over ``tasks`` (a Python loop); returns the mean query L_G."""
