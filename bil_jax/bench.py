@@ -27,11 +27,13 @@ at K = 1 and 2 and extrapolated linearly in K (exact: the step is affine in K).
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Optional
@@ -333,6 +335,26 @@ def _remats(s):
   return [table[x.strip().lower()] for x in str(s).split(",") if x]
 
 
+def torch_reference(o: dict, estimator: str, steps: int, meta_batch: int, out_dir: str) -> dict:
+  """Times :mod:`bil_jax.bench_torch` for one estimator in a fresh process; its record.
+
+  A fresh process per estimator: PyTorch's first-order step measured after a second-order
+  one in the same process ran up to 2x slower on the 2-core CPU (allocator state), which
+  would flatter the JAX numbers.
+  """
+  path = os.path.join(out_dir, f"torch_{estimator}_k{steps}_m{meta_batch}.json")
+  cmd = [sys.executable, "-m", "bil_jax.bench_torch", "--size", str(o["size"]),
+         "--ngf", str(o["ngf"]), "--ndf", str(o["ndf"]), "--num_classes", str(o["num_classes"]),
+         "--meta_batch", str(meta_batch), "--shots", str(o["shots"]), "--queries",
+         str(o["queries"]), "--inner_steps", str(steps), "--estimators", estimator,
+         "--repeats", str(o["repeats"]), "--json", path]
+  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+  with open(path) as f:
+    (record,) = json.load(f)
+  os.remove(path)
+  return record
+
+
 def run(opts: dict, out_dir: str, log=print, setup: Optional[Setup] = None) -> list:
   """Runs the grid of ``opts`` (see DEFAULTS), writes OUT/bench.{json,md,png}; returns records."""
   o = dict(DEFAULTS)
@@ -366,20 +388,15 @@ def run(opts: dict, out_dir: str, log=print, setup: Optional[Setup] = None) -> l
               f"{_fmt_bytes(r['peak_memory_bytes'])} MiB, {r['flops'] / 1e9:.2f} GFLOP, "
               f"{r['flops_per_s'] / 1e9:.1f} GFLOP/s")
   if o["torch"]:
-    try:
-      from bil_jax import bench_torch  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-      log(f"--torch: PyTorch is not installed ({e}); skipping the reference")
+    if importlib.util.find_spec("torch") is None:
+      log("--torch: PyTorch is not installed (pip install torch); skipping the reference")
     else:
       for k in _ints(o["inner_steps"]):
         for m in _ints(o["meta_batch"]):
-          tr = bench_torch.measure(o["size"], o["ngf"], o["ndf"], o["num_classes"], m,
-                                   o["shots"], o["queries"], k,
-                                   tuple(e for e in ests if e != "reptile"), o["repeats"])
-          for r in tr:
-            log(f"pytorch eager {r['estimator']:>12s} K={k} M={m}: "
-                f"{r['step_time_s']:.3f} s/step")
-          records += tr
+          for est in (e for e in ests if e != "reptile"):
+            r = torch_reference(o, est, k, m, out_dir)
+            log(f"pytorch eager {est:>12s} K={k} M={m}: {r['step_time_s']:.3f} s/step")
+            records.append(r)
   with open(os.path.join(out_dir, "bench.json"), "w") as f:
     json.dump(records, f, indent=1)
   title = o.get("title") or ""

@@ -151,9 +151,14 @@ class Reference:
             + self.la * _bce(discriminator(d, pairs["onehot"], fake), 1.0))
 
   def losses(self, params, pairs):
-    """(L_G, L_D) at ``params`` = {'G', 'D'} on ``pairs`` (one G pass)."""
-    fake = generator(params["G"], pairs["onehot"], self.depth)
-    return self._g_loss(params["D"], pairs, fake), self._d_loss(params["D"], pairs, fake)
+    """(L_G, L_D) at ``params`` = {'G', 'D'} on ``pairs`` (one G pass; D's logits on the
+    fake images serve both losses, as in bil_jax.gan.gan_losses)."""
+    s, y, d = pairs["onehot"], pairs["image"], params["D"]
+    fake = generator(params["G"], s, self.depth)
+    fake_logits = discriminator(d, s, fake)
+    lg = self.l1 * (fake - y).abs().mean() + self.la * _bce(fake_logits, 1.0)
+    ld = _bce(discriminator(d, s, y), 1.0) + _bce(fake_logits, 0.0)
+    return lg, ld
 
   def adapt(self, params, support):
     """K alternating SGD steps (D, then G) from ``params``: those of bil_jax.gan.gan_step.

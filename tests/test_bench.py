@@ -98,3 +98,14 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
         for k, w in want_t[net].items():
           np.testing.assert_allclose(got_t[net][k].detach().numpy(), w.numpy(), rtol=1e-7,
                                      atol=1e-10, err_msg=f"{name} {net} {k}")
+
+
+def test_torch_reference_runs_in_a_fresh_process_and_returns_its_record(tmp_path):
+  pytest.importorskip("torch")
+  o = dict(bench.DEFAULTS, size=32, ngf=2, ndf=2, num_classes=3, shots=1, queries=1,
+           repeats=1)
+  r = bench.torch_reference(o, "first_order", 1, 1, str(tmp_path))
+  assert r["implementation"] == "pytorch_eager" and r["estimator"] == "first_order"
+  assert (r["inner_steps"], r["meta_batch"], r["ngf"]) == (1, 1, 2)
+  assert r["step_time_s"] > 0 and r["flops"] > 0
+  assert not os.listdir(tmp_path)       # the hand-over file is removed
