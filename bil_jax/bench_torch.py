@@ -14,7 +14,8 @@ through D's *input* with the updated D' held fixed. (The learn2learn/``higher`` 
 ``torch.autograd.grad(create_graph=True)`` on one shared graph, cannot hold D' fixed there:
 D' depends on G through the fake images of the D step, so its G step also differentiates
 through D's update. That is another inner loop, ``SO != FO`` in the adapted weights
-themselves, and 11-30x the FLOPs of this one at K=5; see docs/benchmark.md.)
+themselves, with a cost quadratic in K: 7.4x the FLOPs of this one at K=5, 393 vs 53
+GFLOP at torch_ref_32; see docs/benchmark.md.)
 ``second_order`` is one ``torch.func.vjp`` of the query losses through the K steps and two
 pullbacks; ``first_order`` takes the query gradients at the adapted weights, with plain
 ``torch.autograd.grad`` (no graph across steps is needed there, and it is the faster form).
