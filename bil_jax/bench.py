@@ -26,7 +26,6 @@ at K = 1 and 2 and extrapolated linearly in K (exact: the step is affine in K).
 """
 import argparse
 import dataclasses
-import functools
 import importlib.util
 import json
 import os

@@ -156,7 +156,10 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(shared):
   assert rc == -signal.SIGKILL
   rc, out = run(shared, cut, "pretrain")
   _ok(rc, out)
-  assert "Resuming pre-training" in out or kill_pre < 2
+  # Step N's log line comes just before step N's checkpoint is saved, so a kill at the
+  # first checkpoint step (2) may land before any checkpoint exists: resuming is
+  # guaranteed only past it. Either way the final state must be bitwise equal (below).
+  assert "Resuming pre-training" in out or kill_pre <= 2
   rc, _ = signal_at_step(launch(shared, cut, "metatrain"), "meta", kill_meta,
                          signal.SIGKILL)
   assert rc == -signal.SIGKILL
