@@ -142,24 +142,29 @@ class Reference:
     self.opt = torch.optim.Adam(list(self.g.values()) + list(self.d.values()), lr=outer_lr,
                                 betas=(0.5, 0.999))
 
+  def _d_loss_from_logits(self, real_logits, fake_logits):
+    return _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+
+  def _g_loss_from_logits(self, pairs, fake, fake_logits):
+    return (self.l1 * (fake - pairs["image"]).abs().mean()
+            + self.la * _bce(fake_logits, 1.0))
+
   def _d_loss(self, d, pairs, fake):
     s = pairs["onehot"]
-    return (_bce(discriminator(d, s, pairs["image"]), 1.0)
-            + _bce(discriminator(d, s, fake), 0.0))
+    return self._d_loss_from_logits(discriminator(d, s, pairs["image"]),
+                                    discriminator(d, s, fake))
 
   def _g_loss(self, d, pairs, fake):
-    return (self.l1 * (fake - pairs["image"]).abs().mean()
-            + self.la * _bce(discriminator(d, pairs["onehot"], fake), 1.0))
+    return self._g_loss_from_logits(pairs, fake, discriminator(d, pairs["onehot"], fake))
 
   def losses(self, params, pairs):
     """(L_G, L_D) at ``params`` = {'G', 'D'} on ``pairs`` (one G pass; D's logits on the
     fake images serve both losses, as in bil_jax.gan.gan_losses)."""
-    s, y, d = pairs["onehot"], pairs["image"], params["D"]
+    s, d = pairs["onehot"], params["D"]
     fake = generator(params["G"], s, self.depth)
     fake_logits = discriminator(d, s, fake)
-    lg = self.l1 * (fake - y).abs().mean() + self.la * _bce(fake_logits, 1.0)
-    ld = _bce(discriminator(d, s, y), 1.0) + _bce(fake_logits, 0.0)
-    return lg, ld
+    return (self._g_loss_from_logits(pairs, fake, fake_logits),
+            self._d_loss_from_logits(discriminator(d, s, pairs["image"]), fake_logits))
 
   def adapt(self, params, support):
     """K alternating SGD steps (D, then G) from ``params``: those of bil_jax.gan.gan_step.
