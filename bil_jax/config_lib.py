@@ -17,6 +17,8 @@ def base_config() -> ml_collections.ConfigDict:
                                 # nonfinite_skips) | "stop" with an error naming the step
   c.overwrite = False           # True: a workdir made by a DIFFERENT config has its runs
                                 # deleted and starts afresh (same config: always resumes)
+  c.compilation_cache = "~/.cache/bil_jax/xla"  # persistent XLA compilation cache
+                                # (a second identical run does not recompile); "" = off
   c.debug_nan_step = -1         # TEST ONLY fault injection: the update that produces this
                                 # step (1-based) gets NaN target images; -1 = off
 

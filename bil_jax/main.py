@@ -119,6 +119,8 @@ def main(argv):
   from bil_jax import train  # pylint: disable=g-import-not-at-top
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
+  from bil_jax import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.enable(config.compilation_cache)
   try:
     run_modes(config, workdir, FLAGS.mode)
   except train.Preempted as p:
