@@ -40,12 +40,22 @@ def base_config() -> ml_collections.ConfigDict:
   d.num_test_tasks = 20
   d.pairs_per_task = 30
   d.synthetic_seed = 1234
+  d.num_families = 0            # >0: scenes come in families (like cities/identities)
+                                # sharing layout statistics and look; task i is in
+                                # family i % num_families, in train and test alike
+  d.family_appearance_jitter = 0.1  # a scene's hue shift around its family's (and
+                                # proportional saturation/value/texture/light jitter)
+  d.family_layout_jitter = 0.06 # std of a shape's centre around its family slot
+                                # (units of the image side); sizes/angles scale with it
   # Augmentation (Sec. 5.3): horizontal flip, crop and rotation.
   d.augment = a = ml_collections.ConfigDict()
   a.flip = True
   a.crop_fraction = 0.9         # crop a random window of this fraction, resize back
   a.max_rotation_deg = 10.0
   a.flip_reference = True       # the paper disables it for faces (footnote 3)
+  a.reference_source = "self"   # PG² reference made from: "self" the pair's own target
+                                # (Sec. 5.3, one pair per instance) | "other" another
+                                # pair of the same task (support: another shot)
 
   # ---- model ------------------------------------------------------------------------
   c.model = m = ml_collections.ConfigDict()
@@ -64,7 +74,12 @@ def base_config() -> ml_collections.ConfigDict:
   l.lambda_b = 2.0              # weight of the perceptual loss (Eq. 6)
   l.lambda_l1 = 1.0             # weight of the L1 loss (Eq. 4); 1 in Eq. 7
   l.gan_mode = "bce"            # "bce" (non-saturating, on logits) | "lsgan"
-  l.vgg_weights = ""            # Flax VGG16 checkpoint from data_prep/convert_torch_weights.py
+  l.perceptual = "lpips_vgg"    # kind of L_P (Eq. 6): "lpips_vgg" = LPIPS v0.1 with the VGG16
+                                # trunk and learned heads (the paper) | "vgg_mse" = MSE of raw
+                                # VGG16 relu1_2..relu5_3 activations summed over layers
+  l.vgg_weights = ""            # frozen weights of L_P when lambda_b > 0: for lpips_vgg the file
+                                # of data_prep/convert_lpips_weights.py --net=vgg; for vgg_mse
+                                # that file or data_prep/convert_torch_weights.py's VGG16 file
 
   # ---- optimisation (Sec. 5.3: Adam, lr 1e-4, b1 0.5, b2 0.999) ---------------------
   c.optim = o = ml_collections.ConfigDict()
@@ -104,6 +119,8 @@ def base_config() -> ml_collections.ConfigDict:
   e.aux_estimator = ""          # meta-gradient of Aux fine-tuning; "" -> meta.estimator
   e.aux_lr = -1.0               # GP fine-tuning learning rate; < 0 -> meta.outer_lr
   e.num_test_tasks = -1         # -1 -> all test tasks
+  e.augment_shots = False       # True: flip/crop/rotate the n support shots as in training;
+                                # False: adapt on the raw pairs (queries are always raw)
   e.lpips_weights = ""          # Flax LPIPS checkpoint from data_prep/convert_lpips_weights.py
   e.grid_tasks = 4              # test tasks shown in the Fig. 3-style PNG grid
   return c

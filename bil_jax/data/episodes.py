@@ -16,7 +16,12 @@ Reference images.  The paper (Sec. 5.3) has one pair per instance and makes
 the reference from the ground-truth image by random horizontal flip (skipped
 when ``aug_cfg.flip_reference`` is False, footnote 3), crop and rotation:
   * support pairs (and the pooled pairs of ``sample_pairs``): ref = such an
-    augmentation of the pair's own (unaugmented) target image;
+    augmentation of the pair's own (unaugmented) target image; with
+    ``aug_cfg.reference_source == 'other'``, of ANOTHER pair's image of the same
+    task (another support pair; for pooled pairs another pair of the pair's task),
+    as in the original PG² where the condition image is another photo of the same
+    person: then the reference never shows the target's own layout, in training as
+    at test time;
   * query pairs: ref = such an augmentation of a random SUPPORT image of the
     same task -- never the query's own target, which would leak the ground
     truth into the input at IS test / evaluation time.
@@ -119,7 +124,10 @@ def sample_episode(taskset: tasks_lib.TaskSet, t: int, shots: int,
   maps, images = taskset.task_maps(t), taskset.task_images(t)
   sup, qry = split_indices(maps.shape[0], shots, queries, rng,
                            taskset.names[t], reuse_pairs)
-  support = _make_pairs(maps[sup], images[sup], images[sup], rng, aug_cfg,
+  sup_ref = sup
+  if augment_lib.cfg_get(aug_cfg, 'reference_source', 'self') == 'other' and shots > 1:
+    sup_ref = sup[(np.arange(shots) + rng.integers(1, shots)) % shots]
+  support = _make_pairs(maps[sup], images[sup], images[sup_ref], rng, aug_cfg,
                         augment=True)
   ref_idx = sup[rng.integers(0, shots, size=queries)]
   query = _make_pairs(maps[qry], images[qry], images[ref_idx], rng, aug_cfg,
@@ -186,5 +194,20 @@ def sample_pairs(taskset: tasks_lib.TaskSet, batch_size: int,
   n = taskset.num_pairs
   rows = rng.choice(n, size=batch_size, replace=n < batch_size)
   images = taskset.images[rows]
-  return _make_pairs(taskset.maps[rows], images, images, rng, aug_cfg,
+  refs = images
+  if augment_lib.cfg_get(aug_cfg, 'reference_source', 'self') == 'other':
+    refs = taskset.images[other_rows_of_same_task(taskset.offsets, rows, rng)]
+  return _make_pairs(taskset.maps[rows], images, refs, rng, aug_cfg,
                      augment=True)
+
+
+def other_rows_of_same_task(offsets: np.ndarray, rows: np.ndarray,
+                            rng: np.random.Generator) -> np.ndarray:
+  """For each pair row, a uniformly random OTHER row of the same task.
+
+  A row of a single-pair task maps to itself.  offsets: int [T + 1]; rows: int [B].
+  """
+  t = np.searchsorted(offsets, rows, side='right') - 1
+  start, size = offsets[t], offsets[t + 1] - offsets[t]
+  shift = 1 + np.floor(rng.random(rows.shape[0]) * np.maximum(size - 1, 1)).astype(np.int64)
+  return np.where(size > 1, start + (rows - start + shift) % np.maximum(size, 1), rows)

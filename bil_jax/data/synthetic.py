@@ -303,6 +303,138 @@ def render(maps: np.ndarray, app: Dict[str, Any],
   return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
+# ---------------------------------------------------------------------------
+# Families of scenes (like cities or identities)
+# ---------------------------------------------------------------------------
+
+
+def family_of(index: int, num_families: int) -> int:
+  """The family of task ``index`` (train and test alike): index % num_families.
+
+  Train and test tasks of one index residue share a family, so test scenes are new
+  scenes of known families and every family is equally frequent in both splits.
+  """
+  return int(index) % int(num_families)
+
+
+def sample_family(seed: int, family: int, num_classes: int,
+                  priors: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, Any]:
+  """The parameters a family of scenes shares: its layout statistics and look.
+
+  Layout: a subset of 3-5 foreground classes and S slots (one per family class plus
+  up to 3 more), each with a shape kind, a typical centre, size, aspect, angle and a
+  probability of appearing in a map.  Appearance: per-class hue/saturation/value
+  (the dataset-wide class prior with a family shift), texture frequency, angle,
+  contrast and ring centre, the texture colour's offsets and a lighting direction
+  and strength.
+
+  Deterministic in (seed, family); independent of the split.
+  """
+  c = num_classes
+  if c < 2:
+    raise ValueError(f'synthetic scenes need num_classes >= 2, got {c}')
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2, int(family)]))
+  priors = priors if priors is not None else class_priors(seed, c)
+  m = int(rng.integers(min(3, c - 1), min(5, c - 1) + 1))
+  fg = 1 + rng.choice(c - 1, size=m, replace=False)
+  s = min(_MAX_SHAPES, m + int(rng.integers(0, 4)))
+  slot_class = np.concatenate([fg, rng.choice(fg, size=s - m)])
+  rng.shuffle(slot_class)
+  f32 = lambda x: np.asarray(x, np.float32)
+  layout = {
+      'cls': slot_class.astype(np.uint8),
+      'kind': rng.choice(4, size=s, p=[0.3, 0.3, 0.25, 0.15]),
+      'cy': f32(rng.uniform(0.1, 0.9, s)), 'cx': f32(rng.uniform(0.1, 0.9, s)),
+      'a': f32(np.exp(rng.uniform(np.log(0.1), np.log(0.4), s))),
+      'ratio': f32(rng.uniform(0.35, 1.25, s)),
+      'theta': f32(rng.uniform(0, np.pi, s)),
+      'sides': rng.integers(3, 7, size=s),
+      'side_jitter': f32((rng.random((s, 6)) - 0.5) * 0.6),
+      'side_radius': f32(0.6 + 0.4 * rng.random((s, 6))),
+      'p': f32(rng.uniform(0.6, 1.0, s)),
+  }
+  look = {
+      'hue': priors['hue'] + rng.uniform(-0.3, 0.3, c),
+      'sat': np.clip(priors['sat'] * rng.uniform(0.6, 1.4, c), 0.1, 1.0),
+      'val': np.clip(priors['val'] * rng.uniform(0.7, 1.3, c), 0.2, 1.0),
+      'tex_dhue': rng.uniform(-0.3, 0.3, c), 'tex_sat': rng.uniform(0.5, 1.3, c),
+      'tex_val': rng.uniform(0.35, 0.8, c),
+      'freq': rng.uniform(2.0, 6.0, c), 'angle': rng.uniform(0, np.pi, c),
+      'contrast': rng.uniform(0.25, 0.9, c), 'ring_center': rng.uniform(0, 1, (c, 2)),
+      'light_angle': rng.uniform(0, 2 * np.pi), 'light_strength': rng.uniform(0.15, 0.45),
+  }
+  return {'layout': layout, 'look': look}
+
+
+def sample_family_layouts(rng: np.random.Generator, family: Dict[str, Any], n: int,
+                          height: int, width: int, jitter: float) -> np.ndarray:
+  """n maps of one family: each slot appears with its probability, jittered.
+
+  A slot's centre moves by N(0, jitter) (in units of the shorter side), its size by a
+  factor exp(N(0, 2 * jitter)) and its angle by N(0, 3 * jitter) radians; kinds,
+  classes and occlusion order are the family's.  Every map has at least one slot.
+
+  Returns:
+    uint8 [n, H, W] class ids.
+  """
+  lay = family['layout']
+  s = lay['cls'].shape[0]
+  ys, xs = _grid(height, width)
+  ext_y, ext_x = height / min(height, width), width / min(height, width)
+  f32 = lambda x: np.asarray(x, np.float32)
+  active = rng.random((n, s)) < lay['p'][None]
+  active[np.arange(n), np.argmax(lay['p'])] |= ~active.any(1)
+  cy = f32((lay['cy'][None] + rng.normal(0, jitter, (n, s))) * ext_y)
+  cx = f32((lay['cx'][None] + rng.normal(0, jitter, (n, s))) * ext_x)
+  a = f32(lay['a'][None] * np.exp(rng.normal(0, 2 * jitter, (n, s))))
+  b = f32(a * lay['ratio'][None] * np.exp(rng.normal(0, 2 * jitter, (n, s))))
+  theta = f32(lay['theta'][None] + rng.normal(0, 3 * jitter, (n, s)))
+  rep = lambda v: np.broadcast_to(v[None], (n,) + v.shape)
+  kind, sides = rep(lay['kind']), rep(lay['sides'])
+  sj, sr = rep(lay['side_jitter']), rep(lay['side_radius'])
+  masks = np.zeros((n, s, height, width), bool)
+  for k in range(4):
+    idx = np.nonzero((kind == k) & active)
+    if idx[0].size:
+      masks[idx] = _rasterise(k, ys, xs, cy[idx], cx[idx], a[idx], b[idx], theta[idx],
+                              sides[idx], sj[idx], sr[idx])
+  maps = np.zeros((n, height, width), np.uint8)
+  for j in range(s):  # later slots occlude earlier ones
+    maps = np.where(masks[:, j], lay['cls'][j], maps)
+  return maps
+
+
+def sample_family_appearance(rng: np.random.Generator, family: Dict[str, Any],
+                             jitter: float) -> Dict[str, Any]:
+  """One scene's appearance around its family's look (same dict as sample_appearance).
+
+  Per class: hue shifted by U(-jitter, jitter), saturation and value scaled by
+  U(1 -+ 2 jitter) and U(1 -+ 1.5 jitter); texture frequency, angle and contrast
+  jittered proportionally, texture phase the scene's own; lighting direction
+  shifted by U(-+ 4 jitter) radians and strength scaled by U(1 -+ 2 jitter).
+  """
+  lk = family['look']
+  c = lk['hue'].shape[0]
+  u = lambda r, size=c: rng.uniform(-r, r, size)
+  hue = lk['hue'] + u(jitter)
+  sat = np.clip(lk['sat'] * (1 + u(2 * jitter)), 0.1, 1.0)
+  val = np.clip(lk['val'] * (1 + u(1.5 * jitter)), 0.2, 1.0)
+  base = _hsv_to_rgb(hue, sat, val)
+  tex = _hsv_to_rgb(hue + lk['tex_dhue'], np.clip(sat * lk['tex_sat'], 0, 1),
+                    val * lk['tex_val'])
+  f32 = lambda x: np.asarray(x, np.float32)
+  return {
+      'base': f32(base), 'tex': f32(tex),
+      'freq': f32(lk['freq'] * (1 + u(jitter))),
+      'angle': f32(lk['angle'] + u(2 * jitter)),
+      'phase': f32(rng.uniform(0, 2 * np.pi, c)),
+      'contrast': f32(np.clip(lk['contrast'] * (1 + u(2 * jitter)), 0.1, 1.0)),
+      'ring_center': f32(lk['ring_center'] + u(jitter, (c, 2))),
+      'light_angle': f32(lk['light_angle'] + u(4 * jitter, None)),
+      'light_strength': f32(lk['light_strength'] * (1 + u(2 * jitter, None))),
+  }
+
+
 def task_rng(seed: int, split: str, index: int) -> np.random.Generator:
   """Generator of task ``index`` of ``split`` (disjoint streams per split)."""
   return np.random.default_rng(
@@ -310,12 +442,24 @@ def task_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def generate_task(seed: int, split: str, index: int, num_classes: int,
-                  height: int, width: int,
-                  num_pairs: int) -> Tuple[str, np.ndarray, np.ndarray]:
-  """One scene: (name, maps uint8 [P,H,W], images uint8 [P,H,W,3])."""
+                  height: int, width: int, num_pairs: int, num_families: int = 0,
+                  appearance_jitter: float = 0.1, layout_jitter: float = 0.06
+                  ) -> Tuple[str, np.ndarray, np.ndarray]:
+  """One scene: (name, maps uint8 [P,H,W], images uint8 [P,H,W,3]).
+
+  num_families = 0: independent scenes (random layouts, appearance around the class
+  priors).  num_families > 0: the scene belongs to family ``family_of(index)`` and
+  draws its layouts and appearance around the family's (see :func:`sample_family`).
+  """
   rng = task_rng(seed, split, index)
-  app = sample_appearance(rng, num_classes, class_priors(seed, num_classes))
-  maps = sample_layouts(rng, num_pairs, num_classes, height, width)
+  priors = class_priors(seed, num_classes)
+  if num_families > 0:
+    fam = sample_family(seed, family_of(index, num_families), num_classes, priors)
+    app = sample_family_appearance(rng, fam, appearance_jitter)
+    maps = sample_family_layouts(rng, fam, num_pairs, height, width, layout_jitter)
+  else:
+    app = sample_appearance(rng, num_classes, priors)
+    maps = sample_layouts(rng, num_pairs, num_classes, height, width)
   images = render(maps, app, rng)
   return f'{split}_{index:05d}', maps, images
 
@@ -335,19 +479,31 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
   num_test_tasks: int = 20
   pairs_per_task: int = 30
   seed: int = 1234
+  num_families: int = 0
+  appearance_jitter: float = 0.1
+  layout_jitter: float = 0.06
 
 
 def make_builder_config(num_classes: int, height: int, width: int,
                         num_train_tasks: int, num_test_tasks: int,
-                        pairs_per_task: int, seed: int) -> SyntheticScenesConfig:
-  """A config whose name encodes every parameter (separate caches)."""
+                        pairs_per_task: int, seed: int, num_families: int = 0,
+                        appearance_jitter: float = 0.1,
+                        layout_jitter: float = 0.06) -> SyntheticScenesConfig:
+  """A config whose name encodes every parameter (separate caches).
+
+  Without families (num_families=0) the name is the one of the independent-scenes
+  generator; with families it adds '_f{F}_aj{appearance}_lj{layout}'.
+  """
   name = (f'c{num_classes}_h{height}_w{width}_tr{num_train_tasks}'
           f'_te{num_test_tasks}_p{pairs_per_task}_s{seed}')
+  if num_families > 0:
+    name += f'_f{num_families}_aj{appearance_jitter:g}_lj{layout_jitter:g}'
   return SyntheticScenesConfig(
       name=name, description='Synthetic scenes ' + name,
       num_classes=num_classes, height=height, width=width,
       num_train_tasks=num_train_tasks, num_test_tasks=num_test_tasks,
-      pairs_per_task=pairs_per_task, seed=seed)
+      pairs_per_task=pairs_per_task, seed=seed, num_families=int(num_families),
+      appearance_jitter=float(appearance_jitter), layout_jitter=float(layout_jitter))
 
 
 def builder_config_from_data_cfg(data_cfg) -> SyntheticScenesConfig:
@@ -357,7 +513,10 @@ def builder_config_from_data_cfg(data_cfg) -> SyntheticScenesConfig:
       num_train_tasks=int(data_cfg.num_train_tasks),
       num_test_tasks=int(data_cfg.num_test_tasks),
       pairs_per_task=int(data_cfg.pairs_per_task),
-      seed=int(data_cfg.synthetic_seed))
+      seed=int(data_cfg.synthetic_seed),
+      num_families=int(data_cfg.get('num_families', 0)),
+      appearance_jitter=float(data_cfg.get('family_appearance_jitter', 0.1)),
+      layout_jitter=float(data_cfg.get('family_layout_jitter', 0.06)))
 
 
 class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
@@ -391,9 +550,10 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     num = cfg.num_train_tasks if split == 'train' else cfg.num_test_tasks
     for i in range(num):
-      name, maps, images = generate_task(cfg.seed, split, i, cfg.num_classes,
-                                         cfg.height, cfg.width,
-                                         cfg.pairs_per_task)
+      name, maps, images = generate_task(
+          cfg.seed, split, i, cfg.num_classes, cfg.height, cfg.width,
+          cfg.pairs_per_task, cfg.num_families, cfg.appearance_jitter,
+          cfg.layout_jitter)
       yield name, {'name': name, 'maps': maps, 'images': images}
 
 
