@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bil_jax import config_lib, estimators, experiment, meta, parallel
+from bil_jax import builders, config_lib, estimators, meta, parallel
 from bil_jax.models import layers
 
 RECORD_KEYS = ("model", "estimator", "remat", "inner_steps", "meta_batch", "step_time_s",
@@ -134,9 +134,9 @@ def make_setup(config, spec=None, params=None, model_name: str = "") -> Setup:
   """Parameters, outer optimizer and mesh for ``config`` (``spec``/``params`` override the
   model of ``config``, e.g. tiny test networks)."""
   if spec is None:
-    spec = experiment.build_spec(config, config.data.num_classes)
+    spec = builders.build_spec(config, config.data.num_classes)
   if params is None:
-    params = experiment.init_params(spec, config.seed, experiment.image_hw(config))
+    params = builders.init_params(spec, config.seed, builders.image_hw(config))
   outer = meta.make_outer_optimizer(config.meta.outer_lr, config.optim.b1, config.optim.b2)
   mesh = parallel.make_mesh()
   params = parallel.replicate(mesh, params)
@@ -147,7 +147,7 @@ def make_setup(config, spec=None, params=None, model_name: str = "") -> Setup:
 def random_tasks(config, meta_batch: int, seed: int = 0) -> dict:
   """Random episodes {'support', 'query'} with a leading [M] axis (the data do not matter)."""
   rng = np.random.default_rng(seed)
-  h, w = experiment.image_hw(config)
+  h, w = builders.image_hw(config)
   nc = config.data.num_classes
 
   def pairs(n):
@@ -166,7 +166,7 @@ def _cost(obj) -> dict:
 
 
 def _step_fn(setup: Setup, estimator: str, steps: int, remat: bool, unroll=1):
-  loop = dataclasses.replace(experiment.inner_loop(setup.config, setup.spec, steps),
+  loop = dataclasses.replace(builders.inner_loop(setup.config, setup.spec, steps),
                              remat=remat, unroll=unroll)
   return meta.make_meta_step(loop, estimator, setup.outer_opt, setup.mesh)
 

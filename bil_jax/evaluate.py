@@ -36,8 +36,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bil_jax import adapt, experiment, gan, meta, metrics, parallel, retrieval, visualize
-from bil_jax.data import episodes
+from bil_jax import adapt, builders, gan, meta, metrics, parallel, retrieval, visualize
+from bil_jax.data import episodes, loading
 
 EVAL_STREAM, AUX_STREAM = 4, 5
 METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
@@ -91,13 +91,13 @@ class _Programs:
 
   def __init__(self, config, spec, frozen, lpips_params):
     self.spec, self.frozen, self.lpips_params = spec, frozen, lpips_params
-    is_loop = experiment.inner_loop(config, spec, steps=int(config.eval.is_steps))
+    is_loop = builders.inner_loop(config, spec, steps=int(config.eval.is_steps))
     self.adapt_generate = jax.jit(
         lambda p, s, q, r: adapt.adapt_and_generate(is_loop, p, s, q, r, frozen)[0])
     self.generate = jax.jit(
         lambda p, q: gan.generate(spec, p["G"], q, jax.random.PRNGKey(0), train=False))
     self.score = jax.jit(lambda a, b: metrics.image_metrics(a, b, lpips_params))
-    aux_loop = experiment.inner_loop(config, spec)
+    aux_loop = builders.inner_loop(config, spec)
     aux_lr = config.eval.aux_lr if config.eval.aux_lr >= 0 else config.meta.outer_lr
     self.aux_opt = meta.make_outer_optimizer(aux_lr, config.optim.b1, config.optim.b2)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
@@ -146,12 +146,11 @@ def _write_atomic(path: str, text: str) -> None:
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
   """Runs Alg. 2 on the test tasks and writes the ablation table; returns its rows."""
-  from bil_jax import train  # pylint: disable=g-import-not-at-top  (avoids an import cycle)
   from bil_jax.models import lpips as lpips_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  train_tasks, test_tasks = train.load_data(config, workdir)
-  spec = experiment.build_spec(config, train_tasks.num_classes)
-  frozen = experiment.load_frozen(config)
+  train_tasks, test_tasks = loading.load_data(config, workdir)
+  spec = builders.build_spec(config, train_tasks.num_classes)
+  frozen = builders.load_frozen(config)
   lpips_params = (lpips_lib.load_lpips_params(config.eval.lpips_weights)
                   if config.eval.lpips_weights else None)
   x_params = load_params(workdir, "pretrain")

@@ -33,8 +33,8 @@ import numpy as np
 from clu import metric_writers
 from clu import periodic_actions
 
-from bil_jax import adapt, checkpoint, experiment, gan, meta, parallel, visualize
-from bil_jax.data import episodes, registry
+from bil_jax import adapt, builders, checkpoint, gan, meta, parallel, visualize
+from bil_jax.data import episodes, loading
 
 # Independent random streams of episode_rng(seed, step, stream).
 PRETRAIN_STREAM, META_STREAM, HELDOUT_STREAM = 1, 2, 3
@@ -296,20 +296,6 @@ def _scalars(metrics: dict) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def load_data(config: ml_collections.ConfigDict, workdir: str):
-  """(train TaskSet, test TaskSet) of ``config.data``, checked against the config."""
-  train_tasks = registry.load_tasks(config.data, "train", workdir)
-  test_tasks = registry.load_tasks(config.data, "test", workdir)
-  for ts, split in ((train_tasks, "train"), (test_tasks, "test")):
-    if tuple(ts.image_hw) != experiment.image_hw(config):
-      raise ValueError(f"data split {split!r} has images of size {tuple(ts.image_hw)} but "
-                       f"data.image_height/width say {experiment.image_hw(config)}")
-    if ts.num_classes != config.data.num_classes:
-      raise ValueError(f"data split {split!r} has {ts.num_classes} classes but "
-                       f"data.num_classes={config.data.num_classes}")
-  return train_tasks, test_tasks
-
-
 def heldout_episodes(config, test_tasks, num_tasks: int = HELDOUT_TASKS):
   """A fixed meta-batch of test-task episodes (no query augmentation) for monitoring."""
   n = min(num_tasks, test_tasks.num_tasks)
@@ -321,7 +307,7 @@ def heldout_episodes(config, test_tasks, num_tasks: int = HELDOUT_TASKS):
 
 
 def _pretrain_state(config, spec, opt, hw):
-  params = experiment.init_params(spec, config.seed, hw)
+  params = builders.init_params(spec, config.seed, hw)
   return {"step": np.asarray(0, np.int64), "params": params,
           "opt_state": gan.init_opt_state(opt, params),
           "nonfinite_skips": np.asarray(0, np.int32)}
@@ -341,11 +327,11 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   check_options(config)
   check_workdir(config, workdir)
-  train_tasks, test_tasks = load_data(config, workdir)
-  spec = experiment.build_spec(config, train_tasks.num_classes)
-  frozen = experiment.load_frozen(config)
-  opt = experiment.gan_optimizer(config)
-  hw = experiment.image_hw(config)
+  train_tasks, test_tasks = loading.load_data(config, workdir)
+  spec = builders.build_spec(config, train_tasks.num_classes)
+  frozen = builders.load_frozen(config)
+  opt = builders.gan_optimizer(config)
+  hw = builders.image_hw(config)
   out = phase_dir(workdir, "pretrain")
   state = _pretrain_state(config, spec, opt, hw)
   record_config(config, workdir)  # inputs are valid: the run may write from here on
@@ -453,8 +439,8 @@ def _write_grid(writer, out: str, name: str, step: int, num_classes: int, column
 
 def load_pretrained_params(config, workdir: str, spec) -> dict:
   """The latest pre-training parameters of ``workdir``; a one-line error if there are none."""
-  opt = experiment.gan_optimizer(config)
-  target = _pretrain_state(config, spec, opt, experiment.image_hw(config))
+  opt = builders.gan_optimizer(config)
+  target = _pretrain_state(config, spec, opt, builders.image_hw(config))
   directory = os.path.join(phase_dir(workdir, "pretrain"), "checkpoints")
   state = None
   if os.path.isdir(directory):  # (a Checkpointer would create it)
@@ -495,14 +481,14 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   parallel.check_meta_batch(config.meta.meta_batch, mesh)
   check_workdir(config, workdir)
-  train_tasks, test_tasks = load_data(config, workdir)
-  spec = experiment.build_spec(config, train_tasks.num_classes)
-  frozen = experiment.load_frozen(config)
-  hw = experiment.image_hw(config)
+  train_tasks, test_tasks = loading.load_data(config, workdir)
+  spec = builders.build_spec(config, train_tasks.num_classes)
+  frozen = builders.load_frozen(config)
+  hw = builders.image_hw(config)
   out = phase_dir(workdir, "meta")
 
   if config.meta.from_scratch:
-    start_params = experiment.init_params(spec, config.seed, hw)
+    start_params = builders.init_params(spec, config.seed, hw)
   elif initial_params is not None:
     start_params = initial_params
   else:
@@ -510,7 +496,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
 
   outer = meta.make_outer_optimizer(config.meta.outer_lr, config.optim.b1, config.optim.b2)
   state = _state(0, start_params, outer.init(start_params), np.asarray(0, np.int32))
-  loop = experiment.inner_loop(config, spec)
+  loop = builders.inner_loop(config, spec)
   meta_step = jax.jit(guard_nonfinite(
       meta.make_meta_step(loop, config.meta.estimator, outer, mesh)))
   record_config(config, workdir)  # inputs are valid: the run may write from here on

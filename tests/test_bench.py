@@ -65,20 +65,20 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
   speed comparison of the bench compares the same meta-step.
   """
   torch = pytest.importorskip("torch")
-  from bil_jax import bench_torch, estimators, experiment  # pylint: disable=import-outside-toplevel
+  from bil_jax import bench_torch, builders, estimators  # pylint: disable=import-outside-toplevel
   with jax.enable_x64(True):
     config = bench.make_config(size=32, ngf=4, ndf=4, num_classes=8, shots=2, queries=2,
                                inner_optimizer="sgd")
     config.meta.inner_lr = 0.05
-    spec = experiment.build_spec(config, 8)
+    spec = builders.build_spec(config, 8)
     params = jax.tree.map(lambda a: np.asarray(a, np.float64),
-                          experiment.init_params(spec, 3, (32, 32)))
+                          builders.init_params(spec, 3, (32, 32)))
     # Biases and norm parameters away from their 0/1 initialisation, so all are checked.
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda a: a + 0.05 * rng.normal(size=a.shape), params)
     task = jax.tree.map(lambda a: a[0], bench.random_tasks(config, 1, seed=1))
     task = jax.tree.map(lambda a: a.astype(np.float64) if a.dtype == np.float32 else a, task)
-    loop = experiment.inner_loop(config, spec, 2)
+    loop = builders.inner_loop(config, spec, 2)
     ref = bench_torch.Reference(32, 4, 4, 8, inner_steps=2, inner_lr=0.05)
     tparams = bench_torch.torch_params_from_jax(params)
     ref.g, ref.d = tparams["G"], tparams["D"]

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from PIL import Image
 
-from bil_jax import checkpoint, config_lib, experiment, gan
+from bil_jax import builders, checkpoint, config_lib, gan
 from tests import fixtures_datasets as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,9 +39,9 @@ def fixed_batch(n=4):
 
 def test_a_few_steps_lower_l1_on_a_fixed_batch():
   config = tiny_config()
-  spec = experiment.build_spec(config, C)
-  opt = experiment.gan_optimizer(config)
-  params = experiment.init_params(spec, config.seed, HW)
+  spec = builders.build_spec(config, C)
+  opt = builders.gan_optimizer(config)
+  params = builders.init_params(spec, config.seed, HW)
   opt_state = gan.init_opt_state(opt, params)
   batch = fixed_batch()
   step = jax.jit(functools.partial(gan.gan_step, spec, opt))
@@ -104,8 +104,8 @@ def test_real_and_fake_logits_equal_two_separate_d_calls_with_batch_norm():
   """One vmapped D call on [real; fake] keeps each set's own batch-norm statistics."""
   config = tiny_config()
   config.model.norm = "batch"
-  spec = experiment.build_spec(config, C)
-  params = experiment.init_params(spec, 0, HW)
+  spec = builders.build_spec(config, C)
+  params = builders.init_params(spec, 0, HW)
   pairs = fixed_batch(3)
   fake = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, pairs["image"].shape),
                      jnp.float32)

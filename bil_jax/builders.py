@@ -11,33 +11,23 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from bil_jax import adapt, gan, models
-from bil_jax.models import vgg
+from bil_jax import adapt, gan, losses, models
+from bil_jax.data import loading
 
 
-def image_hw(config: ml_collections.ConfigDict) -> Tuple[int, int]:
-  return (int(config.data.image_height), int(config.data.image_width))
+image_hw = loading.image_hw
 
 
 def load_frozen(config: ml_collections.ConfigDict) -> Any:
-  """The never-trained weights: VGG16 params when the perceptual term is on, else None.
+  """The never-trained weights of the perceptual term of kind ``loss.perceptual`` (read
+  from ``loss.vgg_weights``) when lambda_b > 0, else None.
 
   Raises a one-line error naming ``loss.vgg_weights`` and the converter command when
-  lambda_b > 0 and no weights file is configured.
+  the file is not configured, missing or of the wrong kind.
   """
   if not config.loss.lambda_b:
     return None
-  if not config.loss.vgg_weights:
-    raise ValueError(
-        f"loss.lambda_b={config.loss.lambda_b} needs VGG16 weights but loss.vgg_weights is "
-        "empty; convert torchvision's vgg16 with `python data_prep/convert_torch_weights.py "
-        "--torch_weights=vgg16-397923af.pth --out=vgg16.msgpack` and set "
-        "--config.loss.vgg_weights=vgg16.msgpack (or set --config.loss.lambda_b=0)")
-  return vgg.load_vgg16_params(config.loss.vgg_weights)
-
-
-def _vgg_feature_fn(frozen, images):
-  return vgg.vgg16_features(frozen, images)
+  return losses.load_perceptual_weights(config.loss.perceptual, config.loss.vgg_weights)
 
 
 def build_spec(config: ml_collections.ConfigDict, num_classes: int) -> gan.GanSpec:
@@ -52,7 +42,7 @@ def build_spec(config: ml_collections.ConfigDict, num_classes: int) -> gan.GanSp
       lambda_a=float(config.loss.lambda_a),
       lambda_b=float(config.loss.lambda_b),
       gan_mode=config.loss.gan_mode,
-      feature_fn=_vgg_feature_fn if config.loss.lambda_b else None)
+      perceptual=losses.check_perceptual(config.loss.perceptual))
 
 
 def init_params(spec: gan.GanSpec, seed: int, hw: Tuple[int, int]) -> dict:
