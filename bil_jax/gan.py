@@ -10,12 +10,13 @@ A batch of ``Pairs`` is a dict
   'image': float32 [B,H,W,3]  target y in [-1,1],
   'ref':   float32 [B,H,W,3]  reference image x_R in [-1,1] (used by PG² only).
 
-``frozen`` is a pytree of arrays that are never trained (the VGG16 parameters of the
-perceptual loss, or ``None``). It is passed explicitly rather than closed over so that
-large weights are not baked into compiled programs as constants.
+``frozen`` is a pytree of arrays that are never trained (the weights of the perceptual
+loss of kind ``GanSpec.perceptual``: LPIPS-VGG variables or VGG16 params; or ``None``).
+It is passed explicitly rather than closed over so that large weights are not baked
+into compiled programs as constants.
 """
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -40,7 +41,8 @@ class GanSpec:
     uses_reference: True for PG² (generator input is [ref, one-hot map]).
     lambda_l1, lambda_a, lambda_b: weights of Eq. 7.
     gan_mode: "bce" or "lsgan".
-    feature_fn: (frozen, images [B,H,W,3]) -> list of features for Eq. 6, or None.
+    perceptual: kind of Eq. 6, "lpips_vgg" | "vgg_mse" (see ``bil_jax.losses``); used
+      when lambda_b > 0, with its weights passed as ``frozen``.
   """
   generator: nn.Module
   discriminator: nn.Module
@@ -50,7 +52,7 @@ class GanSpec:
   lambda_a: float = 10.0
   lambda_b: float = 0.0
   gan_mode: str = "bce"
-  feature_fn: Optional[Callable[[Any, jax.Array], list]] = None
+  perceptual: str = "lpips_vgg"
 
 
 def structure_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
@@ -102,9 +104,8 @@ def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Arra
   """
   l1 = losses.l1_loss(fake, pairs["image"])
   adv = losses.generator_adversarial_loss(fake_logits, spec.gan_mode)
-  if spec.lambda_b and spec.feature_fn is not None:
-    perceptual = losses.perceptual_loss(spec.feature_fn(frozen, fake),
-                                        spec.feature_fn(frozen, pairs["image"]))
+  if spec.lambda_b:
+    perceptual = losses.perceptual_loss(spec.perceptual, frozen, fake, pairs["image"])
   else:
     perceptual = jnp.zeros((), fake.dtype)
   total = losses.total_generator_loss(l1, adv, perceptual, spec.lambda_l1, spec.lambda_a,

@@ -4,7 +4,7 @@ r"""Pix2pix trained on BDD100K, tested 1-shot on CamVid clips (Table 3).
     --manual_dir=/data/streets --data_dir=/data/tfds
   python -m bil_jax.main --config=configs/bdd_camvid_pix2pix.py --workdir=/tmp/street_pix2pix \
     --config.data.manual_dir=/data/streets --config.data.data_dir=/data/tfds \
-    --config.loss.vgg_weights=/data/vgg16.msgpack
+    --config.loss.vgg_weights=/data/lpips_vgg.msgpack
 
 /data/streets holds bdd100k/ and camvid/ (or set --config.data.bdd100k_dir and
 --config.data.camvid_dir separately).  Arguments after ':': '1shot' (the only

@@ -4,7 +4,7 @@ r"""Pix2pix on FaceForensics (Tables 1 and 2): 5-shot (default) or 1-shot.
     --manual_dir=/data/faceforensics --data_dir=/data/tfds
   python -m bil_jax.main --config=configs/faceforensics_pix2pix.py:5shot \
     --workdir=/tmp/ff_pix2pix_5shot --config.data.manual_dir=/data/faceforensics \
-    --config.data.data_dir=/data/tfds --config.loss.vgg_weights=/data/vgg16.msgpack
+    --config.data.data_dir=/data/tfds --config.loss.vgg_weights=/data/lpips_vgg.msgpack
 
 Arguments after ':' (comma separated): '5shot' (Table 1) or '1shot'
 (Table 2), and 'smoke': the same experiment on the built-in synthetic data with

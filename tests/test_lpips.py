@@ -1,12 +1,10 @@
-"""The Flax LPIPS port equals a hand-written PyTorch copy of the official one.
+"""The Flax LPIPS-alex port equals a hand-written PyTorch copy of the official one.
 
-The reference below re-implements `lpips.LPIPS(net='alex', version='0.1')`
-forward with `normalize=False` (lpips 0.1.4: ScalingLayer, torchvision
-AlexNet features sliced at the five ReLUs, normalize_tensor, NetLinLayer =
-Sequential(Dropout, Conv2d(C, 1, 1, bias=False)) in eval mode,
-spatial_average, sum), because torchvision and the lpips package are not
-available here. Backbone and linear weights are random (fixed seed; linear
-weights positive like the official ones) and go through the converter.
+The reference (tests/lpips_reference.py) re-implements
+`lpips.LPIPS(net='alex', version='0.1')` forward with `normalize=False` from torch
+primitives. Backbone and linear weights are random (fixed seed; linear weights
+positive like the official ones) and go through the converter. The VGG trunk is
+tested in tests/test_perceptual.py.
 """
 
 import os
@@ -20,99 +18,15 @@ from bil_jax.models import lpips as lpips_lib
 from data_prep import convert_lpips_weights
 
 torch = pytest.importorskip('torch')
-nn = torch.nn
+import lpips_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # One jitted function for all calls (eager Flax on CPU is slow to dispatch).
 _lpips = jax.jit(metrics.lpips)
 
 
-class TorchScalingLayer(nn.Module):
-
-  def __init__(self):
-    super().__init__()
-    self.register_buffer('shift',
-                         torch.Tensor([-.030, -.088, -.188])[None, :, None,
-                                                             None])
-    self.register_buffer('scale',
-                         torch.Tensor([.458, .448, .450])[None, :, None, None])
-
-  def forward(self, x):
-    return (x - self.shift) / self.scale
-
-
-def torchvision_alexnet_features():
-  """torchvision.models.alexnet().features, same indices."""
-  return nn.Sequential(
-      nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-      nn.ReLU(inplace=True),
-      nn.MaxPool2d(kernel_size=3, stride=2),
-      nn.Conv2d(64, 192, kernel_size=5, padding=2),
-      nn.ReLU(inplace=True),
-      nn.MaxPool2d(kernel_size=3, stride=2),
-      nn.Conv2d(192, 384, kernel_size=3, padding=1),
-      nn.ReLU(inplace=True),
-      nn.Conv2d(384, 256, kernel_size=3, padding=1),
-      nn.ReLU(inplace=True),
-      nn.Conv2d(256, 256, kernel_size=3, padding=1),
-      nn.ReLU(inplace=True),
-      nn.MaxPool2d(kernel_size=3, stride=2),
-  )
-
-
-class TorchLPIPS(nn.Module):
-  """Official LPIPS forward (alex, v0.1, lpips=True, spatial=False)."""
-
-  def __init__(self):
-    super().__init__()
-    self.scaling_layer = TorchScalingLayer()
-    self.features = torchvision_alexnet_features()
-    self.slices = [(0, 2), (2, 5), (5, 8), (8, 10), (10, 12)]
-    self.chns = [64, 192, 384, 256, 256]
-    self.lins = nn.ModuleList([
-        nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, stride=1, padding=0,
-                                              bias=False))
-        for c in self.chns
-    ])
-
-  def net(self, x):
-    outs = []
-    for start, stop in self.slices:
-      for i in range(start, stop):
-        x = self.features[i](x)
-      outs.append(x)
-    return outs
-
-  @staticmethod
-  def normalize_tensor(x, eps=1e-10):
-    norm_factor = torch.sqrt(torch.sum(x**2, dim=1, keepdim=True))
-    return x / (norm_factor + eps)
-
-  def forward(self, in0, in1):
-    outs0 = self.net(self.scaling_layer(in0))
-    outs1 = self.net(self.scaling_layer(in1))
-    val = 0
-    for kk in range(len(self.chns)):
-      diff = (self.normalize_tensor(outs0[kk])
-              - self.normalize_tensor(outs1[kk]))**2
-      val = val + self.lins[kk](diff).mean([2, 3], keepdim=True)
-    return val
-
-  def state_dicts(self):
-    """(torchvision alexnet state dict, official LPIPS lin state dict)."""
-    alex = {f'features.{k}': v for k, v in self.features.state_dict().items()}
-    lin = {f'lin{i}.model.1.weight': l[1].weight.detach().clone()
-           for i, l in enumerate(self.lins)}
-    return alex, lin
-
-
 @pytest.fixture(scope='module')
 def reference():
-  torch.manual_seed(0)
-  model = TorchLPIPS()
-  with torch.no_grad():
-    for lin in model.lins:
-      lin[1].weight.uniform_(0.0, 1.0)  # official weights are >= 0
-  model.eval()
+  model = lpips_reference.random_lpips('alex', seed=0)
   alex, lin = model.state_dicts()
   params = jax.tree_util.tree_map(np.asarray,
                                   convert_lpips_weights.convert(alex, lin))
@@ -131,11 +45,7 @@ def _pairs(seed, size=64):
   return a, b
 
 
-def _torch_lpips(model, a, b):
-  with torch.no_grad():
-    out = model(torch.from_numpy(a).permute(0, 3, 1, 2),
-                torch.from_numpy(b).permute(0, 3, 1, 2))
-  return out.reshape(-1).numpy()
+_torch_lpips = lpips_reference.torch_lpips
 
 
 def test_matches_torch_reference(reference):

@@ -15,22 +15,14 @@ from bil_jax.models import vgg
 from data_prep import convert_torch_weights
 
 torch = pytest.importorskip("torch")
+import lpips_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-         512, 512, 512, "M"]
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def torch_vgg16_features():
-  layers, c = [], 3
-  for v in CFG_D:
-    if v == "M":
-      layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
-    else:
-      layers += [torch.nn.Conv2d(c, v, kernel_size=3, padding=1), torch.nn.ReLU(inplace=True)]
-      c = v
-  features = torch.nn.Sequential(*layers)
+  features = lpips_reference.torchvision_vgg16_features()
   torch.manual_seed(0)
   for m in features:
     if isinstance(m, torch.nn.Conv2d):

@@ -8,7 +8,7 @@ The file on disk is ``flax.serialization.msgpack_serialize`` of that dict of num
 written by ``data_prep/convert_torch_weights.py``.
 """
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import flax.serialization
@@ -44,6 +44,7 @@ TORCH_INDEX = _torch_indices()  # conv1_1 -> 0, conv1_2 -> 2, conv2_1 -> 5, ...,
 IN_CHANNELS = {name: cin for name, cin in zip(
     CONV_NAMES, (3,) + tuple(c for block in BLOCKS for _, c in block)[:-1])}
 OUT_CHANNELS = {name: c for block in BLOCKS for name, c in block}
+WIDTHS = tuple(block[0][1] for block in BLOCKS)  # (64, 128, 256, 512, 512) per block
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,26 +65,37 @@ class VGG16Features(nn.Module):
 
   Attributes:
     layers: names from ``RELU_NAMES``; the network stops after the deepest one.
+    widths: output channels of each of the five blocks (VGG16: ``WIDTHS``; tests use
+      narrower trunks).
+    precision: conv precision (None = platform default).
   """
   layers: Sequence[str] = DEFAULT_LAYERS
+  widths: Sequence[int] = WIDTHS
+  precision: Optional[jax.lax.Precision] = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> list[jnp.ndarray]:
-    """x: ImageNet-normalised [B, H, W, 3] -> list of [B, H / 2**(block-1), W / 2**(block-1), C]."""
+    """x: [B, H, W, 3] (already normalised) -> list of [B, H / 2**(block-1), W / 2**(block-1), C]."""
     wanted = check_layers(self.layers)
     last = max(RELU_NAMES.index(name) for name in wanted)
     feats = {}
     k = 0
-    for b, block in enumerate(BLOCKS):
+    for b, (block, width) in enumerate(zip(BLOCKS, self.widths)):
       if b > 0:
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-      for name, c in block:
-        x = nn.relu(nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), name=name)(x))
+      for name, _ in block:
+        x = nn.relu(nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)),
+                            precision=self.precision, name=name)(x))
         feats[RELU_NAMES[k]] = x
         if k == last:
           return [feats[name] for name in wanted]
         k += 1
     raise AssertionError("unreachable")
+
+
+def widths_of(params: Mapping[str, Any]) -> tuple[int, ...]:
+  """Per-block widths of VGG16 params {"conv1_1": {"kernel": [3,3,Cin,Cout]}, ...}."""
+  return tuple(int(np.shape(params[block[0][0]]["kernel"])[-1]) for block in BLOCKS)
 
 
 def check_layers(names: Sequence[str]) -> tuple[str, ...]:
@@ -113,7 +125,8 @@ def vgg16_features(params: Mapping[str, Any], images: jnp.ndarray,
     params = params["params"]
   params = jax.lax.stop_gradient(params)
   x = imagenet_normalize(images.astype(jnp.float32))
-  return VGG16Features(layers=tuple(layers)).apply({"params": params}, x)
+  return VGG16Features(layers=tuple(layers), widths=widths_of(params)).apply(
+      {"params": params}, x)
 
 
 def validate_vgg16_params(params: Mapping[str, Any], source: str = "params") -> None:
@@ -131,7 +144,8 @@ def validate_vgg16_params(params: Mapping[str, Any], source: str = "params") -> 
 
 
 def load_vgg16_params(path: str) -> dict[str, dict[str, jnp.ndarray]]:
-  """Reads the Flax VGG16 params file written by ``data_prep/convert_torch_weights.py``.
+  """Reads the Flax VGG16 params file written by ``data_prep/convert_torch_weights.py``
+  (or the trunk of an LPIPS-VGG file from ``data_prep/convert_lpips_weights.py --net=vgg``).
 
   Raises:
     FileNotFoundError: no file at ``path`` (the message says how to make one).
@@ -146,6 +160,8 @@ def load_vgg16_params(path: str) -> dict[str, dict[str, jnp.ndarray]]:
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"Cannot read VGG16 weights {path!r} ({type(e).__name__}); "
                      f"recreate them with: {hint}") from e
+  if "params" in params and "trunk" in params["params"]:
+    params = params["params"]["trunk"]  # an LPIPS-VGG file holds the trunk too
   try:
     validate_vgg16_params(params, source=repr(path))
   except ValueError as e:
