@@ -42,9 +42,10 @@ def faceforensics(model: str, arg: str = "5shot"):
 
   c.loss.lambda_a = 10.0
   c.loss.lambda_b = 2.0
-  # The perceptual term needs VGG16 weights, which cannot be downloaded here:
-  # convert them with data_prep/convert_torch_weights.py and set
-  # --config.loss.vgg_weights=PATH (or --config.loss.lambda_b=0 to train without).
+  c.loss.perceptual = "lpips_vgg"  # Eq. 6 as the paper defines it: LPIPS with VGG16
+  # Its weights cannot be downloaded here: convert torchvision's VGG16 and the lpips
+  # wheel's v0.1 vgg.pth with `python -m data_prep.convert_lpips_weights --net=vgg`
+  # and set --config.loss.vgg_weights=PATH (or --config.loss.lambda_b=0 to train without).
   c.loss.vgg_weights = ""
 
   c.optim.lr, c.optim.b1, c.optim.b2 = 1e-4, 0.5, 0.999
@@ -93,9 +94,10 @@ def bdd_camvid(model: str, arg: str = "1shot"):
 
   c.loss.lambda_a = 10.0
   c.loss.lambda_b = 2.0
-  # The perceptual term needs VGG16 weights, which cannot be downloaded here:
-  # convert them with data_prep/convert_torch_weights.py and set
-  # --config.loss.vgg_weights=PATH (or --config.loss.lambda_b=0 to train without).
+  c.loss.perceptual = "lpips_vgg"  # Eq. 6 as the paper defines it: LPIPS with VGG16
+  # Its weights cannot be downloaded here: convert torchvision's VGG16 and the lpips
+  # wheel's v0.1 vgg.pth with `python -m data_prep.convert_lpips_weights --net=vgg`
+  # and set --config.loss.vgg_weights=PATH (or --config.loss.lambda_b=0 to train without).
   c.loss.vgg_weights = ""
 
   c.optim.lr, c.optim.b1, c.optim.b2 = 1e-4, 0.5, 0.999
