@@ -1,8 +1,9 @@
 """Test phase (Alg. 2) and the paper's ablation table (Tables 1-3).
 
 For every test (unseen) task T_uns with support set T_uns^(tr) (n shots) and query set
-T_uns^(te) (``data.eval_queries`` pairs, not augmented), five models generate the query
-images:
+T_uns^(te) (``data.eval_queries`` pairs), five models generate the query images. Shots and
+queries are the task's raw pairs (``eval.augment_shots=True`` augments the shots as in
+training); Eq. 3 retrieval compares the raw support maps.
 
   X                        the conventional model (pre-training checkpoint), no adaptation
   X (n-shot)               X after IS adaptation on the n shots
@@ -19,27 +20,33 @@ Metrics (``bil_jax.metrics``): SSIM and PSNR on images mapped to [0, 1], MSE on 
 LPIPS (AlexNet, v0.1) on [-1, 1] when ``eval.lpips_weights`` is set, else ``null`` /
 ``n/a``. Each is averaged over the query pairs of a task, then over tasks.
 
-Outputs in ``WORKDIR/eval/``: ``results.json``
-(``{"rows": {name: {"lpips", "ssim", "mse", "psnr"}}, "config": {...}, ...}``),
-``results.md`` (a Markdown table) and ``samples.png`` (Fig. 3 layout: input, X (n-shot),
-BiL w/o Aux, BiL, ground truth, GP output).
+Outputs in ``WORKDIR/eval/``: ``results.json`` with
+``"rows"`` (``{name: {"lpips", "ssim", "mse", "psnr"}}``, means over tasks),
+``"per_task"`` (``{name: {metric: [value per test task]}}``, in the order of ``"task_names"``),
+``"row_ids"`` (``{"x", "x_nshot", "bil_noaux", "bil", "gp"} -> name``), ``"summary"``
+(bootstrap intervals and paired differences, :mod:`bil_jax.report`) and ``"config"``;
+``results.md`` (the table with 95% bootstrap intervals over tasks, then the paired differences
+behind the paper's claims with Wilcoxon p-values) and ``samples.png`` (Fig. 3 layout).
+``python -m bil_jax.report DIR ...`` pools several seeds.
 """
 import json
 import logging
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from clu import metric_writers, periodic_actions
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bil_jax import adapt, builders, gan, meta, metrics, parallel, retrieval, visualize
+from bil_jax import adapt, builders, gan, meta, metrics, parallel, report, retrieval, visualize
 from bil_jax.data import episodes, loading
 
 EVAL_STREAM, AUX_STREAM = 4, 5
+GRID_COLUMNS = ("map", "target", "x", "x_nshot", "bil_noaux", "bil", "gp")
 METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
 DISPLAY_NAMES = {"pix2pix": "Pix2pix", "pg2": "PG2"}
 
@@ -68,13 +75,32 @@ def load_params(workdir: str, phase: str) -> dict:
 
 
 def test_episodes(config, test_tasks) -> List[dict]:
-  """One fixed episode per evaluated test task: n support shots, eval_queries queries."""
+  """One fixed episode per evaluated test task: n support shots, eval_queries queries.
+
+  Queries are the task's raw pairs. So are the support shots, unless ``eval.augment_shots``
+  (then flipped/cropped/rotated as in training). 'support_maps' int32 [n,H,W] are the raw
+  support maps either way: Eq. 3 retrieval uses them. PG² references are made as in
+  training (Sec. 5.3).
+  """
   n = test_tasks.num_tasks if config.eval.num_test_tasks < 0 else min(
       config.eval.num_test_tasks, test_tasks.num_tasks)
-  return [episodes.sample_episode(
-      test_tasks, t, config.data.shots, config.data.eval_queries,
-      episodes.episode_rng(config.seed, t, EVAL_STREAM), config.data.augment,
-      augment_query=False, reuse_pairs=bool(config.data.reuse_pairs)) for t in range(n)]
+  shots, queries, reuse = config.data.shots, config.data.eval_queries, bool(
+      config.data.reuse_pairs)
+  eps = []
+  for t in range(n):
+    ep = episodes.sample_episode(
+        test_tasks, t, shots, queries, episodes.episode_rng(config.seed, t, EVAL_STREAM),
+        config.data.augment, augment_query=False, reuse_pairs=reuse)
+    # sample_episode draws the split first, so the same generator state gives its indices.
+    sup, _ = episodes.split_indices(
+        test_tasks.task_maps(t).shape[0], shots, queries,
+        episodes.episode_rng(config.seed, t, EVAL_STREAM), test_tasks.names[t], reuse)
+    ep["support_maps"] = test_tasks.task_maps(t)[sup].astype(np.int32)
+    if not config.eval.augment_shots:
+      ep["support"] = dict(ep["support"], map=ep["support_maps"],
+                           image=episodes.to_float(test_tasks.task_images(t)[sup]))
+    eps.append(ep)
+  return eps
 
 
 def retrieve_aux_tasks(support_maps: np.ndarray, train_tasks, k: int) -> np.ndarray:
@@ -128,6 +154,33 @@ def _mean_rows(per_task: Dict[str, List[dict]]) -> Dict[str, dict]:
   return rows
 
 
+def task_outputs(progs, config, x_params, gp_params, train_tasks, ep: dict,
+                 t: int) -> Tuple[Dict[str, jax.Array], np.ndarray]:
+  """Alg. 2 on test episode ``ep`` (task index t): each row's query images [q,H,W,3], keyed
+  like :func:`row_names`, and the retrieved auxiliary task indices [K].
+
+  X and GP generate directly; X (n-shot) and BiL w/o Aux adapt X and the GP on the shots;
+  BiL adapts the GP after Aux fine-tuning on the tasks Eq. 3 retrieves for the raw shots.
+  """
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2_000_000 + t)
+  support, query = ep["support"], ep["query"]
+  aux = retrieve_aux_tasks(ep["support_maps"], train_tasks, int(config.eval.aux_tasks))
+  tuned = progs.aux_finetune(config, gp_params, train_tasks, aux, t)
+  return {
+      "x": progs.generate(x_params, query),
+      "x_nshot": progs.adapt_generate(x_params, support, query, rng),
+      "bil_noaux": progs.adapt_generate(gp_params, support, query, rng),
+      "bil": progs.adapt_generate(tuned, support, query, rng),
+      "gp": progs.generate(gp_params, query),
+  }, aux
+
+
+def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List[float]]]:
+  """{row: [metrics of task t]} -> {row: {metric: [value per task, in task order]}}."""
+  return {name: {k: [s[k] for s in scores] for k in METRIC_KEYS if k in scores[0]}
+          for name, scores in per_task.items()}
+
+
 def markdown_table(rows: Dict[str, dict]) -> str:
   """The ablation table in the layout of the paper's Tables 1-3."""
   lines = ["| Model | LPIPS↓ | SSIM↑ | MSE↓ | PSNR↑ |", "|---|---|---|---|---|"]
@@ -135,6 +188,25 @@ def markdown_table(rows: Dict[str, dict]) -> str:
     lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
     lines.append(f"| {name} | {lp} | {r['ssim']:.3f} | {r['mse']:.3f} | {r['psnr']:.3f} |")
   return "\n".join(lines) + "\n"
+
+
+def write_summaries(writer, config, summary: dict, table: str, row_ids: Dict[str, str]) -> None:
+  """TensorBoard: hyperparameters, '<row id>/<metric>' means (and 95% interval ends),
+  'diff/<a>-<b>/<metric>' paired differences, and the Markdown table as text (step 0)."""
+  ids = {name: key for key, name in row_ids.items()}
+  scalars = {}
+  for name, row in summary["rows"].items():
+    for m, s in row.items():
+      scalars.update({f"{ids[name]}/{m}": s["mean"], f"{ids[name]}/{m}_ci_low": s["ci_low"],
+                      f"{ids[name]}/{m}_ci_high": s["ci_high"]})
+  for d in summary["differences"]:
+    scalars[f"diff/{d['claim']}/{d['metric']}"] = d["mean"]
+  flat = report.flatten(json.loads(config.to_json_best_effort()))
+  writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                        for k, v in flat.items()})
+  writer.write_scalars(0, scalars)
+  writer.write_texts(0, {"results": table})
+  writer.flush()
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -159,44 +231,46 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   names = row_names(config.model.name, config.data.shots)
   eps = test_episodes(config, test_tasks)
 
+  out = os.path.join(workdir, "eval")
+  writer = metric_writers.create_default_writer(out, just_logging=jax.process_index() > 0)
+  progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
+                                             every_secs=None)
   per_task = {name: [] for name in names.values()}
-  grid_cols = {k: [] for k in ("input", "x_nshot", "bil_noaux", "bil", "target", "gp")}
+  grid_cols = {k: [] for k in GRID_COLUMNS}
   aux_log = []
   for t, ep in enumerate(eps):
-    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2_000_000 + t)
-    support, query = ep["support"], ep["query"]
-    aux = retrieve_aux_tasks(support["map"], train_tasks, int(config.eval.aux_tasks))
+    query = ep["query"]
+    fakes, aux = task_outputs(progs, config, x_params, gp_params, train_tasks, ep, t)
     aux_log.append({"task": test_tasks.names[t],
                     "aux_tasks": [train_tasks.names[i] for i in aux]})
-    tuned = progs.aux_finetune(config, gp_params, train_tasks, aux, t)
-    fakes = {
-        "x": progs.generate(x_params, query),
-        "x_nshot": progs.adapt_generate(x_params, support, query, rng),
-        "bil_noaux": progs.adapt_generate(gp_params, support, query, rng),
-        "bil": progs.adapt_generate(tuned, support, query, rng),
-        "gp": progs.generate(gp_params, query),
-    }
     for key, fake in fakes.items():
       per_task[names[key]].append(
           {k: float(np.mean(v)) for k, v in progs.score(fake, query["image"]).items()})
     if t < config.eval.grid_tasks:
-      for key in ("x_nshot", "bil_noaux", "bil", "gp"):
+      for key in names:
         grid_cols[key].append(np.asarray(fakes[key][:2]))
-      grid_cols["input"].append(visualize.colorize(query["map"][:2], spec.num_classes))
+      grid_cols["map"].append(visualize.colorize(query["map"][:2], spec.num_classes))
       grid_cols["target"].append(query["image"][:2])
     logging.info("evaluated test task %d/%d (%s)", t + 1, len(eps), test_tasks.names[t])
+    progress(t + 1)
 
   rows = _mean_rows(per_task)
-  out = os.path.join(workdir, "eval")
+  values = per_task_values(per_task)
+  row_ids = dict(names)
+  summary = report.run_summary(values, row_ids)
   os.makedirs(out, exist_ok=True)
-  result = {"rows": rows, "config": config.to_dict(), "num_test_tasks": len(eps),
+  result = {"rows": rows, "per_task": values, "task_names": list(test_tasks.names[:len(eps)]),
+            "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
+            "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
   _write_atomic(os.path.join(out, "results.json"), json.dumps(result, indent=1, default=str))
-  _write_atomic(os.path.join(out, "results.md"), markdown_table(rows))
-  if grid_cols["input"]:
-    order = ("input", "x_nshot", "bil_noaux", "bil", "target", "gp")
-    visualize.save_png(os.path.join(out, "samples.png"), visualize.grid(
-        [np.concatenate(grid_cols[k]) for k in order]))
+  _write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
+  write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
+  if grid_cols["map"]:
+    labels = {"map": "map", "target": "target", **names}
+    visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
+        [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS], [labels[k] for k in GRID_COLUMNS],
+        min_width=96, pad=4))
   logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
   return rows

@@ -129,11 +129,12 @@ def results_path(path: str) -> str:
   return os.path.join(path, "eval", "results.json")
 
 
-def _flatten(d: dict, prefix: str = "") -> Dict[str, object]:
+def flatten(d: dict, prefix: str = "") -> Dict[str, object]:
+  """{'a': {'b': v}} -> {'a.b': v}."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out
@@ -156,10 +157,10 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, dict]]:
                         "re-run --mode=evaluate)")
     loaded.append((f, r))
   f0, r0 = loaded[0]
-  c0 = {k: v for k, v in _flatten(r0["config"]).items() if k not in IGNORED_CONFIG_KEYS}
+  c0 = {k: v for k, v in flatten(r0["config"]).items() if k not in IGNORED_CONFIG_KEYS}
   seeds = {}
   for f, r in loaded:
-    c = {k: v for k, v in _flatten(r["config"]).items() if k not in IGNORED_CONFIG_KEYS}
+    c = {k: v for k, v in flatten(r["config"]).items() if k not in IGNORED_CONFIG_KEYS}
     for k in sorted(set(c0) | set(c)):
       if c0.get(k) != c.get(k):
         raise ReportError(f"{f}: config differs from {f0} at {k} ({c.get(k)!r} vs "

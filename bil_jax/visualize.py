@@ -2,8 +2,10 @@
 import os
 from typing import Sequence
 
+import math
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -30,6 +32,58 @@ def grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       out[y:y + h, x:x + w] = col[i]
   return out
+
+
+def upscale(images: np.ndarray, min_width: int) -> np.ndarray:
+  """Nearest-neighbour enlargement of [...,H,W,C] by the smallest integer factor that makes
+  W >= min_width (factor 1 when it already is)."""
+  k = max(1, math.ceil(min_width / images.shape[-2]))
+  return np.repeat(np.repeat(images, k, axis=-3), k, axis=-2) if k > 1 else images
+
+
+def _font(size: int = 12):
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:  # Pillow < 10.1: the bitmap default font has one size
+    return ImageFont.load_default()
+
+
+def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list:
+  """Greedy word wrap of ``text`` into lines no wider than ``width`` pixels (where possible)."""
+  lines = []
+  for word in text.split():
+    if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+      lines[-1] = f"{lines[-1]} {word}"
+    else:
+      lines.append(word)
+  return lines or [""]
+
+
+def labeled_grid(columns: Sequence[np.ndarray], labels: Sequence[str], min_width: int = 96,
+                 pad: int = 2) -> np.ndarray:
+  """:func:`grid` of columns [R,H,W,3] in [-1,1], each enlarged (nearest neighbour) to at
+  least ``min_width`` px wide and headed with its label (wrapped).
+
+  Returns uint8 [header + R*(H'+p)+p, K*(W'+p)+p, 3] with H', W' the enlarged sizes.
+  """
+  if len(labels) != len(columns):
+    raise ValueError(f"{len(labels)} labels for {len(columns)} columns")
+  body = grid([upscale(np.asarray(c), min_width) for c in columns], pad)
+  col_w = (body.shape[1] - pad) // len(columns) - pad
+  font = _font()
+  probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  wrapped = [_wrap(label, col_w, probe, font) for label in labels]
+  line_h = font.getbbox("Ag")[3] + 2
+  header_h = max(len(w) for w in wrapped) * line_h + 2 * pad
+  canvas = Image.new("RGB", (body.shape[1], header_h + body.shape[0]), (255, 255, 255))
+  canvas.paste(Image.fromarray(body), (0, header_h))
+  draw = ImageDraw.Draw(canvas)
+  for j, lines in enumerate(wrapped):
+    x0 = pad + j * (col_w + pad)
+    for i, line in enumerate(lines):
+      x = x0 + max(0, (col_w - draw.textlength(line, font=font)) / 2)
+      draw.text((x, pad + i * line_h), line, fill=(0, 0, 0), font=font)
+  return np.asarray(canvas)
 
 
 def save_png(path: str, image: np.ndarray) -> None:

@@ -82,9 +82,9 @@ def prepare(config, manual_dir: str = None, data_dir: str = None) -> dict:
 def main(argv):
   del argv
   from bil_jax.data import image_io
-  import tensorflow_datasets as tfds
-  tfds.disable_progress_bar()
-  logging.set_verbosity(logging.ERROR)  # TFDS' INFO/WARNING lines; counts stay
+  # TFDS reports what it generates and where, with progress bars and an ETA per split
+  # (on stderr); an error is the last line, after a blank one, so it stands out.
+  logging.set_verbosity(logging.INFO)
   config = _CONFIG.value
   if config is None:
     print('error: pass --config=configs/X.py', file=sys.stderr)
@@ -92,7 +92,7 @@ def main(argv):
   try:
     counts = prepare(config, _MANUAL_DIR.value, _DATA_DIR.value)
   except (image_io.DataError, ValueError) as e:
-    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
+    print('\nerror: ' + ' '.join(str(e).split()), file=sys.stderr)
     return 1
   d = config.data
   for split, n in counts.items():

@@ -6,9 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from bil_jax import evaluate
+import jax
+from bil_jax import adapt, builders, config_lib, evaluate, gan, visualize
 from bil_jax.data import tasks
+
+import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,6 +44,137 @@ def test_retrieval_finds_the_task_with_the_same_layouts():
   assert top[0] == 4 and len(set(top.tolist())) == 3
 
 
+def tiny_setup(augment_shots=False):
+  """A config, TaskSets of 4x4 pairs (C=3 classes) and the tiny G/D spec for the test phase."""
+  c = config_lib.base_config()
+  c.data.shots, c.data.queries, c.data.eval_queries = 2, 2, 3
+  c.data.augment.crop_fraction, c.data.augment.max_rotation_deg = 1.0, 0.0
+  c.meta.update(estimator="first_order", inner_steps=1, inner_optimizer="sgd", inner_lr=0.1)
+  c.eval.update(is_steps=2, aux_steps=2, aux_tasks=2, aux_lr=0.05, augment_shots=augment_shots)
+  rng = np.random.default_rng(0)
+
+  def taskset(prefix, n):
+    return tasks.from_tasks(
+        [(f"{prefix}{i}", rng.integers(0, tiny.C, (6, tiny.H, tiny.W)),
+          rng.integers(0, 256, (6, tiny.H, tiny.W, 3))) for i in range(n)], tiny.C)
+  return c, taskset("train", 4), taskset("test", 2), tiny.spec()
+
+
+def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():
+  c, _, test_ts, _ = tiny_setup()
+  raw = evaluate.test_episodes(c, test_ts)
+  c.eval.augment_shots = True
+  aug = evaluate.test_episodes(c, test_ts)
+  images = test_ts.task_images(0).astype(np.float32) / 127.5 - 1
+  for ep in raw:
+    np.testing.assert_array_equal(ep["support"]["map"], ep["support_maps"])
+    assert ep["query"]["image"].shape[0] == 3
+  # Each raw shot is one of task 0's images, untouched.
+  assert all(np.any(np.all(np.isclose(images, im), axis=(1, 2, 3)))
+             for im in raw[0]["support"]["image"])
+  # Same pairs either way: augment_shots changes the shots' pixels, not which pairs or the
+  # maps retrieval sees.
+  np.testing.assert_array_equal(aug[0]["support_maps"], raw[0]["support_maps"])
+  assert not np.allclose(aug[0]["support"]["image"], raw[0]["support"]["image"])
+
+
+class _Spy:
+  """Stands in for evaluate._Programs: records which parameters each call received."""
+
+  def __init__(self):
+    self.aux_calls = []
+
+  def generate(self, params, query):
+    return ("generate", params["tag"])
+
+  def adapt_generate(self, params, support, query, rng):
+    return ("adapt", params["tag"], id(support))
+
+  def aux_finetune(self, config, params, train_tasks, aux, t):
+    self.aux_calls.append((params["tag"], tuple(int(i) for i in aux), t))
+    return {"tag": "aux-tuned GP"}
+
+
+def test_each_row_generates_from_the_right_parameters():
+  c, train_ts, test_ts, _ = tiny_setup()
+  ep = evaluate.test_episodes(c, test_ts)[1]
+  spy = _Spy()
+  fakes, aux = evaluate.task_outputs(spy, c, {"tag": "X"}, {"tag": "GP"}, train_ts, ep, 1)
+  s = id(ep["support"])
+  assert fakes == {"x": ("generate", "X"), "x_nshot": ("adapt", "X", s),
+                   "bil_noaux": ("adapt", "GP", s), "bil": ("adapt", "aux-tuned GP", s),
+                   "gp": ("generate", "GP")}
+  expected_aux = evaluate.retrieve_aux_tasks(ep["support_maps"], train_ts, 2)
+  assert spy.aux_calls == [("GP", tuple(expected_aux.tolist()), 1)]
+
+
+def test_rows_equal_direct_computation_and_aux_changes_the_gp_before_is_adaptation():
+  c, train_ts, test_ts, spec = tiny_setup()
+  x_params, gp_params = tiny.init_params(spec, 0), tiny.init_params(spec, 1)
+  progs = evaluate._Programs(c, spec, None, None)
+  seen = []
+  adapt_generate = progs.adapt_generate
+  progs.adapt_generate = lambda p, *a: seen.append(p) or adapt_generate(p, *a)
+  ep = evaluate.test_episodes(c, test_ts)[0]
+  fakes, aux = evaluate.task_outputs(progs, c, x_params, gp_params, train_ts, ep, 0)
+
+  tuned = progs.aux_finetune(c, gp_params, train_ts, aux, 0)
+  leaves = lambda p: jax.tree.leaves(p)  # pylint: disable=unnecessary-lambda-assignment
+  assert not all(np.allclose(a, b) for a, b in zip(leaves(tuned), leaves(gp_params)))
+  # BiL's IS adaptation starts from the Aux-tuned GP, not from the GP itself.
+  assert all(np.array_equal(a, b) for a, b in zip(leaves(seen[2]), leaves(tuned)))
+  assert seen[0] is x_params and seen[1] is gp_params
+
+  loop = builders.inner_loop(c, spec, steps=2)
+  rng = jax.random.fold_in(jax.random.PRNGKey(c.seed), 2_000_000)
+  q = ep["query"]
+  direct = {
+      "x": gan.generate(spec, x_params["G"], q, rng, train=False),
+      "x_nshot": adapt.adapt_and_generate(loop, x_params, ep["support"], q, rng)[0],
+      "bil_noaux": adapt.adapt_and_generate(loop, gp_params, ep["support"], q, rng)[0],
+      "bil": adapt.adapt_and_generate(loop, tuned, ep["support"], q, rng)[0],
+      "gp": gan.generate(spec, gp_params["G"], q, rng, train=False),
+  }
+  for key, want in direct.items():
+    np.testing.assert_allclose(fakes[key], want, atol=1e-5, err_msg=key)
+  for a, b in (("x", "gp"), ("x", "x_nshot"), ("bil", "bil_noaux")):
+    assert not np.allclose(fakes[a], fakes[b], atol=1e-4), (a, b)
+
+
+def test_evaluate_writes_per_task_results_tables_tensorboard_and_grid(tmp_path, monkeypatch):
+  """evaluate() on the tiny models (checkpoints and data stubbed): every output is written."""
+  c, train_ts, test_ts, spec = tiny_setup()
+  c.eval.grid_tasks = 1
+  params = {"pretrain": tiny.init_params(spec, 0), "meta": tiny.init_params(spec, 1)}
+  monkeypatch.setattr(evaluate.loading, "load_data", lambda *_: (train_ts, test_ts))
+  monkeypatch.setattr(evaluate.builders, "build_spec", lambda *_: spec)
+  monkeypatch.setattr(evaluate.builders, "load_frozen", lambda *_: None)
+  monkeypatch.setattr(evaluate, "load_params", lambda _, phase: params[phase])
+  rows = evaluate.evaluate(c, str(tmp_path))
+  out = tmp_path / "eval"
+  result = json.loads((out / "results.json").read_text())
+  assert result["task_names"] == ["test0", "test1"] and result["rows"] == rows
+  for name, values in result["per_task"].items():
+    assert rows[name]["psnr"] == pytest.approx(np.mean(values["psnr"]))
+  assert result["row_ids"]["bil"] == "BiL-Pix2pix (2-shot)"
+  assert len(result["summary"]["differences"]) == 9
+  assert "Wilcoxon" in (out / "results.md").read_text()
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+  png = np.asarray(Image.open(out / "samples.png"))
+  assert png.shape[1] == 7 * (96 + 4) + 4  # map, target and the five rows, 4x4 -> 96 px
+
+
+def test_sample_grid_is_enlarged_and_headed():
+  cols = [np.zeros((2, 32, 32, 3), np.float32)] * 3
+  img = visualize.labeled_grid(cols, ["map", "target", "BiL-Pix2pix w/o Aux (5-shot)"])
+  body_h = 2 * (96 + 2) + 2
+  assert img.dtype == np.uint8 and img.shape[1] == 3 * (96 + 2) + 2 and img.shape[0] > body_h
+  header = img[:img.shape[0] - body_h]
+  assert (header < 128).any()  # dark header text on white
+  np.testing.assert_array_equal(visualize.upscale(np.arange(4.).reshape(1, 2, 2, 1), 5)[0, :, :, 0],
+                                np.repeat(np.repeat(np.arange(4.).reshape(2, 2), 3, 0), 3, 1))
+
+
 def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
   """--mode=all (pretrain, metatrain, evaluate) on a tiny config writes JSON, Markdown and PNG."""
   proc = subprocess.run(
@@ -59,6 +194,15 @@ def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
   assert result["config"]["data"]["name"] == "synthetic"
   assert all(len(r["aux_tasks"]) == result["config"]["eval"]["aux_tasks"]
              for r in result["aux_retrieval"])
+  n = result["num_test_tasks"]
+  assert len(result["task_names"]) == n and set(result["per_task"]) == set(result["rows"])
+  for name, row in result["rows"].items():
+    assert set(result["per_task"][name]) == {"ssim", "mse", "psnr"}
+    assert all(len(v) == n for v in result["per_task"][name].values())
+    assert row["ssim"] == pytest.approx(np.mean(result["per_task"][name]["ssim"]))
   table = (out / "results.md").read_text()
-  assert table.count("\n") == 7 and "n/a" in table
+  assert "n/a" in table and table.count(" − ") == 9 and "Wilcoxon" in table
+  ids = result["row_ids"]
+  assert f"| {ids['bil']} − {ids['x_nshot']} | SSIM↑ |" in table
   assert (out / "samples.png").stat().st_size > 0
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
