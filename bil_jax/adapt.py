@@ -37,20 +37,6 @@ class InnerLoop:
   unroll: int | bool = 1
 
 
-def make_inner_optimizer(name: str, lr: float, b1: float = 0.5, b2: float = 0.999,
-                         eps_root: float = 1e-12) -> optax.GradientTransformation:
-  """The IS optimizer: Adam with the paper's settings (default) or plain SGD.
-
-  ``eps_root`` keeps Adam's sqrt differentiable where a second moment is exactly 0;
-  optax recommends it for meta-gradients through Adam.
-  """
-  if name == "adam":
-    return optax.adam(lr, b1=b1, b2=b2, eps_root=eps_root)
-  if name == "sgd":
-    return optax.sgd(lr)
-  raise ValueError(f"meta.inner_optimizer={name!r} is not one of ('adam', 'sgd')")
-
-
 def adapt(loop: InnerLoop, params: Any, support: gan.Pairs, rng: jax.Array,
           frozen: Any = None):
   """Adapts GP parameters to one task: theta' = Adapt_K(theta; T(tr)).

@@ -126,7 +126,8 @@ def make_config(model="pix2pix", size=32, ngf=16, ndf=16, num_classes=8, shots=5
   c.model.ngf, c.model.ndf = int(ngf), int(ndf)
   c.model.d_layers = int(d_layers)
   c.loss.lambda_b = 0.0          # no VGG16 weights here; the perceptual term is off
-  c.meta.inner_optimizer = inner_optimizer
+  if inner_optimizer != c.meta.inner_optimizer.name:  # any optax name; its defaults
+    c.meta.inner_optimizer = {"name": inner_optimizer, "lr": c.meta.inner_optimizer.lr}
   return c
 
 
@@ -137,7 +138,7 @@ def make_setup(config, spec=None, params=None, model_name: str = "") -> Setup:
     spec = builders.build_spec(config, config.data.num_classes)
   if params is None:
     params = builders.init_params(spec, config.seed, builders.image_hw(config))
-  outer = meta.make_outer_optimizer(config.meta.outer_lr, config.optim.b1, config.optim.b2)
+  outer = builders.outer_optimizer(config)
   mesh = parallel.make_mesh()
   params = parallel.replicate(mesh, params)
   return Setup(config, spec, params, outer, parallel.replicate(mesh, outer.init(params)), mesh,
@@ -245,7 +246,7 @@ def bench_one(setup: Setup, estimator: str, steps: int, meta_batch: int, remat: 
       "image_size": int(config.data.image_height), "ngf": int(config.model.ngf),
       "ndf": int(config.model.ndf), "num_classes": int(config.data.num_classes),
       "shots": int(config.data.shots), "queries": int(config.data.queries),
-      "inner_optimizer": config.meta.inner_optimizer, "implementation": "jax",
+      "inner_optimizer": config.meta.inner_optimizer.name, "implementation": "jax",
       "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
       "conv_impl": layers.conv_impl(),
   }

@@ -1,7 +1,10 @@
 """Builds an experiment's pieces from its config: the GAN, optimizers, frozen weights.
 
-These are the only places that read ``config.model``, ``config.loss`` and
-``config.optim``; the training, meta-training and evaluation code receive the results.
+The one reader of the model, loss and optimizer keys (``config.model``, ``config.loss``,
+``config.optim``, ``config.meta.{inner,outer}_optimizer``, ``config.eval.aux_lr``); the
+training, meta-training, evaluation and benchmark code receive the results. Models come
+from the name -> module table ``bil_jax.models.GENERATORS``; optimizers are Optax names
+plus keyword arguments (:mod:`bil_jax.optimizers`).
 """
 import functools
 from typing import Any, Tuple
@@ -11,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from bil_jax import adapt, gan, losses, models
+from bil_jax import adapt, gan, losses, models, optimizers
 from bil_jax.data import loading
 
 
@@ -37,7 +40,7 @@ def build_spec(config: ml_collections.ConfigDict, num_classes: int) -> gan.GanSp
       generator=models.build_generator(config.model, num_classes, hw),
       discriminator=models.build_discriminator(config.model, num_classes),
       num_classes=num_classes,
-      uses_reference=config.model.name == "pg2",
+      uses_reference=models.uses_reference(config.model),
       lambda_l1=float(config.loss.lambda_l1),
       lambda_a=float(config.loss.lambda_a),
       lambda_b=float(config.loss.lambda_b),
@@ -63,15 +66,30 @@ def init_params(spec: gan.GanSpec, seed: int, hw: Tuple[int, int]) -> dict:
   return jax.device_get(init(jax.random.key(seed, impl="rbg")))
 
 
-def gan_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optimizer of conventional training (Sec. 5.3: Adam 1e-4, b1 0.5, b2 0.999)."""
-  return optax.adam(config.optim.lr, b1=config.optim.b1, b2=config.optim.b2)
+def pretrain_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """``config.optim``: conventional training of G and D (Sec. 5.3: Adam 1e-4, 0.5, 0.999)."""
+  return optimizers.from_spec(config.optim, "optim")
+
+
+def outer_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """``config.meta.outer_optimizer``: the GP update of meta-training (Sec. 5.3: Adam)."""
+  return optimizers.from_spec(config.meta.outer_optimizer, "meta.outer_optimizer")
+
+
+def aux_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Aux fine-tuning of the GP (Alg. 2 lines 2-4): the outer optimizer, with its learning
+  rate replaced by ``eval.aux_lr`` when that is >= 0."""
+  spec = config.meta.outer_optimizer.to_dict()
+  if config.eval.aux_lr >= 0:
+    spec["lr"] = float(config.eval.aux_lr)
+  return optimizers.from_spec(spec, "meta.outer_optimizer")
+
+
 
 
 def inner_loop(config: ml_collections.ConfigDict, spec: gan.GanSpec,
                steps: int = -1) -> adapt.InnerLoop:
   """The IS adaptation of ``config.meta`` (``steps`` overrides meta.inner_steps)."""
-  opt = adapt.make_inner_optimizer(config.meta.inner_optimizer, config.meta.inner_lr,
-                                   b1=config.optim.b1, b2=config.optim.b2)
+  opt = optimizers.from_spec(config.meta.inner_optimizer, "meta.inner_optimizer")
   return adapt.InnerLoop(spec, opt, config.meta.inner_steps if steps < 0 else steps,
                          bool(config.meta.remat))

@@ -7,6 +7,12 @@ key, on the command line or in a config file, fails instead of being silently ad
 import ml_collections
 
 
+def _optimizer(name: str, **kwargs) -> ml_collections.ConfigDict:
+  """An optimizer entry (bil_jax/optimizers.py): ``{name, lr, clip=0, schedule={name: ""},
+  **kwargs}``, i.e. no clipping and a constant learning rate."""
+  return ml_collections.ConfigDict(dict(name=name, clip=0.0, schedule=dict(name=""), **kwargs))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Returns the paper's defaults (Sec. 5.3) on the built-in synthetic dataset."""
   c = ml_collections.ConfigDict()
@@ -82,10 +88,16 @@ def base_config() -> ml_collections.ConfigDict:
                                 # that file or data_prep/convert_torch_weights.py's VGG16 file
 
   # ---- optimisation (Sec. 5.3: Adam, lr 1e-4, b1 0.5, b2 0.999) ---------------------
-  c.optim = o = ml_collections.ConfigDict()
-  o.lr = 1e-4
-  o.b1 = 0.5
-  o.b2 = 0.999
+  # Every optimizer is an Optax name plus its keyword arguments (bil_jax/optimizers.py):
+  #   {name: any optax optimizer ("adam", "sgd", "adamw", "lion", "rmsprop", ...),
+  #    lr: learning rate, clip: global-norm gradient clipping (0 = off),
+  #    schedule: {name: an optax schedule ("" = constant lr), **its kwargs; init_value
+  #              defaults to lr}, any other key: a keyword argument of the optax function}
+  # Change one value with --config.optim.lr=2e-4; switch optimizer by replacing the dict:
+  #   --config.meta.inner_optimizer="{'name': 'lion', 'lr': 1e-5, 'b1': 0.9}"
+  # (keys left out take optax's defaults; clip and schedule default to off).
+  c.optim = _optimizer("adam", lr=1e-4, b1=0.5, b2=0.999)  # pre-training of G and D
+
 
   # ---- conventional (pre-)training, Alg. 1 lines 1-5 --------------------------------
   c.pretrain = p = ml_collections.ConfigDict()
@@ -101,9 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
   mt.meta_batch = 5             # tasks per meta-batch
   mt.estimator = "second_order" # "second_order" | "first_order" | "reptile"
   mt.inner_steps = 5            # K: GAN updates of the IS adaptation during meta-training
-  mt.inner_optimizer = "adam"   # "adam" | "sgd"
-  mt.inner_lr = 1e-4
-  mt.outer_lr = 1e-4
+  # IS (inner) optimizer, differentiated through by the meta-gradient; eps_root keeps
+  # Adam's square root differentiable where a second moment is exactly 0.
+  mt.inner_optimizer = _optimizer("adam", lr=1e-4, b1=0.5, b2=0.999, eps_root=1e-12)
+  mt.outer_optimizer = _optimizer("adam", lr=1e-4, b1=0.5, b2=0.999)  # GP update
   mt.remat = False              # jax.checkpoint each inner step
   mt.from_scratch = False       # True: do not start from the pre-training checkpoint
   mt.log_every = 50
@@ -117,7 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
   e.aux_tasks = 5               # K auxiliary tasks retrieved by Eq. 3
   e.aux_steps = 20              # alternating GP fine-tuning steps on the auxiliary tasks
   e.aux_estimator = ""          # meta-gradient of Aux fine-tuning; "" -> meta.estimator
-  e.aux_lr = -1.0               # GP fine-tuning learning rate; < 0 -> meta.outer_lr
+  e.aux_lr = -1.0               # GP fine-tuning learning rate; < 0 -> meta.outer_optimizer.lr
   e.num_test_tasks = -1         # -1 -> all test tasks
   e.augment_shots = False       # True: flip/crop/rotate the n support shots as in training;
                                 # False: adapt on the raw pairs (queries are always raw)

@@ -124,8 +124,7 @@ class _Programs:
         lambda p, q: gan.generate(spec, p["G"], q, jax.random.PRNGKey(0), train=False))
     self.score = jax.jit(lambda a, b: metrics.image_metrics(a, b, lpips_params))
     aux_loop = builders.inner_loop(config, spec)
-    aux_lr = config.eval.aux_lr if config.eval.aux_lr >= 0 else config.meta.outer_lr
-    self.aux_opt = meta.make_outer_optimizer(aux_lr, config.optim.b1, config.optim.b2)
+    self.aux_opt = builders.aux_optimizer(config)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
     self.aux_step = meta.make_meta_step(
         aux_loop, config.eval.aux_estimator or config.meta.estimator, self.aux_opt, mesh)

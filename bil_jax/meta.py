@@ -1,4 +1,4 @@
-"""The meta-training step (Alg. 1 lines 7-21): estimator vmapped over tasks, outer Adam.
+"""The meta-training step (Alg. 1 lines 7-21): estimator vmapped over tasks, outer optimizer.
 
 ``meta_step(params, opt_state, tasks, rngs, frozen) -> (params, opt_state, metrics)``
 where ``tasks`` are episodes with a leading meta-batch axis [M] (sharded over devices)
@@ -15,11 +15,6 @@ import optax
 from bil_jax import adapt as adapt_lib
 from bil_jax import estimators
 from bil_jax import parallel
-
-
-def make_outer_optimizer(lr: float, b1: float = 0.5, b2: float = 0.999):
-  """GP optimizer (Sec. 5.3): Adam with lr 1e-4, b1 0.5, b2 0.999 by default."""
-  return optax.adam(lr, b1=b1, b2=b2)
 
 
 def task_rngs(rng: jax.Array, step: int, meta_batch: int) -> jax.Array:

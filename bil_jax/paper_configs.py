@@ -53,8 +53,8 @@ def faceforensics(model: str, arg: str = "5shot"):
   c.pretrain.batch_size = 5
   c.meta.steps = 20_000
   c.meta.meta_batch = 5         # tasks per meta-batch
-  c.meta.inner_lr = 1e-4
-  c.meta.outer_lr = 1e-4
+  c.meta.inner_optimizer.lr = 1e-4
+  c.meta.outer_optimizer.lr = 1e-4
   c.eval.is_steps = 20          # IS iterations on each test task
   c.eval.aux_tasks = 5          # K auxiliary tasks (Eq. 3)
   if smoke:
@@ -105,8 +105,8 @@ def bdd_camvid(model: str, arg: str = "1shot"):
   c.pretrain.batch_size = 5
   c.meta.steps = 20_000
   c.meta.meta_batch = 5         # tasks per meta-batch
-  c.meta.inner_lr = 1e-4
-  c.meta.outer_lr = 1e-4
+  c.meta.inner_optimizer.lr = 1e-4
+  c.meta.outer_optimizer.lr = 1e-4
   c.eval.is_steps = 20          # IS iterations on each test clip
   c.eval.aux_tasks = 5          # K auxiliary tasks (Eq. 3)
   if smoke:

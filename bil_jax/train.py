@@ -330,7 +330,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_tasks, test_tasks = loading.load_data(config, workdir)
   spec = builders.build_spec(config, train_tasks.num_classes)
   frozen = builders.load_frozen(config)
-  opt = builders.gan_optimizer(config)
+  opt = builders.pretrain_optimizer(config)
   hw = builders.image_hw(config)
   out = phase_dir(workdir, "pretrain")
   state = _pretrain_state(config, spec, opt, hw)
@@ -439,7 +439,7 @@ def _write_grid(writer, out: str, name: str, step: int, num_classes: int, column
 
 def load_pretrained_params(config, workdir: str, spec) -> dict:
   """The latest pre-training parameters of ``workdir``; a one-line error if there are none."""
-  opt = builders.gan_optimizer(config)
+  opt = builders.pretrain_optimizer(config)
   target = _pretrain_state(config, spec, opt, builders.image_hw(config))
   directory = os.path.join(phase_dir(workdir, "pretrain"), "checkpoints")
   state = None
@@ -494,7 +494,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   else:
     start_params = load_pretrained_params(config, workdir, spec)
 
-  outer = meta.make_outer_optimizer(config.meta.outer_lr, config.optim.b1, config.optim.b2)
+  outer = builders.outer_optimizer(config)
   state = _state(0, start_params, outer.init(start_params), np.asarray(0, np.int32))
   loop = builders.inner_loop(config, spec)
   meta_step = jax.jit(guard_nonfinite(

@@ -27,8 +27,8 @@ def get_config(arg: str = "pix2pix"):
   # The IS learning rate is raised from 1e-4 so that 5 (and at test time 20) steps
   # adapt a scene's colours noticeably; the GP learning rate matches pre-training.
   c.meta.steps = 30
-  c.meta.inner_lr = 1e-3
-  c.meta.outer_lr = 2e-4
+  c.meta.inner_optimizer.lr = 1e-3
+  c.meta.outer_optimizer.lr = 2e-4
   c.meta.log_every = 5
   c.meta.checkpoint_every = 10
   c.meta.image_every = 15

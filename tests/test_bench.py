@@ -69,7 +69,7 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
   with jax.enable_x64(True):
     config = bench.make_config(size=32, ngf=4, ndf=4, num_classes=8, shots=2, queries=2,
                                inner_optimizer="sgd")
-    config.meta.inner_lr = 0.05
+    config.meta.inner_optimizer.lr = 0.05
     spec = builders.build_spec(config, 8)
     params = jax.tree.map(lambda a: np.asarray(a, np.float64),
                           builders.init_params(spec, 3, (32, 32)))

@@ -49,7 +49,8 @@ def tiny_setup(augment_shots=False):
   c = config_lib.base_config()
   c.data.shots, c.data.queries, c.data.eval_queries = 2, 2, 3
   c.data.augment.crop_fraction, c.data.augment.max_rotation_deg = 1.0, 0.0
-  c.meta.update(estimator="first_order", inner_steps=1, inner_optimizer="sgd", inner_lr=0.1)
+  c.meta.update(estimator="first_order", inner_steps=1)
+  c.meta.inner_optimizer = {"name": "sgd", "lr": 0.1}
   c.eval.update(is_steps=2, aux_steps=2, aux_tasks=2, aux_lr=0.05, augment_shots=augment_shots)
   rng = np.random.default_rng(0)
 

@@ -40,7 +40,7 @@ def fixed_batch(n=4):
 def test_a_few_steps_lower_l1_on_a_fixed_batch():
   config = tiny_config()
   spec = builders.build_spec(config, C)
-  opt = builders.gan_optimizer(config)
+  opt = builders.pretrain_optimizer(config)
   params = builders.init_params(spec, config.seed, HW)
   opt_state = gan.init_opt_state(opt, params)
   batch = fixed_batch()

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bil_jax import adapt, gan
+from bil_jax import adapt, gan, optimizers
 
 C, H, W = 3, 4, 4
 
@@ -57,6 +57,14 @@ def meta_batch(seeds, dtype=np.float32):
   return jax.tree.map(lambda *xs: np.stack(xs), *tasks)
 
 
-def loop(sp, optimizer="sgd", lr=0.1, steps=2, remat=False):
-  opt = adapt.make_inner_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
+# Keyword arguments of the inner optimizers by name (Adam: the paper's, as in the configs).
+INNER_KWARGS = {"adam": dict(b1=0.5, b2=0.999, eps_root=1e-12)}
+
+
+def loop(sp, optimizer="sgd", lr=0.1, steps=2, remat=False, **kwargs):
+  """An InnerLoop whose optimizer is an optax name (+ kwargs) or a transformation."""
+  if isinstance(optimizer, str):
+    kwargs = dict(INNER_KWARGS.get(optimizer, {}), **kwargs)
+    optimizer = optimizers.from_spec(dict(name=optimizer, lr=lr, **kwargs), "tiny.loop")
+  opt = optimizer
   return adapt.InnerLoop(sp, opt, steps, remat)

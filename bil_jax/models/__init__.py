@@ -18,30 +18,39 @@ from typing import Any, Sequence
 import flax.linen as nn
 
 from bil_jax.models import layers
+from bil_jax.models import pg2
+from bil_jax.models import pix2pix
 from bil_jax.models.patchgan import PatchGAN
 from bil_jax.models.pg2 import PG2Generator, pg2_depth
 from bil_jax.models.pix2pix import UnetGenerator, pix2pix_depth
 
-GENERATORS = ("pix2pix", "pg2")
+# model.name -> generator module. A module declares USES_REFERENCE, in_channels(C),
+# depth(image_hw, num_downs) and build(model_cfg, C, image_hw); a new generator is one
+# more entry.
+GENERATORS = {"pix2pix": pix2pix, "pg2": pg2}
 
 
-def _check_name(model_cfg: Any) -> str:
+def generator_module(model_cfg: Any):
+  """The module of ``model_cfg.name`` in :data:`GENERATORS`; one-line error if unknown."""
   if model_cfg.name not in GENERATORS:
     raise ValueError(f"model.name={model_cfg.name!r} is not supported; use one of "
                      f"{list(GENERATORS)}.")
-  return model_cfg.name
+  return GENERATORS[model_cfg.name]
+
+
+def uses_reference(model_cfg: Any) -> bool:
+  """Whether the generator takes a reference image (PG²) besides the structure map."""
+  return generator_module(model_cfg).USES_REFERENCE
 
 
 def generator_in_channels(model_cfg: Any, num_classes: int) -> int:
   """Channels of the generator input: C for pix2pix, 3 + C for PG² (reference image first)."""
-  return num_classes + (3 if _check_name(model_cfg) == "pg2" else 0)
+  return generator_module(model_cfg).in_channels(num_classes)
 
 
 def generator_depth(model_cfg: Any, image_hw: Sequence[int]) -> int:
   """Number of stride-2 down-samplings of the generator for images of size (H, W)."""
-  if _check_name(model_cfg) == "pix2pix":
-    return pix2pix_depth(image_hw, model_cfg.num_downs)
-  return pg2_depth(image_hw, model_cfg.num_downs)
+  return generator_module(model_cfg).depth(image_hw, model_cfg.num_downs)
 
 
 def build_generator(model_cfg: Any, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
@@ -51,13 +60,7 @@ def build_generator(model_cfg: Any, num_classes: int, image_hw: Sequence[int]) -
   cannot be divided by the U-Net depth.
   """
   layers.check_norm_kind(model_cfg.norm)
-  depth = generator_depth(model_cfg, image_hw)
-  in_channels = generator_in_channels(model_cfg, num_classes)
-  if model_cfg.name == "pix2pix":
-    return UnetGenerator(depth=depth, ngf=model_cfg.ngf, norm=model_cfg.norm,
-                         dropout=float(model_cfg.dropout), in_channels=in_channels)
-  return PG2Generator(depth=depth, ngf=model_cfg.ngf, norm=model_cfg.norm,
-                      in_channels=in_channels)
+  return generator_module(model_cfg).build(model_cfg, num_classes, image_hw)
 
 
 def build_discriminator(model_cfg: Any, num_classes: int) -> nn.Module:

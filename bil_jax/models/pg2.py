@@ -107,3 +107,22 @@ class PG2Generator(nn.Module):
       h = ResBlock(self.norm, name=f"dec_res_{i}")(h)
     h = layers.conv(self.out_channels, kernel=3, padding=1, name="head")(h)
     return jnp.tanh(h)
+
+
+# ---- what the builder needs (the table ``bil_jax.models.GENERATORS``) -------------------
+USES_REFERENCE = True  # G(x_R, x_S): the reference image comes first
+
+
+def in_channels(num_classes: int) -> int:
+  """Generator input channels: reference image [3] then one-hot structure map [C]."""
+  return 3 + num_classes
+
+
+def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+  return pg2_depth(image_hw, num_downs)
+
+
+def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
+  """The residual U-Net of ``model_cfg`` (ngf, norm, num_downs) for C classes and (H, W)."""
+  return PG2Generator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
+                      norm=model_cfg.norm, in_channels=in_channels(num_classes))

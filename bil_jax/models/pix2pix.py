@@ -95,3 +95,23 @@ class UnetGenerator(nn.Module):
       if self.dropout > 0 and has_dropout(i, n):
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
     raise AssertionError("unreachable")
+
+
+# ---- what the builder needs (the table ``bil_jax.models.GENERATORS``) -------------------
+USES_REFERENCE = False  # G(x_S): no reference image
+
+
+def in_channels(num_classes: int) -> int:
+  """Generator input channels: the one-hot structure map [C]."""
+  return num_classes
+
+
+def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+  return pix2pix_depth(image_hw, num_downs)
+
+
+def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
+  """The U-Net of ``model_cfg`` (ngf, norm, dropout, num_downs) for C classes and (H, W)."""
+  return UnetGenerator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
+                       norm=model_cfg.norm, dropout=float(model_cfg.dropout),
+                       in_channels=in_channels(num_classes))
