@@ -11,6 +11,12 @@ from bil_jax import config_lib
 def get_config(arg: str = "pix2pix"):
   c = config_lib.base_config()
   c.model.name = arg or "pix2pix"
+  # Scenes come in families (like the clips of one city or identity): a family shares
+  # layout statistics and a look, each scene jitters around it (bil_jax/data/synthetic.py).
+  c.data.num_families = 10
+  # PG²'s reference is another image of the same scene (as in the original PG², another
+  # photo of the same person), in pre-training, support and query alike.
+  c.data.augment.reference_source = "other"
   # No VGG16 weights can be downloaded here: the perceptual term is off by default on
   # the synthetic data. Set loss.lambda_b=2 and loss.vgg_weights to use it.
   c.loss.lambda_b = 0.0
