@@ -137,17 +137,20 @@ def _tiny_variables(seed=0, widths=TINY_WIDTHS, dtype=jnp.float32):
   return jax.tree.unflatten(treedef, out)
 
 
+_tiny_lpips = jax.jit(lambda v, a, b: lpips_lib.LPIPS(net="vgg", widths=TINY_WIDTHS).apply(v, a, b))
+
+
 def test_loss_equals_module_and_differentiates_fake_only():
   v = _tiny_variables()
   a, b = _images(5, (2, HW, HW, 3))
   loss = _loss(v, a, b)
-  np.testing.assert_allclose(float(loss), float(jnp.mean(
-      lpips_lib.LPIPS(net="vgg", widths=TINY_WIDTHS).apply(v, a, b))), rtol=1e-6)
+  np.testing.assert_allclose(float(loss), float(jnp.mean(_tiny_lpips(v, a, b))), rtol=1e-6)
   assert float(_loss(v, a, a)) == 0.0
-  g_fake, g_real = jax.jit(jax.grad(losses.lpips_vgg_loss, argnums=(1, 2)))(v, a, b)
+  grad = jax.jit(jax.grad(losses.lpips_vgg_loss, argnums=(1, 2)))
+  g_fake, g_real = grad(v, a, b)
   assert np.all(np.isfinite(g_fake)) and np.any(g_fake) and not np.any(g_real)
   black = -np.ones_like(b)  # all-zero trunk features somewhere: still finite
-  assert np.all(np.isfinite(jax.jit(jax.grad(losses.lpips_vgg_loss, argnums=1))(v, a, black)))
+  assert np.all(np.isfinite(grad(v, a, black)[0]))
 
 
 def _to_torch(variables, widths=TINY_WIDTHS):
@@ -172,14 +175,13 @@ def test_dead_pixels_match_torch():
   v = _tiny_variables()
   a, _ = _images(6, (2, HW, HW, 3))
   black = -np.ones_like(a)
-  feats = lpips_lib.make_trunk("vgg", TINY_WIDTHS).apply(
-      {"params": v["params"]["trunk"]}, lpips_lib.scaling_layer(black))
+  feats = jax.jit(lambda p, x: lpips_lib.make_trunk("vgg", TINY_WIDTHS).apply(
+      {"params": p}, lpips_lib.scaling_layer(x)))(v["params"]["trunk"], black)
   assert any(np.any(np.all(np.asarray(f) == 0, axis=-1)) for f in feats)  # dead pixels
   model = _to_torch(v)
   for x, y in ((a, black), (black, a)):
     want = lpips_reference.torch_lpips(model, x, y)
-    np.testing.assert_allclose(np.asarray(lpips_lib.LPIPS(net="vgg", widths=TINY_WIDTHS)
-                                          .apply(v, x, y)), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(_tiny_lpips(v, x, y)), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(_loss(v, x, y)), want.mean(), rtol=1e-5)
 
 
