@@ -29,7 +29,10 @@ HW = 16                     # the smallest size at which relu5_3 is not empty (1
 TINY_WIDTHS = (3, 3, 3, 3, 3)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_lpips_vgg = jax.jit(lambda v, a, b: lpips_lib.LPIPS(net="vgg").apply(v, a, b, per_layer=True))
+_HIGHEST = jax.lax.Precision.HIGHEST  # parity holds on accelerators too (no TF32)
+_lpips_vgg = jax.jit(lambda v, a, b: lpips_lib.LPIPS(net="vgg", precision=_HIGHEST).apply(
+    v, a, b, per_layer=True))
+_exact_loss = jax.jit(functools.partial(lpips_lib.lpips_loss, net="vgg", precision=_HIGHEST))
 _loss = jax.jit(losses.lpips_vgg_loss)
 
 
@@ -70,7 +73,8 @@ def test_matches_torch_reference(reference, shape):
   np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5)
   for g, w in zip(got_layers, want_layers, strict=True):
     np.testing.assert_allclose(np.asarray(g), w, rtol=0, atol=1e-5)
-  np.testing.assert_allclose(float(_loss(variables, a, b)), want.mean(), rtol=0, atol=1e-5)
+  np.testing.assert_allclose(float(_exact_loss(variables, a, b)), want.mean(), rtol=0,
+                             atol=1e-5)
 
 
 def test_cli_file_loads_for_both_kinds(reference):
@@ -137,14 +141,15 @@ def _tiny_variables(seed=0, widths=TINY_WIDTHS, dtype=jnp.float32):
   return jax.tree.unflatten(treedef, out)
 
 
-_tiny_lpips = jax.jit(lambda v, a, b: lpips_lib.LPIPS(net="vgg", widths=TINY_WIDTHS).apply(v, a, b))
+_tiny_lpips = jax.jit(lambda v, a, b, precision=None: lpips_lib.LPIPS(
+    net="vgg", widths=TINY_WIDTHS, precision=precision).apply(v, a, b), static_argnums=3)
 
 
 def test_loss_equals_module_and_differentiates_fake_only():
   v = _tiny_variables()
   a, b = _images(5, (2, HW, HW, 3))
-  loss = _loss(v, a, b)
-  np.testing.assert_allclose(float(loss), float(jnp.mean(_tiny_lpips(v, a, b))), rtol=1e-6)
+  np.testing.assert_allclose(float(_exact_loss(v, a, b)),
+                             float(jnp.mean(_tiny_lpips(v, a, b, _HIGHEST))), rtol=1e-6)
   assert float(_loss(v, a, a)) == 0.0
   grad = jax.jit(jax.grad(losses.lpips_vgg_loss, argnums=(1, 2)))
   g_fake, g_real = grad(v, a, b)
@@ -181,8 +186,9 @@ def test_dead_pixels_match_torch():
   model = _to_torch(v)
   for x, y in ((a, black), (black, a)):
     want = lpips_reference.torch_lpips(model, x, y)
-    np.testing.assert_allclose(np.asarray(_tiny_lpips(v, x, y)), want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(float(_loss(v, x, y)), want.mean(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(_tiny_lpips(v, x, y, _HIGHEST)), want, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(float(_exact_loss(v, x, y)), want.mean(), rtol=1e-5)
 
 
 def _pairs(rng, n, dtype=np.float32):
