@@ -159,7 +159,9 @@ def test_evaluate_writes_per_task_results_tables_tensorboard_and_grid(tmp_path, 
     assert rows[name]["psnr"] == pytest.approx(np.mean(values["psnr"]))
   assert result["row_ids"]["bil"] == "BiL-Pix2pix (2-shot)"
   assert len(result["summary"]["differences"]) == 9
-  assert "Wilcoxon" in (out / "results.md").read_text()
+  table = (out / "results.md").read_text()
+  assert "Wilcoxon" in table and "| BiL-Pix2pix (2-shot) − Pix2pix (2-shot) | SSIM↑ |" in table
+  assert len([l for l in table.splitlines() if l.startswith("| ") and " − " in l]) == 9
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
   png = np.asarray(Image.open(out / "samples.png"))
   assert png.shape[1] == 7 * (96 + 4) + 4  # map, target and the five rows, 4x4 -> 96 px
@@ -202,7 +204,8 @@ def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
     assert all(len(v) == n for v in result["per_task"][name].values())
     assert row["ssim"] == pytest.approx(np.mean(result["per_task"][name]["ssim"]))
   table = (out / "results.md").read_text()
-  assert "n/a" in table and table.count(" − ") == 9 and "Wilcoxon" in table
+  differences = [l for l in table.splitlines() if l.startswith("| ") and " − " in l]
+  assert "n/a" in table and len(differences) == 9 and "Wilcoxon" in table
   ids = result["row_ids"]
   assert f"| {ids['bil']} − {ids['x_nshot']} | SSIM↑ |" in table
   assert (out / "samples.png").stat().st_size > 0
