@@ -85,11 +85,15 @@ def aux_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransforma
   return optimizers.from_spec(spec, "meta.outer_optimizer")
 
 
-
-
 def inner_loop(config: ml_collections.ConfigDict, spec: gan.GanSpec,
                steps: int = -1) -> adapt.InnerLoop:
   """The IS adaptation of ``config.meta`` (``steps`` overrides meta.inner_steps)."""
   opt = optimizers.from_spec(config.meta.inner_optimizer, "meta.inner_optimizer")
   return adapt.InnerLoop(spec, opt, config.meta.inner_steps if steps < 0 else steps,
-                         bool(config.meta.remat))
+                         adapt.remat_mode(config.meta.remat),
+                         adapt_mask=adapt_mask_patterns(config))
+
+
+def adapt_mask_patterns(config: ml_collections.ConfigDict) -> tuple:
+  """``meta.adapt_mask`` ("G/*,D/Conv_4/*") as a tuple of fnmatch patterns; () = all."""
+  return tuple(p.strip() for p in str(config.meta.adapt_mask).split(",") if p.strip())

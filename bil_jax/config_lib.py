@@ -111,13 +111,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.meta = mt = ml_collections.ConfigDict()
   mt.steps = 20_000
   mt.meta_batch = 5             # tasks per meta-batch
-  mt.estimator = "second_order" # "second_order" | "first_order" | "reptile"
+  mt.estimator = "second_order" # second_order | first_order | reptile | truncated | es |
+                                # implicit | meta_sgd, or package.module:function
+                                # (docs/estimators.md)
+  mt.estimator_options = ""     # "name=value,..." of the estimator's keyword-only options,
+                                # e.g. "backprop_steps=2" (truncated), "pairs=8,sigma=0.01" (es)
   mt.inner_steps = 5            # K: GAN updates of the IS adaptation during meta-training
   # IS (inner) optimizer, differentiated through by the meta-gradient; eps_root keeps
   # Adam's square root differentiable where a second moment is exactly 0.
   mt.inner_optimizer = _optimizer("adam", lr=1e-4, b1=0.5, b2=0.999, eps_root=1e-12)
   mt.outer_optimizer = _optimizer("adam", lr=1e-4, b1=0.5, b2=0.999)  # GP update
-  mt.remat = False              # jax.checkpoint each inner step
+  mt.remat = "none"             # "none" | "step" (jax.checkpoint each inner step) |
+                                # "nested" (~sqrt(K) checkpointed segments: carries ~ sqrt(K))
+  mt.adapt_mask = ""            # ANIL-style partial adaptation: comma-separated fnmatch
+                                # patterns of the parameters the IS adaptation updates, e.g.
+                                # "G/*" or "*/Conv_0/*" (others stay at their GP values but
+                                # are still meta-learned); "" = all
   mt.from_scratch = False       # True: do not start from the pre-training checkpoint
   mt.log_every = 50
   mt.checkpoint_every = 500

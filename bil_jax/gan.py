@@ -16,7 +16,7 @@ It is passed explicitly rather than closed over so that large weights are not ba
 into compiled programs as constants.
 """
 import dataclasses
-from typing import Any
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -142,13 +142,36 @@ def init_opt_state(opt: optax.GradientTransformation, params: Params) -> dict:
   return {"G": opt.init(params["G"]), "D": opt.init(params["D"])}
 
 
+def _add_penalty_grad(grads, penalty, net: str, p, anchor):
+  """``grads`` plus the gradient of ``penalty(net, p, anchor)`` in ``p`` (if any)."""
+  if penalty is None:
+    return grads
+  extra = jax.grad(lambda q: penalty(net, q, anchor[net]))(p)
+  return jax.tree.map(jnp.add, grads, extra)
+
+
+def _scaled(updates, scale, net: str):
+  """``updates`` times the elementwise ``scale[net]`` (Meta-SGD rates), if given."""
+  return updates if scale is None else jax.tree.map(jnp.multiply, updates, scale[net])
+
+
 def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
-             opt_state: dict, pairs: Pairs, rng: jax.Array, frozen: Any = None):
+             opt_state: dict, pairs: Pairs, rng: jax.Array, frozen: Any = None, *,
+             penalty: Optional[Callable] = None, anchor: Optional[Params] = None,
+             update_scale: Optional[Params] = None):
   """One alternating GAN update on ``pairs``: D step, then G step (Eq. 7).
 
   The generator runs once: its output feeds the D step and, since G has not changed
   in between, is reused by the G step, whose gradient is pulled back through G with
   ``jax.vjp`` (as PyTorch pix2pix reuses ``fake_B``). Dropout uses ``rng``.
+
+  Hooks for meta-learning variants (all off by default; pre-training uses none):
+    penalty: ``(net, p, anchor_p) -> scalar`` added to that network's inner loss (e.g. the
+      proximal term (lambda/2)||p - anchor_p||^2 of implicit MAML); ``anchor``
+      {'G', 'D'} is its reference point.
+    update_scale: {'G', 'D'} trees shaped like the parameters; each network's optimizer
+      update is multiplied by it elementwise (Meta-SGD's per-parameter rates).
+
 
   Returns:
     (new_params, new_opt_state, metrics) with scalar metrics 'd_loss', 'g_loss', 'l1',
@@ -158,8 +181,9 @@ def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
 
   d_loss, d_grads = jax.value_and_grad(
       lambda d: discriminator_loss_on(spec, d, pairs, fake))(params["D"])
+  d_grads = _add_penalty_grad(d_grads, penalty, "D", params["D"], anchor)
   d_updates, d_state = opt.update(d_grads, opt_state["D"], params["D"])
-  new_d = optax.apply_updates(params["D"], d_updates)
+  new_d = optax.apply_updates(params["D"], _scaled(d_updates, update_scale, "D"))
 
   def g_loss_of_fake(f):
     terms = generator_loss_terms(spec, new_d, pairs, f, frozen)
@@ -167,8 +191,9 @@ def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
 
   (_, terms), fake_grad = jax.value_and_grad(g_loss_of_fake, has_aux=True)(fake)
   (g_grads,) = g_pullback(fake_grad)
+  g_grads = _add_penalty_grad(g_grads, penalty, "G", params["G"], anchor)
   g_updates, g_state = opt.update(g_grads, opt_state["G"], params["G"])
-  new_g = optax.apply_updates(params["G"], g_updates)
+  new_g = optax.apply_updates(params["G"], _scaled(g_updates, update_scale, "G"))
 
   metrics = dict(terms, d_loss=d_loss)
   return {"G": new_g, "D": new_d}, {"G": g_state, "D": d_state}, metrics

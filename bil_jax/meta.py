@@ -30,9 +30,13 @@ def mean_over_tasks(grads: Any, metrics: dict):
 
 
 def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
-                   outer_opt: optax.GradientTransformation, mesh):
-  """Builds the jitted, task-parallel meta-step for ``mesh``."""
-  estimator = functools.partial(estimators.get(estimator_name), loop)
+                   outer_opt: optax.GradientTransformation, mesh, estimator_options: str = ""):
+  """Builds the jitted, task-parallel meta-step for ``mesh``.
+
+  ``estimator_name`` is a shipped estimator or ``module:function``; ``estimator_options``
+  is ``"name=value,..."`` of its declared options (:func:`bil_jax.estimators.resolve`).
+  """
+  estimator = functools.partial(estimators.resolve(estimator_name, estimator_options), loop)
 
   def local_step(params, opt_state, tasks, rngs, frozen):
     # Inside shard_map the cotangent of a device-invariant input is summed over devices
