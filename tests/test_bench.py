@@ -1,4 +1,4 @@
-"""The meta-gradient benchmark on a tiny configuration (tiny G and D of tests/tiny.py)."""
+"""The estimator benchmark (cost, fidelity, outcome) on tiny models (tests/tiny.py)."""
 import functools
 import json
 import os
@@ -8,53 +8,181 @@ import numpy as np
 import pytest
 
 import tiny
-from bil_jax import bench
+from bil_jax import (bench, bench_common, bench_cost, bench_fidelity, bench_outcome,
+                     bench_report, config_lib)
+from bil_jax.bench_common import EstimatorSpec
 
 
-def test_bench_writes_every_key_and_remat_keeps_the_loss(tmp_path):
-  config = bench.make_config(size=tiny.H, num_classes=tiny.C, shots=2, queries=2,
-                             inner_optimizer="sgd")
+def _tiny_config(**meta):
+  c = config_lib.base_config()
+  c.data.image_height = c.data.image_width = tiny.H
+  c.data.num_classes = tiny.C
+  c.data.shots = c.data.queries = 2
+  c.loss.lambda_b = 0.0
+  c.meta.inner_optimizer = {"name": "sgd", "lr": 0.1, "clip": 0.0, "schedule": {"name": ""}}
+  for k, v in meta.items():
+    c.meta[k] = v
+  return c
+
+
+def _tiny_setup(config, estimator="second_order"):
   sp = tiny.spec()
-  setup = bench.make_setup(config, spec=sp, params=tiny.init_params(sp), model_name="tiny")
-  opts = dict(estimators="second_order,first_order,reptile", remat="on,off",
-              inner_steps="2", meta_batch="1", repeats=1, peak_size="small")
-  records = bench.run(opts, str(tmp_path), log=lambda *_: None, setup=setup)
+  return bench_cost.make_setup(config, estimator, spec=sp, params=tiny.init_params(sp),
+                               model_name="tiny")
 
-  with open(os.path.join(tmp_path, "bench.json")) as f:
-    loaded = json.load(f)
-  assert len(loaded) == len(records) == 3 * 2
-  for r in loaded:
+
+def test_estimators_flag_binds_options_to_the_estimator_before_them():
+  specs = bench_common.parse_estimators(
+      "second_order,truncated:backprop_steps=2,es:pairs=16,sigma=0.02,reptile")
+  assert [s.label for s in specs] == ["second_order", "truncated(backprop_steps=2)",
+                                      "es(pairs=16,sigma=0.02)", "reptile"]
+  assert not specs[3].backprops_unroll and specs[1].backprops_unroll
+  (user,) = bench_common.parse_estimators("bil_jax.estimators.first_order:first_order")
+  assert user.name == "bil_jax.estimators.first_order:first_order" and not user.options
+  for bad, says in (("es:nope=1", "nope"), ("pairs=2", "before any estimator"),
+                    ("bogus", "bogus"), ("reptile,reptile", "twice")):
+    with pytest.raises(ValueError, match=says):
+      bench_common.parse_estimators(bad)
+
+
+def test_compare_measures_cosine_relative_error_and_norm_ratio():
+  ref = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+  g = np.array([[2.0, 0.0], [0.0, -2.0]], np.float32)
+  c = jax.device_get(bench_fidelity.compare(g, ref))
+  np.testing.assert_allclose(c["cosine"], [1.0, -1.0])
+  np.testing.assert_allclose(c["rel_error"], [1.0, 2.0])
+  np.testing.assert_allclose(c["norm_ratio"], [2.0, 1.0])
+
+
+def test_cost_and_fidelity_on_a_tiny_model(tmp_path):
+  """Every record key; remat keeps the loss; truncated with T = K is second_order exactly
+  (cosine 1, error 0); first_order and reptile get cosines in [-1, 1] with a spread."""
+  config = _tiny_config(inner_steps=2, meta_batch=2)
+  setup = _tiny_setup(config)
+  opts = dict(estimators="second_order,first_order,reptile,truncated:backprop_steps=2",
+              remat="none,step", inner_steps="2", meta_batch="1", repeats=1,
+              peak_size="small", fidelity_seeds=2)
+  result = bench.run(config, opts, str(tmp_path), log=lambda *_: None, setup=setup)
+
+  loaded = json.load(open(os.path.join(tmp_path, "bench.json")))
+  assert set(loaded) >= {"cost", "fidelity", "outcome", "peaks", "notes", "config"}
+  recs = loaded["cost"]
+  # second_order and truncated under both remat modes; first_order and reptile once.
+  assert len(recs) == len(result["cost"]) == 6
+  for r in recs:
     for key in bench.RECORD_KEYS:
       assert key in r, key
-    assert r["peak_memory_bytes"] > 0
-    assert r["flops"] > 0 and r["flops_per_s"] > 0 and r["peak_flops_per_s"] > 0
-    assert r["step_time_s"] > 0 and r["compile_time_s"] > 0
-  assert os.path.getsize(os.path.join(tmp_path, "bench.png")) > 0
-  table = open(os.path.join(tmp_path, "bench.md")).read()
-  assert table.count("| second_order |") == 2
+    assert r["peak_memory_bytes"] > 0 and r["flops"] > 0 and r["step_time_s"] > 0
+  by = {(r["estimator"], r["remat"]): r for r in recs}
+  np.testing.assert_allclose(by[("second_order", "none")]["loss"],
+                             by[("second_order", "step")]["loss"], rtol=1e-6)
 
-  by = {(r["estimator"], r["remat"], r["inner_steps"]): r for r in loaded}
-  for est in ("second_order", "first_order", "reptile"):
-    for k in (2,):
-      np.testing.assert_allclose(by[(est, True, k)]["loss"], by[(est, False, k)]["loss"],
-                                 rtol=1e-6)
-  # FLOPs count every inner step: linear in K from unrolled lowerings at K=1 and 2.
-  f1 = bench.step_flops(setup, "second_order", 1, False, _args(setup))
-  assert by[("second_order", False, 2)]["flops"] > f1 > 0
-
-
-def _args(setup):
-  tasks = bench.random_tasks(setup.config, 1)
-  rngs = bench.meta.task_rngs(jax.random.PRNGKey(0), 0, 1)
-  return (setup.params, setup.opt_state, tasks, rngs, None)
+  summary = {(r["estimator"], r["net"]): r for r in loaded["fidelity"]["summary"]}
+  for net in ("G", "D"):
+    for exact in ("second_order", "truncated(backprop_steps=2)"):
+      assert summary[(exact, net)]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+      assert summary[(exact, net)]["rel_error_mean"] == pytest.approx(0.0, abs=1e-4)
+    for est in ("first_order", "reptile"):
+      r = summary[(est, net)]
+      assert -1.0 <= r["cosine_min"] <= r["cosine_mean"] <= 1.0
+      assert r["num_tasks"] == 4 and r["num_seeds"] == 2 and r["cosine_std"] >= 0
+  assert summary[("first_order", "G")]["cosine_mean"] < 1 - 1e-4
+  md = open(os.path.join(tmp_path, "bench.md")).read()
+  assert "## Gradient fidelity" in md and "| reptile | D |" in md
+  for png in ("bench.png", "fidelity.png"):
+    assert os.path.getsize(os.path.join(tmp_path, png)) > 0
 
 
-def test_cli_parses_presets():
-  opts, out = bench.parse_args(["--preset", "torch_ref_32", "--out", "x"])
-  assert (opts["size"], opts["ngf"], opts["inner_steps"], opts["meta_batch"]) == (32, 16, "5", "5")
-  assert opts["inner_optimizer"] == "sgd" and out == "x"
-  opts, _ = bench.parse_args(["--quick", "--inner_steps", "1"])
-  assert opts["inner_steps"] == "1" and opts["estimators"].count(",") == 2
+def test_flops_are_linear_in_k_from_unrolled_lowerings():
+  config = _tiny_config()
+  setup = _tiny_setup(config)
+  args = (setup.params, setup.opt_state, bench_common.random_tasks(config, 1),
+          bench_cost.meta.task_rngs(jax.random.PRNGKey(0), 0, 1), None)
+  est = EstimatorSpec("second_order")
+  f1, f2, f3 = (bench_cost.step_flops(setup, est, k, "none", args) for k in (1, 2, 3))
+  assert 0 < f1 < f2 < f3 and f3 - f2 == pytest.approx(f2 - f1)
+
+
+def test_presets_are_config_overrides_that_command_line_keys_win():
+  config = config_lib.base_config()
+  opts = bench.apply_preset(config, "torch_ref_32", {"repeats": 3}, user_keys={"model.ngf"})
+  assert (config.data.image_height, config.model.ndf, config.model.ngf) == (32, 16, 16)
+  assert config.meta.inner_optimizer.name == "sgd" and config.loss.lambda_b == 0.0
+  assert opts["inner_steps"] == "5" and opts["repeats"] == 3 and opts["fidelity"] is False
+  config.model.ngf = 7
+  bench.apply_preset(config, "torch_ref_64", {}, user_keys={"model.ngf"})
+  assert (config.data.image_height, config.model.ngf) == (64, 7)
+  s = bench.sweep(config, dict(bench.SWEEP_DEFAULTS, remat="on,nested"))
+  assert s["remat"] == ["step", "nested"] and s["inner_steps"] == [config.meta.inner_steps]
+  with pytest.raises(ValueError, match="--remat"):
+    bench.sweep(config, dict(bench.SWEEP_DEFAULTS, remat="sometimes"))
+
+
+def test_config_survives_the_trip_to_a_worker_process(tmp_path):
+  config = _tiny_config(inner_steps=3)
+  back = bench_common.config_from_json(bench_common.config_to_json(config))
+  assert back.to_dict() == config.to_dict()
+  with pytest.raises(AttributeError):
+    back.new_key = 1  # locked, as bil_jax.main's configs are
+  # A failing job comes back as a one-line error from the fresh process.
+  job = {"kind": "cost", "config": bench_common.config_to_json(config), "inner_steps": 1,
+         "meta_batch": 1, "remat": "none", "peaks": {},
+         "estimator": {"name": "es", "options": "nope=1"}}
+  r = bench.run_worker(job, str(tmp_path), log=lambda *_: None)
+  assert "nope=1" in r["error"] and "\n" not in r["error"]
+
+
+def test_random_perceptual_weights_when_none_are_given(tmp_path):
+  """lambda_b > 0 with no loss.vgg_weights: a random LPIPS-VGG file both kinds can read."""
+  from bil_jax import builders  # pylint: disable=import-outside-toplevel
+  config = config_lib.base_config()
+  assert config.loss.lambda_b > 0 and not config.loss.vgg_weights
+  msg = bench_common.ensure_perceptual_weights(config, str(tmp_path))
+  assert "randomly initialised" in msg and os.path.isfile(config.loss.vgg_weights)
+  assert builders.load_frozen(config) is not None
+  config.loss.perceptual = "vgg_mse"
+  assert builders.load_frozen(config) is not None
+  assert bench_common.ensure_perceptual_weights(config, str(tmp_path)) == ""
+
+
+def test_outcome_runs_each_estimator_for_equal_steps_and_equal_time(tmp_path, monkeypatch):
+  """The plumbing of --outcome, with bil_jax.main replaced by a stub that writes the
+  held-out file: budgets turn into steps, runs start from copies of one pre-training."""
+  pre = tmp_path / "pre"
+  (pre / "pretrain").mkdir(parents=True)
+  (pre / "tfds").mkdir()
+  (pre / "config.json").write_text("{}")
+  calls = []
+
+  def fake_main(config_py, workdir, mode, overrides, log_path):
+    assert os.path.isdir(os.path.join(workdir, "pretrain"))
+    assert not os.path.exists(os.path.join(workdir, "config.json"))
+    calls.append((overrides["meta.estimator"], overrides["meta.steps"]))
+    end = 0.3 - 0.01 * overrides["meta.steps"]
+    os.makedirs(os.path.join(workdir, "meta"))
+    json.dump({"start": {"heldout_l1_after": 0.3, "heldout_l1_before": 0.4},
+               "end": {"heldout_l1_after": end, "heldout_l1_before": 0.4}},
+              open(os.path.join(workdir, "meta", "heldout_adaptation_0000000.json"), "w"))
+    return {"returncode": 0, "wall_s": 1.0, "error": "", "command": []}
+
+  monkeypatch.setattr(bench_outcome, "run_main", fake_main)
+  specs = [EstimatorSpec("second_order"), EstimatorSpec("first_order")]
+  recs = bench_outcome.run_outcome(config_lib.base_config(), specs,
+                                   {"second_order": 1.0, "first_order": 0.25}, steps=4,
+                                   budget_s=0, pretrained=str(pre), out_dir=str(tmp_path),
+                                   log=lambda *_: None)
+  # Budget = 4 x 1.0 s: second_order 4 steps in both settings (run once), first_order 16.
+  assert sorted(calls) == [("first_order", 4), ("first_order", 16), ("second_order", 4)]
+  got = {(r["setting"], r["estimator"]): r for r in recs}
+  assert got[("same_time", "first_order")]["meta_steps"] == 16
+  assert got[("same_time", "first_order")]["heldout_l1_after_end"] == pytest.approx(0.14)
+  md = bench_report.outcome_table(recs)
+  assert md.count("| same_time |") == 2
+  bench_report.plot_outcome(recs, {"second_order": 2 ** 20, "first_order": 2 ** 19},
+                            str(tmp_path / "outcome.png"))
+  assert os.path.getsize(tmp_path / "outcome.png") > 0
+  assert bench_report.pareto_front([(1, 3), (2, 2), (3, 3), (2, 1)]) == [0, 3]
+  assert bench_outcome.budget_steps(1.0, 0.3) == 3 and bench_outcome.budget_steps(0.1, 1) == 1
 
 
 def test_torch_reference_computes_the_same_meta_gradients_as_jax():
@@ -67,8 +195,10 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
   torch = pytest.importorskip("torch")
   from bil_jax import bench_torch, builders, estimators  # pylint: disable=import-outside-toplevel
   with jax.enable_x64(True):
-    config = bench.make_config(size=32, ngf=4, ndf=4, num_classes=8, shots=2, queries=2,
-                               inner_optimizer="sgd")
+    config = config_lib.base_config()
+    bench.apply_preset(config, "torch_ref_32", {})
+    config.model.ngf = config.model.ndf = 4
+    config.data.shots = config.data.queries = 2
     config.meta.inner_optimizer.lr = 0.05
     spec = builders.build_spec(config, 8)
     params = jax.tree.map(lambda a: np.asarray(a, np.float64),
@@ -76,7 +206,7 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
     # Biases and norm parameters away from their 0/1 initialisation, so all are checked.
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda a: a + 0.05 * rng.normal(size=a.shape), params)
-    task = jax.tree.map(lambda a: a[0], bench.random_tasks(config, 1, seed=1))
+    task = jax.tree.map(lambda a: a[0], bench_common.random_tasks(config, 1, seed=1))
     task = jax.tree.map(lambda a: a.astype(np.float64) if a.dtype == np.float32 else a, task)
     loop = builders.inner_loop(config, spec, 2)
     ref = bench_torch.Reference(32, 4, 4, 8, inner_steps=2, inner_lr=0.05)
@@ -102,8 +232,7 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
 
 def test_torch_reference_runs_in_a_fresh_process_and_returns_its_record(tmp_path):
   pytest.importorskip("torch")
-  o = dict(bench.DEFAULTS, size=32, ngf=2, ndf=2, num_classes=3, shots=1, queries=1,
-           repeats=1)
+  o = dict(size=32, ngf=2, ndf=2, num_classes=3, shots=1, queries=1, repeats=1)
   r = bench.torch_reference(o, "first_order", 1, 1, str(tmp_path))
   assert r["implementation"] == "pytorch_eager" and r["estimator"] == "first_order"
   assert (r["inner_steps"], r["meta_batch"], r["ngf"]) == (1, 1, 2)
