@@ -91,8 +91,9 @@ class Checkpointer:
     # failed one is dropped, not closed: closing it after a failed read logs errors.)
     self._manager = self._new_manager()
 
-  def restore(self, target: Any, step: Optional[int] = None):
-    """Restores the newest readable checkpoint (at most ``step``) shaped like ``target``.
+  def restore(self, target: Any = None, step: Optional[int] = None):
+    """Restores the newest readable checkpoint (at most ``step``) shaped like ``target``
+    (None: as saved, e.g. to read its parameters without building the optimizer).
 
     Returns:
       (state, step), or (None, None) when there is no checkpoint at all.
@@ -101,7 +102,8 @@ class Checkpointer:
       CheckpointError: there are checkpoints but none can be read.
     """
     steps = [s for s in self.all_steps() if step is None or s <= step]
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = (None if target is None
+                else jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
     for s in reversed(steps):
       try:
         state = self._manager.restore(s, args=ocp.args.StandardRestore(abstract))
@@ -119,6 +121,33 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def latest_params(directory: str) -> Optional[Any]:
+  """The 'params' of the newest readable checkpoint in ``directory`` (None if it has none).
+
+  Raises:
+    CheckpointError: there are checkpoints but none can be read.
+  """
+  if not os.path.isdir(directory):  # (a Checkpointer would create it)
+    return None
+  ckpt = Checkpointer(directory)
+  try:
+    state, _ = ckpt.restore()
+  finally:
+    ckpt.close()
+  return None if state is None else state["params"]
+
+
+def phase_params(workdir: str, phase: str) -> Any:
+  """{'G', 'D'} of the newest readable checkpoint of ``WORKDIR/<phase>``; a one-line
+  FileNotFoundError naming the directory and the mode to run if there is none."""
+  directory = os.path.abspath(os.path.join(workdir, phase, "checkpoints"))
+  params = latest_params(directory)
+  if params is None:
+    mode = "pretrain" if phase == "pretrain" else "metatrain"
+    raise FileNotFoundError(f"no {phase} checkpoint in {directory}; run --mode={mode} first")
+  return params
 
 
 def to_host(tree: Any) -> Any:

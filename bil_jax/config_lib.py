@@ -25,8 +25,6 @@ def base_config() -> ml_collections.ConfigDict:
                                 # deleted and starts afresh (same config: always resumes)
   c.compilation_cache = "~/.cache/bil_jax/xla"  # persistent XLA compilation cache
                                 # (a second identical run does not recompile); "" = off
-  c.debug_nan_step = -1         # TEST ONLY fault injection: the update that produces this
-                                # step (1-based) gets NaN target images; -1 = off
 
   # ---- data -------------------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
@@ -98,7 +96,6 @@ def base_config() -> ml_collections.ConfigDict:
   # (keys left out take optax's defaults; clip and schedule default to off).
   c.optim = _optimizer("adam", lr=1e-4, b1=0.5, b2=0.999)  # pre-training of G and D
 
-
   # ---- conventional (pre-)training, Alg. 1 lines 1-5 --------------------------------
   c.pretrain = p = ml_collections.ConfigDict()
   p.steps = 50_000
@@ -146,3 +143,71 @@ def base_config() -> ml_collections.ConfigDict:
   e.lpips_weights = ""          # Flax LPIPS checkpoint from data_prep/convert_lpips_weights.py
   e.grid_tasks = 4              # test tasks shown in the Fig. 3-style PNG grid
   return c
+
+
+# ---- helpers of the paper's config files (configs/faces.py, configs/streets.py) ----------
+MODELS = ("pg2", "pix2pix")
+
+
+def parse_arg(arg: str, shots: tuple, file: str):
+  """'model,Nshot,smoke' (any order, each optional) -> (model, shots, smoke).
+
+  ``shots``: the shot counts the file allows, the default first. The model defaults to
+  PG². Raises a one-line ValueError naming ``file`` for an unknown or repeated token.
+  """
+  tokens = [t for t in (arg or "").replace(":", ",").split(",") if t]
+  allowed = {*MODELS, *(f"{n}shot" for n in shots), "smoke"}
+  models = [t for t in tokens if t in MODELS]
+  shot_tokens = [t for t in tokens if t.endswith("shot")]
+  if set(tokens) - allowed or len(models) > 1 or len(shot_tokens) > 1:
+    raise ValueError(f"{file}: config argument {arg!r}: use a model ({' | '.join(MODELS)}), "
+                     f"{' | '.join(f'{n}shot' for n in shots)} and smoke, comma separated")
+  n = int(shot_tokens[0][:-4]) if shot_tokens else shots[0]
+  return (models[0] if models else MODELS[0]), n, "smoke" in tokens
+
+
+def paper_training(c: ml_collections.ConfigDict, model: str) -> None:
+  """The settings of Sec. 5.3 both dataset families share: 64-wide G and D, Eq. 7 with
+  lambda_a=10, lambda_b=2 and LPIPS-VGG, Adam (1e-4, 0.5, 0.999) everywhere, 5 tasks per
+  meta-batch and 5 pairs per batch, 50k + 20k iterations, 20 IS steps, K=5 Aux tasks."""
+  c.model.name = model
+  c.model.ngf = 64
+  c.model.ndf = 64
+
+  c.loss.lambda_a = 10.0
+  c.loss.lambda_b = 2.0
+  c.loss.perceptual = "lpips_vgg"  # Eq. 6 as the paper defines it: LPIPS with VGG16
+  # Its weights cannot be downloaded here: convert torchvision's VGG16 and the lpips
+  # wheel's v0.1 vgg.pth with `python -m data_prep.convert_lpips_weights --net=vgg`
+  # and set --config.loss.vgg_weights=PATH (or --config.loss.lambda_b=0 to train without).
+  c.loss.vgg_weights = ""
+
+  c.optim.lr, c.optim.b1, c.optim.b2 = 1e-4, 0.5, 0.999
+  c.pretrain.steps = 50_000
+  c.pretrain.batch_size = 5
+  c.meta.steps = 20_000
+  c.meta.meta_batch = 5         # tasks per meta-batch
+  c.meta.inner_optimizer.lr = 1e-4
+  c.meta.outer_optimizer.lr = 1e-4
+  c.eval.is_steps = 20          # IS iterations on each test task
+  c.eval.aux_tasks = 5          # K auxiliary tasks (Eq. 3)
+
+
+def make_smoke(c: ml_collections.ConfigDict, height: int, width: int,
+               pairs_per_task: int) -> None:
+  """Turns a paper config into a tiny synthetic run with the same structure (shots,
+  classes, flags), so that CI can check that it builds and runs."""
+  d = c.data
+  d.name = "synthetic"
+  d.image_height, d.image_width = height, width
+  d.num_train_tasks, d.num_test_tasks, d.pairs_per_task = 6, 2, pairs_per_task
+  d.queries = d.eval_queries = 2
+  c.model.ngf = c.model.ndf = 8
+  c.loss.lambda_b = 0.0
+  c.pretrain.steps, c.pretrain.batch_size = 2, 2
+  c.pretrain.log_every = c.pretrain.checkpoint_every = c.pretrain.image_every = 1
+  c.meta.steps, c.meta.meta_batch, c.meta.inner_steps = 2, 2, 1
+  c.meta.log_every = c.meta.checkpoint_every = c.meta.image_every = 1
+  c.eval.is_steps = c.eval.aux_steps = 2
+  c.eval.aux_tasks = c.eval.num_test_tasks = c.eval.grid_tasks = 2
+  c.eval.aux_estimator = "first_order"  # a second-order compile per phase is enough for CI

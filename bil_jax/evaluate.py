@@ -40,12 +40,11 @@ import jax.numpy as jnp
 import ml_collections
 from clu import metric_writers, periodic_actions
 import numpy as np
-import orbax.checkpoint as ocp
 
-from bil_jax import adapt, builders, gan, meta, metrics, parallel, report, retrieval, visualize
+from bil_jax import (adapt, builders, checkpoint, gan, io_utils, meta, metrics, parallel, report,
+                     retrieval, streams, visualize)
 from bil_jax.data import episodes, loading
 
-EVAL_STREAM, AUX_STREAM = 4, 5
 GRID_COLUMNS = ("map", "target", "x", "x_nshot", "bil_noaux", "bil", "gp")
 METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
 DISPLAY_NAMES = {"pix2pix": "Pix2pix", "pg2": "PG2"}
@@ -61,17 +60,7 @@ def row_names(model_name: str, shots: int) -> Dict[str, str]:
 
 def load_params(workdir: str, phase: str) -> dict:
   """{'G', 'D'} of the newest readable checkpoint of ``WORKDIR/phase``; one-line error if none."""
-  directory = os.path.abspath(os.path.join(workdir, phase, "checkpoints"))
-  steps = sorted(ocp.CheckpointManager(directory).all_steps()) if os.path.isdir(directory) else []
-  for step in reversed(steps):
-    try:
-      state = ocp.CheckpointManager(directory).restore(step)
-      return jax.tree.map(jnp.asarray, state["params"])
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning("checkpoint %s/%d unreadable (%s); trying the previous one", directory,
-                      step, type(e).__name__)
-  mode = "pretrain" if phase == "pretrain" else "metatrain"
-  raise FileNotFoundError(f"no {phase} checkpoint in {directory}; run --mode={mode} first")
+  return jax.tree.map(jnp.asarray, checkpoint.phase_params(workdir, phase))
 
 
 def test_episodes(config, test_tasks) -> List[dict]:
@@ -84,17 +73,12 @@ def test_episodes(config, test_tasks) -> List[dict]:
   """
   n = test_tasks.num_tasks if config.eval.num_test_tasks < 0 else min(
       config.eval.num_test_tasks, test_tasks.num_tasks)
-  shots, queries, reuse = config.data.shots, config.data.eval_queries, bool(
-      config.data.reuse_pairs)
+  sampler = episodes.Sampler.from_config(config.data)
   eps = []
   for t in range(n):
-    ep = episodes.sample_episode(
-        test_tasks, t, shots, queries, episodes.episode_rng(config.seed, t, EVAL_STREAM),
-        config.data.augment, augment_query=False, reuse_pairs=reuse)
-    # sample_episode draws the split first, so the same generator state gives its indices.
-    sup, _ = episodes.split_indices(
-        test_tasks.task_maps(t).shape[0], shots, queries,
-        episodes.episode_rng(config.seed, t, EVAL_STREAM), test_tasks.names[t], reuse)
+    ep = sampler.eval_episode(test_tasks, t, streams.episode_rng(config.seed, "eval", t))
+    # eval_episode draws the split first, so the same generator state gives its indices.
+    sup, _ = sampler.eval_split(test_tasks, t, streams.episode_rng(config.seed, "eval", t))
     ep["support_maps"] = test_tasks.task_maps(t)[sup].astype(np.int32)
     if not config.eval.augment_shots:
       ep["support"] = dict(ep["support"], map=ep["support_maps"],
@@ -128,17 +112,17 @@ class _Programs:
     mesh = parallel.make_mesh(jax.local_devices()[:1])
     self.aux_step = meta.make_meta_step(
         aux_loop, config.eval.aux_estimator or config.meta.estimator, self.aux_opt, mesh)
+    self.sampler = episodes.Sampler.from_config(config.data)
 
   def aux_finetune(self, config, params, train_tasks, aux_indices, task_index):
     """Alg. 2 lines 2-4: alternating BiL updates of the GP on the auxiliary tasks."""
     opt_state = self.aux_opt.init(params)
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 + task_index)
+    key = streams.key(config.seed, "aux", task_index)
     for step in range(int(config.eval.aux_steps)):
-      batch = episodes.sample_meta_batch(
-          train_tasks, len(aux_indices), config.data.shots, config.data.queries,
-          episodes.episode_rng(config.seed, task_index * 100_003 + step, AUX_STREAM),
-          config.data.augment, task_indices=list(aux_indices),
-          reuse_pairs=bool(config.data.reuse_pairs))
+      batch = self.sampler.meta_batch(
+          train_tasks, len(aux_indices),
+          streams.episode_rng(config.seed, "aux", streams.aux_step(task_index, step)),
+          task_indices=list(aux_indices))
       rngs = meta.task_rngs(key, step, len(aux_indices))
       params, opt_state, _ = self.aux_step(params, opt_state, batch, rngs, self.frozen)
     return params
@@ -161,7 +145,7 @@ def task_outputs(progs, config, x_params, gp_params, train_tasks, ep: dict,
   X and GP generate directly; X (n-shot) and BiL w/o Aux adapt X and the GP on the shots;
   BiL adapts the GP after Aux fine-tuning on the tasks Eq. 3 retrieves for the raw shots.
   """
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2_000_000 + t)
+  rng = streams.key(config.seed, "eval", t)
   support, query = ep["support"], ep["query"]
   aux = retrieve_aux_tasks(ep["support_maps"], train_tasks, int(config.eval.aux_tasks))
   tuned = progs.aux_finetune(config, gp_params, train_tasks, aux, t)
@@ -206,13 +190,6 @@ def write_summaries(writer, config, summary: dict, table: str, row_ids: Dict[str
   writer.write_scalars(0, scalars)
   writer.write_texts(0, {"results": table})
   writer.flush()
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
@@ -263,8 +240,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
             "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
-  _write_atomic(os.path.join(out, "results.json"), json.dumps(result, indent=1, default=str))
-  _write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
+  io_utils.write_atomic(os.path.join(out, "results.json"), json.dumps(result, indent=1, default=str))
+  io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
   write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
   if grid_cols["map"]:
     labels = {"map": "map", "target": "target", **names}

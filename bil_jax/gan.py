@@ -172,7 +172,6 @@ def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
     update_scale: {'G', 'D'} trees shaped like the parameters; each network's optimizer
       update is multiplied by it elementwise (Meta-SGD's per-parameter rates).
 
-
   Returns:
     (new_params, new_opt_state, metrics) with scalar metrics 'd_loss', 'g_loss', 'l1',
     'adv', 'perceptual'. 'd_loss' is measured before the D step, the G terms after it.
@@ -182,7 +181,10 @@ def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
   d_loss, d_grads = jax.value_and_grad(
       lambda d: discriminator_loss_on(spec, d, pairs, fake))(params["D"])
   d_grads = _add_penalty_grad(d_grads, penalty, "D", params["D"], anchor)
-  d_updates, d_state = opt.update(d_grads, opt_state["D"], params["D"])
+  # Each update also gets the losses it has seen: a guarded optimizer
+  # (bil_jax.nonfinite) skips it when they are not finite; others ignore them.
+  opt = optax.with_extra_args_support(opt)
+  d_updates, d_state = opt.update(d_grads, opt_state["D"], params["D"], losses=d_loss)
   new_d = optax.apply_updates(params["D"], _scaled(d_updates, update_scale, "D"))
 
   def g_loss_of_fake(f):
@@ -192,7 +194,8 @@ def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
   (_, terms), fake_grad = jax.value_and_grad(g_loss_of_fake, has_aux=True)(fake)
   (g_grads,) = g_pullback(fake_grad)
   g_grads = _add_penalty_grad(g_grads, penalty, "G", params["G"], anchor)
-  g_updates, g_state = opt.update(g_grads, opt_state["G"], params["G"])
+  g_updates, g_state = opt.update(g_grads, opt_state["G"], params["G"],
+                                  losses=dict(terms, d_loss=d_loss))
   new_g = optax.apply_updates(params["G"], _scaled(g_updates, update_scale, "G"))
 
   metrics = dict(terms, d_loss=d_loss)

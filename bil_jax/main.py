@@ -21,28 +21,15 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bil_jax import cli
+
 FLAGS = flags.FLAGS
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def one_line(message) -> str:
-  """``message`` with all whitespace runs (newlines included) collapsed to one space."""
-  return " ".join(str(message).split())
-
-
-def _fail(message) -> None:
-  print(f"error: {one_line(message)}", file=sys.stderr)
-  sys.exit(1)
-
-
-def _bad_override(err: Exception, argv) -> None:
-  """One-line error for a ``--config.a.b=v`` override that names no key or has a bad value."""
-  overrides = [a for a in argv[1:] if a.startswith("--config.")]
-  key = str(err).strip("'\" ")
-  culprit = next((a for a in overrides if key and key in a), " ".join(overrides))
-  if isinstance(err, (AttributeError, KeyError)):
-    _fail(f"unknown config key in {culprit} (no key {key!r})")
-  _fail(f"bad value in {culprit}: {type(err).__name__}: {err}")
+one_line = cli.one_line
+_fail = cli.fail
+_bad_override = cli.bad_override
 
 
 try:
@@ -76,8 +63,8 @@ def is_expected(err: BaseException) -> bool:
   """Errors main reports in one line: the project's own, OS errors, and ValueErrors
   (bad config values or data) that bil_jax itself raised. Anything else is a bug and
   keeps its traceback."""
-  from bil_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
-  if isinstance(err, (train.TrainingError, checkpoint.CheckpointError, OSError)):
+  from bil_jax import checkpoint, reliability  # pylint: disable=g-import-not-at-top
+  if isinstance(err, (reliability.TrainingError, checkpoint.CheckpointError, OSError)):
     return True
   return isinstance(err, ValueError) and _raised_in_project(err)
 
@@ -96,37 +83,22 @@ def parse_flags(argv):
     _fail(f"--config: {e}")
 
 
-def run_modes(config, workdir: str, mode: str) -> None:
-  """Runs ``mode`` ('pretrain', 'metatrain', 'evaluate' or 'all')."""
-  from bil_jax import train  # pylint: disable=g-import-not-at-top
-  train.check_options(config)
-  train.check_workdir(config, workdir)
-  params = None
-  if mode in ("pretrain", "all"):
-    params = train.pretrain(config, workdir)
-  if mode in ("metatrain", "all"):
-    train.metatrain(config, workdir, initial_params=params)
-  if mode in ("evaluate", "all"):
-    from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate(config, workdir)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # Imported here so that --help and flag errors do not pay for importing JAX.
-  from bil_jax import train  # pylint: disable=g-import-not-at-top
+  from bil_jax import reliability, train  # pylint: disable=g-import-not-at-top
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
   from bil_jax import compile_cache  # pylint: disable=g-import-not-at-top
   compile_cache.enable(config.compilation_cache)
   try:
-    run_modes(config, workdir, FLAGS.mode)
-  except train.Preempted as p:
+    train.train_and_evaluate(config, workdir, FLAGS.mode)
+  except reliability.Preempted as p:
     logging.warning("preempted: %s", p)
     print(f"preempted: {p}", file=sys.stderr)
-    return train.PREEMPTED_EXIT_CODE
+    return reliability.PREEMPTED_EXIT_CODE
   except Exception as e:  # pylint: disable=broad-except
     if not is_expected(e):
       raise

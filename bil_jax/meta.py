@@ -38,6 +38,8 @@ def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
   """
   estimator = functools.partial(estimators.resolve(estimator_name, estimator_options), loop)
 
+  outer_opt = optax.with_extra_args_support(outer_opt)
+
   def local_step(params, opt_state, tasks, rngs, frozen):
     # Inside shard_map the cotangent of a device-invariant input is summed over devices
     # automatically. Marking the GP parameters device-varying keeps each device's
@@ -46,7 +48,9 @@ def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
     grads, metrics = jax.vmap(estimator, in_axes=(None, 0, 0, None))(
         local_params, tasks, rngs, frozen)
     grads, metrics = mean_over_tasks(grads, metrics)
-    updates, opt_state = outer_opt.update(grads, opt_state, params)
+    # The step's losses go to the optimizer too: a guarded one (bil_jax.nonfinite)
+    # skips the update when they are not finite.
+    updates, opt_state = outer_opt.update(grads, opt_state, params, losses=metrics)
     return optax.apply_updates(params, updates), opt_state, metrics
 
   step = parallel.tasks_parallel(local_step, mesh, num_replicated_in=2, num_sharded_in=2,

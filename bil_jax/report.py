@@ -23,6 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from bil_jax import stats
+from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
 
 METRICS = ("lpips", "ssim", "mse", "psnr")
 LABELS = {"lpips": "LPIPS↓", "ssim": "SSIM↑", "mse": "MSE↓", "psnr": "PSNR↑"}
@@ -127,17 +128,6 @@ def results_path(path: str) -> str:
     if os.path.isfile(candidate):
       return candidate
   return os.path.join(path, "eval", "results.json")
-
-
-def flatten(d: dict, prefix: str = "") -> Dict[str, object]:
-  """{'a': {'b': v}} -> {'a.b': v}."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def load_results(paths: Sequence[str]) -> List[Tuple[str, dict]]:

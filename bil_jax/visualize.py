@@ -7,6 +7,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from bil_jax import io_utils
+
 
 def palette(num_classes: int) -> np.ndarray:
   """A fixed, distinct colour per class: uint8 [C,3] (class 0 is black)."""
@@ -88,7 +90,4 @@ def labeled_grid(columns: Sequence[np.ndarray], labels: Sequence[str], min_width
 
 def save_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 [H,W,3] image atomically (temporary file, then rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(image).save(tmp)
-  os.replace(tmp, path)
+  io_utils.write_png(path, image)

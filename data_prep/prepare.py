@@ -1,13 +1,13 @@
 r"""Prepares the dataset of an experiment config as TFDS data (one command).
 
-  python data_prep/prepare.py --config=configs/bdd_camvid_pg2.py \
+  python data_prep/prepare.py --config=configs/streets.py \
     --manual_dir=/data/streets --data_dir=/data/tfds
 
 reads the user's copy of the dataset in --manual_dir (the layouts are in
 docs/datasets.md), writes the prepared splits to --data_dir and prints one
 line per split.  Training then reads them with the same two paths:
 
-  python -m bil_jax.main --config=configs/bdd_camvid_pg2.py --workdir=DIR \
+  python -m bil_jax.main --config=configs/streets.py:pg2 --workdir=DIR \
     --config.data.manual_dir=/data/streets --config.data.data_dir=/data/tfds
 
 Bad input stops with ONE line naming the file, e.g.

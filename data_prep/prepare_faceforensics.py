@@ -27,7 +27,7 @@ Landmarks, one of:
 Reading video files needs imageio with an ffmpeg plugin (pip install
 imageio-ffmpeg); folders of frames need nothing.  Then prepare the TFDS data:
 
-  python data_prep/prepare.py --config=configs/faceforensics_pg2.py \
+  python data_prep/prepare.py --config=configs/faces.py \
     --manual_dir=/data/faceforensics --data_dir=/data/tfds
 """
 import argparse

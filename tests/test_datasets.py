@@ -584,7 +584,7 @@ def test_prepare_cli(tmp_path):
   fx.write_bdd100k(str(tmp_path / 'm' / 'bdd100k'), {'train': 2})
   fx.write_camvid(str(tmp_path / 'm' / 'camvid'), {'0006R0': 10})
   size = ['--config.data.image_height=16', '--config.data.image_width=32']
-  res = run_cli(f'--config={REPO}/configs/bdd_camvid_pix2pix.py',
+  res = run_cli(f'--config={REPO}/configs/streets.py:pix2pix',
                 f'--manual_dir={tmp_path}/m', f'--data_dir={tmp_path}/tfds',
                 *size)
   assert res.returncode == 0, res.stderr[-2000:]
@@ -594,7 +594,7 @@ def test_prepare_cli(tmp_path):
   lab = tmp_path / 'm' / 'camvid' / 'LabeledApproved_full' / (
       '0006R0_f00030_L.png')
   write_png(lab, np.full((36, 48, 3), 7))
-  res = run_cli(f'--config={REPO}/configs/bdd_camvid_pg2.py',
+  res = run_cli(f'--config={REPO}/configs/streets.py:pg2',
                 f'--manual_dir={tmp_path}/m', f'--data_dir={tmp_path}/tfds2',
                 *size)
   assert res.returncode == 1
@@ -610,23 +610,22 @@ def load_config(name, arg):
   return mod.get_config(arg)
 
 
-PAPER_CONFIGS = [('faceforensics_pg2', '5shot'), ('faceforensics_pg2', '1shot'),
-                 ('faceforensics_pix2pix', '5shot'),
-                 ('faceforensics_pix2pix', '1shot'),
-                 ('bdd_camvid_pg2', ''), ('bdd_camvid_pix2pix', '')]
+PAPER_CONFIGS = [('faces', 'pg2,5shot'), ('faces', 'pg2,1shot'),
+                 ('faces', 'pix2pix,5shot'), ('faces', 'pix2pix,1shot'),
+                 ('streets', 'pg2'), ('streets', 'pix2pix')]
 
 
 @pytest.mark.parametrize('name,arg', PAPER_CONFIGS)
 def test_paper_configs(name, arg):
   c = load_config(name, arg)
-  faces = name.startswith('faceforensics')
-  assert c.model.name == name.split('_')[-1]
+  faces = name == 'faces'
+  assert c.model.name == arg.split(',')[0]
   assert c.data.name == ('faceforensics' if faces else 'bdd_camvid')
   assert c.data.num_classes == (7 if faces else 20)
   assert (c.data.image_height, c.data.image_width) == (
       (128, 128) if faces else (128, 256))
-  assert c.data.shots == (1 if arg == '1shot' or not faces else 5)
-  assert c.data.eval_queries == (20 if faces else 5)
+  assert c.data.shots == (1 if '1shot' in arg or not faces else 5)
+  assert c.data.eval_queries == 20  # Sec. 5.2: 20 per test video / CamVid clip
   assert c.data.reuse_pairs == (not faces)
   assert c.data.augment.flip_reference == (not faces)
   assert (c.optim.lr, c.optim.b1, c.optim.b2) == (1e-4, 0.5, 0.999)
@@ -637,11 +636,10 @@ def test_paper_configs(name, arg):
   with pytest.raises(AttributeError):  # locked: typos fail
     c.data.shot = 3
   with pytest.raises(ValueError):
-    load_config(name, '3shot')
+    load_config(name, arg + ',3shot')
 
 
-@pytest.mark.parametrize('name,arg', [(n, (a + ',smoke').lstrip(','))
-                                      for n, a in PAPER_CONFIGS])
+@pytest.mark.parametrize('name,arg', [(n, a + ',smoke') for n, a in PAPER_CONFIGS])
 def test_smoke_configs_run_on_synthetic_data(name, arg, tmp_path):
   c = load_config(name, arg)
   paper = load_config(name, arg.replace('smoke', '').strip(','))

@@ -182,7 +182,7 @@ def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
   """--mode=all (pretrain, metatrain, evaluate) on a tiny config writes JSON, Markdown and PNG."""
   proc = subprocess.run(
       [sys.executable, "-m", "bil_jax.main",
-       f"--config={ROOT}/configs/faceforensics_pg2.py:smoke", f"--workdir={tmp_path}",
+       f"--config={ROOT}/configs/faces.py:pg2,smoke", f"--workdir={tmp_path}",
        # Second-order meta-gradients are tested in test_estimators/test_parallel/
        # test_reliability; compiling PG2's would take most of this test's time.
        "--config.meta.estimator=first_order"],

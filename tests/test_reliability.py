@@ -4,8 +4,9 @@ Runs ``python -m bil_jax.main`` in subprocesses on a tiny synthetic config and
 * kills pre-training and meta-training with SIGKILL at a random step, restarts them and
   checks that they end bitwise equal to an uninterrupted run;
 * sends SIGTERM and checks the checkpoint of the current step and exit status 75;
-* injects a NaN loss (``config.debug_nan_step``) and checks it is skipped and counted in
-  TensorBoard, or, with ``nonfinite='stop'``, stops the run naming the step;
+* injects a NaN loss (tests/fault_main.py) and checks it is skipped and counted in
+  TensorBoard and in the checkpointed optimizer state, or, with ``nonfinite='stop'``,
+  stops the run naming the step;
 * truncates the latest checkpoint and checks the fallback to the previous one;
 * feeds bad inputs and checks the one-line ``error:``, exit status 1 and no output.
 
@@ -28,7 +29,7 @@ from PIL import Image
 
 from bil_jax import checkpoint
 from bil_jax import config_lib
-from bil_jax import train
+from bil_jax import reliability
 from tests import fixtures_datasets as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,29 +58,35 @@ def shared(tmp_path_factory):
           "root": root}
 
 
-def _env(shared):
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=shared["jax_cache"],
+FAULT_MAIN = os.path.join(REPO, "tests", "fault_main.py")
+
+
+def _env(shared, **extra):
+  env = dict(os.environ, **extra, JAX_COMPILATION_CACHE_DIR=shared["jax_cache"],
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   return env
 
 
-def launch(shared, workdir, mode, *extra, log=None):
-  """Starts main in a subprocess; stderr (absl logs) goes to ``log``."""
-  args = [sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", f"--mode={mode}",
+def launch(shared, workdir, mode, *extra, log=None, nan_step=None):
+  """Starts main in a subprocess; stderr (absl logs) goes to ``log``. With ``nan_step``,
+  tests/fault_main.py injects NaN target images into the update producing that step."""
+  entry = ["-m", "bil_jax.main"] if nan_step is None else [FAULT_MAIN]
+  args = [sys.executable, *entry, f"--workdir={workdir}", f"--mode={mode}",
           f"--config.data.data_dir={shared['data_dir']}", *TINY, *extra]
   log = log or f"{workdir}.{mode}.{time.monotonic_ns()}.log"
   out = open(log, "w")  # pylint: disable=consider-using-with
-  proc = subprocess.Popen(args, cwd=REPO, env=_env(shared), stdout=out,
+  fault = {} if nan_step is None else {"BIL_JAX_TEST_NAN_STEP": str(nan_step)}
+  proc = subprocess.Popen(args, cwd=REPO, env=_env(shared, **fault), stdout=out,
                           stderr=subprocess.STDOUT)
   proc.log = log
   return proc
 
 
-def run(shared, workdir, mode, *extra, timeout=420):
+def run(shared, workdir, mode, *extra, timeout=420, nan_step=None):
   """Runs main to the end: (exit status, combined output)."""
-  proc = launch(shared, workdir, mode, *extra)
+  proc = launch(shared, workdir, mode, *extra, nan_step=nan_step)
   rc = proc.wait(timeout)
   with open(proc.log) as f:
     return rc, f.read()
@@ -141,8 +148,8 @@ def _ok(rc, out):
 
 def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(shared):
   """Pre-training and meta-training killed with SIGKILL at random steps, restarted, end
-  with parameters, optimizer states and skip counters bitwise equal to a run never
-  interrupted (replay with BIL_JAX_TEST_SEED)."""
+  with parameters and optimizer states (skip counters included) bitwise equal to a run
+  never interrupted (replay with BIL_JAX_TEST_SEED)."""
   rng = random.Random(SEED)
   kill_pre, kill_meta = rng.randint(1, PRE_STEPS - 1), rng.randint(1, META_STEPS - 1)
   print(f"BIL_JAX_TEST_SEED={SEED}: SIGKILL at pretrain step {kill_pre}, meta step "
@@ -178,7 +185,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_75(shared):
   proc = launch(shared, workdir, "pretrain", "--config.pretrain.steps=1000",
                 "--config.pretrain.checkpoint_every=1000")
   rc, out = signal_at_step(proc, "pretrain", 3, signal.SIGTERM)
-  assert rc == train.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert rc == reliability.PREEMPTED_EXIT_CODE, out[-3000:]
   line = [l for l in out.splitlines() if l.startswith("preempted: SIGTERM at pretrain step")]
   assert line, out[-3000:]
   step = int(line[0].split("step ")[1].split(":")[0])
@@ -199,23 +206,28 @@ def _tensorboard_scalars(logdir, tag):
   return values
 
 
+def _skip_counters(state) -> list:
+  """The skip counters of a restored state's guarded optimizers (bil_jax.nonfinite)."""
+  return [int(np.asarray(v)) for k, v in _leaves(state["opt_state"]) if k.endswith("skips")]
+
+
 def test_injected_nan_is_skipped_counted_and_logged(shared):
   """nonfinite='skip': the NaN update of step 3 is skipped, the counter reaches 1 in
-  TensorBoard and the checkpoints hold finite parameters."""
+  TensorBoard and in the checkpointed optimizer states of G and D, and the checkpoints
+  hold finite parameters."""
   workdir = str(shared["root"] / "nan_skip")
-  rc, out = run(shared, workdir, "pretrain", "--config.debug_nan_step=3")
+  rc, out = run(shared, workdir, "pretrain", nan_step=3)
   _ok(rc, out)
   skips = _tensorboard_scalars(os.path.join(workdir, "pretrain"), "nonfinite_skips")
   assert skips[2] == 0 and skips[3] == 1 and skips[PRE_STEPS] == 1, skips
   step, state = final_state(workdir, "pretrain")
-  assert int(state["nonfinite_skips"]) == 1
+  assert _skip_counters(state) == [1, 1]  # G's and D's optimizer each skipped step 3
   assert not checkpoint.nonfinite_leaves(state)
 
 
 def test_injected_nan_with_stop_exits_naming_the_step(shared):
   workdir = str(shared["root"] / "nan_stop")
-  rc, out = run(shared, workdir, "pretrain", "--config.debug_nan_step=3",
-                "--config.nonfinite=stop")
+  rc, out = run(shared, workdir, "pretrain", "--config.nonfinite=stop", nan_step=3)
   assert rc == 1, out[-3000:]
   assert out.strip().splitlines()[-1].startswith(
       "error: non-finite loss or update at pretrain step 3 ")
@@ -272,37 +284,54 @@ def test_workdir_made_by_another_config_is_refused_unless_overwrite(tmp_path):
   with the differing keys named; overwrite=True deletes the runs and starts afresh."""
   config = config_lib.base_config()
   workdir = str(tmp_path / "w")
-  train.record_config(config, workdir)
+  reliability.record_config(config, workdir)
   os.makedirs(os.path.join(workdir, "pretrain", "checkpoints"))
-  train.check_workdir(config, workdir)
+  reliability.check_workdir(config, workdir)
   config.pretrain.steps += 10
   config.meta.log_every = 7
-  train.check_workdir(config, workdir)
+  reliability.check_workdir(config, workdir)
   config.model.ngf = 8
-  with pytest.raises(train.WorkdirError, match=r"model\.ngf: 16 -> 8.*overwrite=True"):
-    train.check_workdir(config, workdir)
+  with pytest.raises(reliability.WorkdirError, match=r"model\.ngf: 16 -> 8.*overwrite=True"):
+    reliability.check_workdir(config, workdir)
   assert os.path.isdir(os.path.join(workdir, "pretrain"))
   config.overwrite = True
-  train.check_workdir(config, workdir)
+  reliability.check_workdir(config, workdir)
   assert not os.path.exists(os.path.join(workdir, "pretrain"))
   assert not os.path.exists(os.path.join(workdir, "config.json"))
 
 
 def test_nonfinite_guard_keeps_old_state_inside_jit():
+  """skip_nonfinite(opt): a NaN gradient or a NaN loss gives a zero update, keeps the
+  inner state and counts the skip in the optimizer state; finite steps equal opt's."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from bil_jax import nonfinite  # pylint: disable=g-import-not-at-top
 
-  def update(p, s, x):
-    return p + x, s + 1.0, {"loss": jnp.sum(x)}
+  opt = nonfinite.skip_nonfinite(optax.adam(0.1))
 
-  step = jax.jit(train.guard_nonfinite(update))
-  p, s, k = jnp.ones(3), jnp.zeros(()), jnp.zeros((), jnp.int32)
-  p, s, k, ok, m = step(p, s, k, jnp.ones(3))
-  assert bool(ok) and int(k) == 0 and float(p[0]) == 2.0
-  p, s, k, ok, m = step(p, s, k, jnp.array([1.0, jnp.nan, 1.0]))
-  assert not bool(ok) and int(k) == 1 and int(m["nonfinite_skips"]) == 1
-  np.testing.assert_array_equal(p, 2.0)
-  assert float(s) == 1.0
+  def stepper(o):
+    @jax.jit
+    def step(p, s, g, loss):
+      u, s = o.update(g, s, p, losses={"loss": loss})
+      return optax.apply_updates(p, u), s
+    return step
+
+  step = stepper(opt)
+  p = jnp.ones(3)
+  s = opt.init(p)
+  p, s = step(p, s, jnp.ones(3), 1.0)
+  plain = optax.adam(0.1)
+  want, _ = stepper(plain)(jnp.ones(3), plain.init(jnp.ones(3)), jnp.ones(3), 1.0)
+  np.testing.assert_allclose(p, want, rtol=1e-6)
+  assert nonfinite.skip_count(s) == 0
+  before = (p, s.inner_state)
+  p, s = step(p, s, jnp.array([1.0, jnp.nan, 1.0]), 1.0)
+  assert nonfinite.skip_count(s) == 1
+  p, s = step(p, s, jnp.ones(3), jnp.inf)
+  assert nonfinite.skip_count(s) == 2
+  np.testing.assert_array_equal(p, before[0])
+  jax.tree.map(np.testing.assert_array_equal, s.inner_state, before[1])
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ query maps and images are then the task's pairs untouched).
 Randomness comes only from the ``np.random.Generator`` passed in; use
 :func:`episode_rng` to derive one deterministically from (seed, step, stream).
 """
+import dataclasses
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -211,3 +212,47 @@ def other_rows_of_same_task(offsets: np.ndarray, rows: np.ndarray,
   start, size = offsets[t], offsets[t + 1] - offsets[t]
   shift = 1 + np.floor(rng.random(rows.shape[0]) * np.maximum(size - 1, 1)).astype(np.int64)
   return np.where(size > 1, start + (rows - start + shift) % np.maximum(size, 1), rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """The episode sampling of ``config.data``, built once (:meth:`from_config`).
+
+  Holds the sizes, the augmentation config and the reuse rule, so call sites pass only
+  the task set and the random Generator (from :mod:`bil_jax.streams`).
+  """
+  shots: int
+  queries: int
+  eval_queries: int
+  augment: Any = None
+  reuse_pairs: bool = False
+
+  @classmethod
+  def from_config(cls, data_cfg: Any) -> 'Sampler':
+    return cls(int(data_cfg.shots), int(data_cfg.queries), int(data_cfg.eval_queries),
+               data_cfg.augment, bool(data_cfg.get('reuse_pairs', False)))
+
+  def pairs(self, taskset: tasks_lib.TaskSet, batch_size: int,
+            rng: np.random.Generator) -> Pairs:
+    """Pooled pairs for pre-training: Pairs with n = batch_size."""
+    return sample_pairs(taskset, batch_size, rng, self.augment)
+
+  def meta_batch(self, taskset: tasks_lib.TaskSet, meta_batch: int,
+                 rng: np.random.Generator,
+                 task_indices: Optional[Sequence[int]] = None, *,
+                 augment_query: bool = True) -> Episode:
+    """M training episodes stacked: leaves [M, n, ...] (see :func:`sample_meta_batch`)."""
+    return sample_meta_batch(taskset, meta_batch, self.shots, self.queries, rng,
+                             self.augment, task_indices, augment_query=augment_query,
+                             reuse_pairs=self.reuse_pairs)
+
+  def eval_episode(self, taskset: tasks_lib.TaskSet, t: int,
+                   rng: np.random.Generator) -> Episode:
+    """Task t's test episode: n shots, ``eval_queries`` raw (unaugmented) queries."""
+    return sample_episode(taskset, t, self.shots, self.eval_queries, rng, self.augment,
+                          augment_query=False, reuse_pairs=self.reuse_pairs)
+
+  def eval_split(self, taskset: tasks_lib.TaskSet, t: int, rng: np.random.Generator):
+    """The (support, query) indices :meth:`eval_episode` draws first from the same ``rng``."""
+    return split_indices(taskset.task_maps(t).shape[0], self.shots, self.eval_queries, rng,
+                         taskset.names[t], self.reuse_pairs)

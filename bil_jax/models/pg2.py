@@ -118,8 +118,7 @@ def in_channels(num_classes: int) -> int:
   return 3 + num_classes
 
 
-def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
-  return pg2_depth(image_hw, num_downs)
+depth = pg2_depth  # (image_hw, num_downs) -> number of down-samplings
 
 
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:

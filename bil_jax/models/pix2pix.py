@@ -106,8 +106,7 @@ def in_channels(num_classes: int) -> int:
   return num_classes
 
 
-def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
-  return pix2pix_depth(image_hw, num_downs)
+depth = pix2pix_depth  # (image_hw, num_downs) -> number of down-samplings
 
 
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
