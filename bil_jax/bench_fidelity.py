@@ -42,13 +42,18 @@ def compare(g: jax.Array, ref: jax.Array) -> dict:
           "norm_ratio": ng / jnp.maximum(nr, tiny)}
 
 
-def per_task_gradients(loop: adapt.InnerLoop, est: EstimatorSpec, params, tasks, rngs,
-                       frozen=None) -> dict:
-  """{'G': [M,P_G], 'D': [M,P_D]}: ``est``'s meta-gradient for each task of ``tasks``."""
+def gradient_fn(loop: adapt.InnerLoop, est: EstimatorSpec):
+  """Jitted (params, tasks [M,...], rngs [M], frozen) -> {'G': [M,P_G], 'D': [M,P_D]}:
+  ``est``'s meta-gradient for each task (its meta-parameters initialised, then dropped)."""
   fn = functools.partial(estimators.resolve(est.name, est.options), loop)
-  params = estimators.init_meta_parameters(est.name, params)
-  grads, _ = jax.jit(jax.vmap(fn, in_axes=(None, 0, 0, None)))(params, tasks, rngs, frozen)
-  return {net: _flat(grads[net]) for net in NETS}
+
+  @jax.jit
+  def grads(params, tasks, rngs, frozen):
+    full = estimators.init_meta_parameters(est.name, params)
+    g, _ = jax.vmap(fn, in_axes=(None, 0, 0, None))(full, tasks, rngs, frozen)
+    return {net: _flat(g[net]) for net in NETS}
+
+  return grads
 
 
 def fidelity_samples(loop, specs: List[EstimatorSpec], params, batches: List[tuple],
@@ -62,11 +67,11 @@ def fidelity_samples(loop, specs: List[EstimatorSpec], params, batches: List[tup
     batches: [(seed, tasks [M,...], rngs [M])].
   """
   out = []
+  fns = {est: gradient_fn(loop, est) for est in [REFERENCE] + list(specs)}  # one compile each
   for seed, tasks, rngs in batches:
-    ref = per_task_gradients(loop, REFERENCE, params, tasks, rngs, frozen)
+    ref = fns[REFERENCE](params, tasks, rngs, frozen)
     for est in specs:
-      g = (ref if est == REFERENCE
-           else per_task_gradients(loop, est, params, tasks, rngs, frozen))
+      g = ref if est == REFERENCE else fns[est](params, tasks, rngs, frozen)
       cos = {}
       for net in NETS:
         per_task = jax.device_get(compare(g[net], ref[net]))

@@ -43,7 +43,8 @@ def run_job(job: dict) -> dict:
                                 job["remat"], job["peaks"], int(job.get("repeats", 5)),
                                 int(job.get("warmup", 1)), flops=bool(job.get("flops", True)))
   if job["kind"] == "fidelity":
-    from bil_jax import bench_fidelity  # pylint: disable=import-outside-toplevel
+    from bil_jax import bench_fidelity, compile_cache  # pylint: disable=import-outside-toplevel
+    compile_cache.enable(config.compilation_cache)  # (cost workers time their compiles)
     specs = [bench_common.EstimatorSpec(**e) for e in job["estimators"]]
     params = load_params(job["params_from"]) if job.get("params_from") else None
     out = bench_fidelity.run_fidelity(config, specs, job["workdir"], int(job["num_seeds"]),
