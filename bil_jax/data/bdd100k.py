@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 from bil_jax.data import image_io
 from bil_jax.data import paired_folder
 from bil_jax.data import registry
+from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
 DataError = image_io.DataError
@@ -140,9 +141,8 @@ def available_splits(manual_dir: str) -> List[str]:
 
 
 @dataclasses.dataclass(eq=False)
-class Bdd100kConfig(tfds.core.BuilderConfig):
-  height: int = 128
-  width: int = 256
+class Bdd100kConfig(task_builder.TaskConfig):
+  """BDD100K pairs at height x width."""
 
 
 def make_builder_config(height: int, width: int) -> Bdd100kConfig:
@@ -154,16 +154,8 @@ def make_builder_config(height: int, width: int) -> Bdd100kConfig:
 class Bdd100kTasks(paired_folder.ManualTaskBuilder):
   """BDD100K segmentation pairs; one example = one single-pair task."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n')[0],
-        features=tasks_lib.TASK_FEATURES(cfg.height, cfg.width),
-        homepage='https://bdd-data.berkeley.edu/')
+  HOMEPAGE = 'https://bdd-data.berkeley.edu/'
 
   def _split_generators(self, dl_manager):
     manual = str(dl_manager.manual_dir)
@@ -175,18 +167,13 @@ class Bdd100kTasks(paired_folder.ManualTaskBuilder):
 
   def _generate_examples(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    for name, maps, images in generate_tasks(manual_dir, split, cfg.height,
-                                             cfg.width):
-      yield paired_folder.task_example(name, maps, images)
+    yield from task_builder.examples(generate_tasks(manual_dir, split,
+                                                    cfg.height, cfg.width))
 
 
 def bdd_dir(data_cfg) -> str:
   """data.bdd100k_dir, else MANUAL_DIR/bdd100k if it exists, else MANUAL_DIR."""
-  explicit = data_cfg.get('bdd100k_dir', '')
-  if explicit:
-    return explicit
-  sub = os.path.join(data_cfg.manual_dir or '', 'bdd100k')
-  return sub if data_cfg.manual_dir and os.path.isdir(sub) else data_cfg.manual_dir
+  return paired_folder.dataset_dir(data_cfg, 'bdd100k_dir', 'bdd100k')
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:

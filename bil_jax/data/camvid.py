@@ -41,6 +41,7 @@ from bil_jax.data import bdd100k
 from bil_jax.data import image_io
 from bil_jax.data import paired_folder
 from bil_jax.data import registry
+from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
 DataError = image_io.DataError
@@ -177,9 +178,7 @@ def generate_tasks(manual_dir: str, height: int, width: int,
 
 
 @dataclasses.dataclass(eq=False)
-class CamvidConfig(tfds.core.BuilderConfig):
-  height: int = 128
-  width: int = 256
+class CamvidConfig(task_builder.TaskConfig):
   clip_length: int = 10
 
 
@@ -193,34 +192,21 @@ def make_builder_config(height: int, width: int,
 class CamvidClips(paired_folder.ManualTaskBuilder):
   """CamVid clips in BDD100K classes; one example = one clip (test only)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n')[0],
-        features=tasks_lib.TASK_FEATURES(cfg.height, cfg.width),
-        homepage='http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/')
+  HOMEPAGE = 'http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/'
 
   def _split_generators(self, dl_manager):
     return {'test': self._generate_examples(str(dl_manager.manual_dir))}
 
   def _generate_examples(self, manual_dir: str):
     cfg = self.builder_config
-    for name, maps, images in generate_tasks(manual_dir, cfg.height, cfg.width,
-                                             cfg.clip_length):
-      yield paired_folder.task_example(name, maps, images)
+    yield from task_builder.examples(generate_tasks(
+        manual_dir, cfg.height, cfg.width, cfg.clip_length))
 
 
 def camvid_dir(data_cfg) -> str:
   """data.camvid_dir, else MANUAL_DIR/camvid if it exists, else MANUAL_DIR."""
-  explicit = data_cfg.get('camvid_dir', '')
-  if explicit:
-    return explicit
-  sub = os.path.join(data_cfg.manual_dir or '', 'camvid')
-  return sub if data_cfg.manual_dir and os.path.isdir(sub) else data_cfg.manual_dir
+  return paired_folder.dataset_dir(data_cfg, 'camvid_dir', 'camvid')
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:

@@ -56,6 +56,7 @@ from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
 from bil_jax.data import paired_folder
 from bil_jax.data import registry
+from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
 DataError = image_io.DataError
@@ -121,25 +122,20 @@ def params_from_data_cfg(data_cfg) -> FaceParams:
 class FaceForensicsTasks(paired_folder.ManualTaskBuilder):
   """FaceForensics clips (train) and videos (test); one example = one task."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
+  HOMEPAGE = 'https://github.com/ondyari/FaceForensics'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    p = self.builder_config.params
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n')[0],
-        features=tasks_lib.TASK_FEATURES(p.height, p.width),
-        homepage='https://github.com/ondyari/FaceForensics')
+  def image_hw(self):
+    """(H, W) of the face crops, from the config's FaceParams."""
+    return self.builder_config.params.height, self.builder_config.params.width
 
   def _split_generators(self, dl_manager):
     manual = str(dl_manager.manual_dir)
     return {s: self._generate_examples(manual, s) for s in SPLITS}
 
   def _generate_examples(self, manual_dir: str, split: str):
-    for name, maps, images in generate_tasks(manual_dir, split,
-                                             self.builder_config.params):
-      yield paired_folder.task_example(name, maps, images)
+    yield from task_builder.examples(generate_tasks(
+        manual_dir, split, self.builder_config.params))
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:

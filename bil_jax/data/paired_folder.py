@@ -27,20 +27,20 @@ folders never share a cache.
 """
 import dataclasses
 import hashlib
-import inspect
 import os
 from typing import Callable, Dict, Iterator, Tuple
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from bil_jax.data import image_io
 from bil_jax.data import registry
+from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
 DataError = image_io.DataError
-Task = Tuple[str, np.ndarray, np.ndarray]  # name, maps [n,H,W], images [n,H,W,3]
+Task = task_builder.Task  # name, maps [n,H,W], images [n,H,W,3]
+task_example = task_builder.task_example  # re-exported
 
 
 # ---------------------------------------------------------------------------
@@ -48,25 +48,13 @@ Task = Tuple[str, np.ndarray, np.ndarray]  # name, maps [n,H,W], images [n,H,W,3
 # ---------------------------------------------------------------------------
 
 
-class ManualTaskBuilder(tfds.core.GeneratorBasedBuilder):
+class ManualTaskBuilder(task_builder.TaskBuilder):
   """Base of the task-level builders that read ``manual_dir``.
 
-  Subclasses define VERSION, MANUAL_DOWNLOAD_INSTRUCTIONS, ``_info`` (with
-  :func:`tasks_lib.TASK_FEATURES`) and ``_generate_examples``; this class is
-  abstract, so TFDS does not register it.
+  Subclasses define MANUAL_DOWNLOAD_INSTRUCTIONS, ``_split_generators`` and
+  ``_generate_examples`` (and HOMEPAGE); this class is abstract, so TFDS does
+  not register it.
   """
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):  # pylint: disable=no-self-argument
-    # As in synthetic.py: the base implementation needs `importlib_resources`.
-    return epath.Path(inspect.getfile(cls))
-
-
-def task_example(name: str, maps: np.ndarray, images: np.ndarray):
-  """(key, example) of one task for ``_generate_examples``."""
-  return name, {'name': name, 'maps': np.asarray(maps, np.uint8),
-                'images': np.asarray(images, np.uint8)}
 
 
 def prepare(builder_cls, config, data_dir: str, manual_dir: str,
@@ -98,6 +86,15 @@ def prepare(builder_cls, config, data_dir: str, manual_dir: str,
 
 def default_data_dir(data_cfg, workdir: str) -> str:
   return data_cfg.data_dir or os.path.join(workdir, 'tfds')
+
+
+def dataset_dir(data_cfg, key: str, subdir: str) -> str:
+  """data.<key>, else MANUAL_DIR/<subdir> if it exists, else MANUAL_DIR."""
+  explicit = data_cfg.get(key, '')
+  if explicit:
+    return explicit
+  sub = os.path.join(data_cfg.manual_dir or '', subdir)
+  return sub if data_cfg.manual_dir and os.path.isdir(sub) else data_cfg.manual_dir
 
 
 def required_pairs(data_cfg, split: str) -> int:
@@ -194,10 +191,8 @@ def generate_tasks(root: str, split: str, num_classes: int, height: int,
 
 
 @dataclasses.dataclass(eq=False)
-class PairedFolderConfig(tfds.core.BuilderConfig):
+class PairedFolderConfig(task_builder.TaskConfig):
   num_classes: int = 2
-  height: int = 64
-  width: int = 64
 
 
 def make_builder_config(num_classes: int, height: int, width: int,
@@ -210,17 +205,9 @@ def make_builder_config(num_classes: int, height: int, width: int,
 class PairedFolderTasks(ManualTaskBuilder):
   """Tasks from ROOT/{train,test}/<task>/{images,labels}/ (one task/example)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put ROOT/{train,test}/<task>/images/<name>.png and '
       'ROOT/{train,test}/<task>/labels/<name>.png in manual_dir.')
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n')[0],
-        features=tasks_lib.TASK_FEATURES(cfg.height, cfg.width))
 
   def _split_generators(self, dl_manager):
     root = str(dl_manager.manual_dir)
@@ -228,9 +215,8 @@ class PairedFolderTasks(ManualTaskBuilder):
 
   def _generate_examples(self, root: str, split: str):
     cfg = self.builder_config
-    for name, maps, images in generate_tasks(root, split, cfg.num_classes,
-                                             cfg.height, cfg.width):
-      yield task_example(name, maps, images)
+    yield from task_builder.examples(generate_tasks(
+        root, split, cfg.num_classes, cfg.height, cfg.width))
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:

@@ -37,11 +37,9 @@ generation parameters, so different settings cache separately in data_dir.
 It is registered in the dataset registry as 'synthetic'.
 """
 import dataclasses
-import inspect
 import os
 from typing import Tuple
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -49,6 +47,7 @@ from bil_jax.data import registry
 from bil_jax.data import scene_families
 from bil_jax.data import scene_layouts
 from bil_jax.data import scene_render
+from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
 # Re-exported: the generator's parts live in scene_layouts, scene_render and
@@ -107,11 +106,9 @@ def generate_task(seed: int, split: str, index: int, num_classes: int,
 
 
 @dataclasses.dataclass(eq=False)
-class SyntheticScenesConfig(tfds.core.BuilderConfig):
-  """Generation parameters; use :func:`make_builder_config` to build one."""
+class SyntheticScenesConfig(task_builder.TaskConfig):
+  """Generation parameters (and height x width); use :func:`make_builder_config`."""
   num_classes: int = 8
-  height: int = 32
-  width: int = 32
   num_train_tasks: int = 200
   num_test_tasks: int = 20
   pairs_per_task: int = 30
@@ -156,27 +153,11 @@ def builder_config_from_data_cfg(data_cfg) -> SyntheticScenesConfig:
       layout_jitter=float(data_cfg.get('family_layout_jitter', 0.06)))
 
 
-class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
+class SyntheticScenes(task_builder.TaskBuilder):
   """Synthetic scene-parsing tasks; one example = one scene (task)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [make_builder_config(8, 32, 32, 200, 20, 30, 1234)]
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):  # pylint: disable=no-self-argument
-    # The base implementation needs the `importlib_resources` backport, which
-    # TFDS 4.9.10 does not declare as a dependency; the file path is enough.
-    return epath.Path(inspect.getfile(cls))
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n')[0],
-        features=tasks_lib.TASK_FEATURES(cfg.height, cfg.width),
-        homepage='https://github.com/',  # generated locally
-    )
+  HOMEPAGE = 'https://github.com/'  # generated locally
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
@@ -186,12 +167,10 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str):
     cfg = self.builder_config
     num = cfg.num_train_tasks if split == 'train' else cfg.num_test_tasks
-    for i in range(num):
-      name, maps, images = generate_task(
-          cfg.seed, split, i, cfg.num_classes, cfg.height, cfg.width,
-          cfg.pairs_per_task, cfg.num_families, cfg.appearance_jitter,
-          cfg.layout_jitter)
-      yield name, {'name': name, 'maps': maps, 'images': images}
+    yield from task_builder.examples(generate_task(
+        cfg.seed, split, i, cfg.num_classes, cfg.height, cfg.width,
+        cfg.pairs_per_task, cfg.num_families, cfg.appearance_jitter,
+        cfg.layout_jitter) for i in range(num))
 
 
 def prepare_builder(config: SyntheticScenesConfig, data_dir: str,
