@@ -281,3 +281,33 @@ def check_channels(x: jnp.ndarray, expected: int | None, what: str) -> None:
   """Raises a one-line ValueError if ``expected`` is set and x [..., C] has C != expected."""
   if expected is not None and x.shape[-1] != expected:
     raise ValueError(f"{what}: input has {x.shape[-1]} channels, expected {expected}.")
+
+
+class UNetGenerator(nn.Module):
+  """Fields and input checks shared by the U-Net generators (pix2pix, PG²).
+
+  Subclasses define ``__call__(x [B, H, W, Cin], train) -> image [B, H, W, out_channels]``.
+
+  Attributes:
+    depth: number of stride-2 down-samplings n (H and W must be divisible by 2**n).
+    ngf: width of the outermost (full-resolution) level.
+    norm: "instance" | "batch" (see ``Norm``).
+    out_channels: channels of the output image.
+    in_channels: if set, the input's channel count is checked against it.
+  """
+  depth: int
+  ngf: int = 64
+  norm: str = "instance"
+  out_channels: int = 3
+  in_channels: int | None = None
+
+  def check_input(self, x: jnp.ndarray, min_depth: int, what: str) -> int:
+    """Raises a one-line ValueError for a depth below ``min_depth``, an input x [B, H, W, C]
+    with C != in_channels or H, W not divisible by 2**depth, or an unknown norm; returns n."""
+    n = self.depth
+    if n < min_depth:
+      raise ValueError(f"depth={n} must be >= {min_depth}.")
+    check_channels(x, self.in_channels, what)
+    check_divisible(x.shape[1:3], n, what)
+    check_norm_kind(self.norm)
+    return n

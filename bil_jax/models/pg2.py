@@ -62,32 +62,18 @@ class ResBlock(nn.Module):
     return x + h
 
 
-class PG2Generator(nn.Module):
+class PG2Generator(layers.UNetGenerator):
   """PG² G1 residual U-Net. x [B, H, W, 3 + C] -> image [B, H, W, 3] in (-1, 1).
 
-  Attributes:
-    depth: number of down-sampling modules n.
-    ngf: width of the full-resolution level.
-    norm: "instance" | "batch" (see ``layers.Norm``).
-    out_channels: channels of the output image.
-    in_channels: if set, the input's channel count is checked against it.
+  Attributes (see ``layers.UNetGenerator``): depth (number of down-sampling modules n),
+  ngf (width of the full-resolution level), norm, out_channels, in_channels.
   """
-  depth: int
-  ngf: int = 64
-  norm: str = "instance"
-  out_channels: int = 3
-  in_channels: int | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
     """x: [B, H, W, 3 + C] float32. ``train`` is accepted for API symmetry (no dropout)."""
     del train
-    n = self.depth
-    if n < 1:
-      raise ValueError(f"depth={n} must be >= 1.")
-    layers.check_channels(x, self.in_channels, "PG2 generator")
-    layers.check_divisible(x.shape[1:3], n, "PG2 generator")
-    layers.check_norm_kind(self.norm)
+    n = self.check_input(x, 1, "PG2 generator")
     h = layers.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem")(x)
     skips = []
     for i in range(n):

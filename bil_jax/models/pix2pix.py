@@ -44,33 +44,18 @@ def has_dropout(i: int, depth: int) -> bool:
   return 4 <= i <= depth - 2
 
 
-class UnetGenerator(nn.Module):
+class UnetGenerator(layers.UNetGenerator):
   """pix2pix U-Net. x [B, H, W, Cin] -> image [B, H, W, 3] in (-1, 1).
 
-  Attributes:
-    depth: number of stride-2 down-samplings n (H and W must be divisible by 2**n).
-    ngf: width of the outermost level.
-    norm: "instance" | "batch" (see ``layers.Norm``).
+  Attributes (and depth, ngf, norm, out_channels, in_channels: see ``layers.UNetGenerator``):
     dropout: dropout rate of the inner decoder blocks (0 disables it).
-    out_channels: channels of the output image.
-    in_channels: if set, the input's channel count is checked against it.
   """
-  depth: int
-  ngf: int = 64
-  norm: str = "instance"
   dropout: float = 0.5
-  out_channels: int = 3
-  in_channels: int | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
     """x: [B, H, W, Cin] float32. train=True enables dropout (needs a 'dropout' rng)."""
-    n = self.depth
-    if n < 2:
-      raise ValueError(f"depth={n} must be >= 2.")
-    layers.check_channels(x, self.in_channels, "pix2pix generator")
-    layers.check_divisible(x.shape[1:3], n, "pix2pix generator")
-    layers.check_norm_kind(self.norm)
+    n = self.check_input(x, 2, "pix2pix generator")
     skips = []
     h = x
     for i in range(n):
