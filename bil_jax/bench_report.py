@@ -178,6 +178,8 @@ def plot_outcome(records: List[dict], memory: dict, path: str) -> None:
         front = sorted((xs[i], ys[i]) for i in pareto_front(list(zip(xs, ys))))
         ax.step([p[0] for p in front], [p[1] for p in front], "--", where="post",
                 color="gray", label="Pareto front (same time)")
+        ax.scatter([p[0] for p in front], [p[1] for p in front], s=160, facecolors="none",
+                   edgecolors="gray")
     start = [r.get("heldout_l1_after_start") for r in records if r.get("heldout_l1_after_start")]
     if start:
       ax.axhline(start[0], color="k", lw=0.5, label="pre-trained (start)")
