@@ -26,8 +26,6 @@ setuptools.setup(
         "ml-collections==1.1.0",
         "clu==0.0.12",
         "dm-pix==0.4.5",
-        "lineax==0.1.1",    # matrix-free GMRES/BiCGStab of the implicit estimator
-        "equinox==0.13.8",
         "matplotlib",
         "absl-py",
         "pillow",

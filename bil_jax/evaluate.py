@@ -110,8 +110,12 @@ class _Programs:
     aux_loop = builders.inner_loop(config, spec)
     self.aux_opt = builders.aux_optimizer(config)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
+    # Aux fine-tuning uses meta.estimator (with its options) unless eval.aux_estimator
+    # names another one.
+    aux_estimator = config.eval.aux_estimator or config.meta.estimator
     self.aux_step = meta.make_meta_step(
-        aux_loop, config.eval.aux_estimator or config.meta.estimator, self.aux_opt, mesh)
+        aux_loop, aux_estimator, self.aux_opt, mesh,
+        "" if config.eval.aux_estimator else config.meta.estimator_options)
     self.sampler = episodes.Sampler.from_config(config.data)
 
   def aux_finetune(self, config, params, train_tasks, aux_indices, task_index):

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bil_jax import (adapt, builders, checkpoint, gan, io_utils, loop, meta, nonfinite,
-                     parallel, reliability, streams, visualize)
+from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta,
+                     nonfinite, parallel, reliability, streams, visualize)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -114,7 +114,7 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
   outer = nonfinite.skip_nonfinite(builders.outer_optimizer(config))
   inner = builders.inner_loop(config, spec)
   meta_step = meta.make_meta_step(inner, config.meta.estimator, outer, mesh,
-                                  **_estimator_options(config))
+                                  config.meta.estimator_options)
   sampler = episodes.Sampler.from_config(config.data)
   key = streams.key(config.seed, "meta")
   m = int(config.meta.meta_batch)
@@ -159,12 +159,6 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
       record=record)
 
 
-def _estimator_options(config) -> dict:
-  """``estimator_options`` for make_meta_step when the config has the key."""
-  options = config.meta.get("estimator_options", "")
-  return {"estimator_options": options} if options else {}
-
-
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Conventional training of X = (G, D); returns the final {'G', 'D'} parameters.
 
@@ -204,6 +198,10 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
     start_params = initial_params
   else:
     start_params = pretrained_params(workdir)
+  # Meta-parameters the estimator learns besides G and D (Meta-SGD's rates) join the GP
+  # state here, so they are updated, checkpointed and resumed with it.
+  start_params = estimators.init_meta_parameters(config.meta.estimator, start_params)
+  adapt.check_mask(builders.adapt_mask_patterns(config), start_params)
   phase = meta_phase(config, train_tasks, test_tasks, spec, frozen, start_params, mesh)
   return loop.run_phase(phase, config, workdir)
 

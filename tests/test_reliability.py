@@ -394,3 +394,65 @@ def test_bad_inputs_give_one_line_errors_and_no_output(shared, tmp_path):
     assert "Traceback" not in out, f"{name}:\n{out[-3000:]}"
     assert not os.path.exists(workdir) or not os.listdir(workdir), (
         f"{name}: left {os.listdir(workdir)}")
+
+
+def _config_of(workdir):
+  """The config a workdir was made with (configs/synthetic.py + its config.json)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("synthetic_cfg",
+                                                os.path.join(REPO, "configs", "synthetic.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  with open(os.path.join(workdir, "config.json")) as f:
+    flat = json.load(f)
+  with config.unlocked():
+    for key, value in flat.items():
+      *path, leaf = key.split(".")
+      node = config
+      for p in path:
+        node = node[p]
+      node[leaf] = tuple(value) if isinstance(value, list) else value
+  return config
+
+
+def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
+  """Meta-SGD's learned inner rates are checkpointed, resume bitwise after SIGKILL, and
+  are what evaluation loads and adapts with."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from bil_jax import adapt, builders, evaluate  # pylint: disable=g-import-not-at-top
+  msgd = ("--config.meta.estimator=meta_sgd",)
+  ref, cut = str(shared["root"] / "msgd_ref"), str(shared["root"] / "msgd_cut")
+  _ok(*run(shared, ref, "pretrain", *msgd))
+  shutil.copytree(os.path.join(ref, "pretrain"), os.path.join(cut, "pretrain"))
+  shutil.copy(os.path.join(ref, "config.json"), os.path.join(cut, "config.json"))
+  _ok(*run(shared, ref, "metatrain", *msgd))
+  kill = random.Random(SEED + 1).randint(1, META_STEPS - 1)
+  rc, _ = signal_at_step(launch(shared, cut, "metatrain", *msgd), "meta", kill,
+                         signal.SIGKILL)
+  assert rc == -signal.SIGKILL
+  _ok(*run(shared, cut, "metatrain", *msgd))
+  (s_ref, a), (s_cut, b) = final_state(ref, "meta"), final_state(cut, "meta")
+  assert s_ref == s_cut == META_STEPS
+  assert_bitwise_equal(a, b)
+  scale = a["params"][adapt.UPDATE_SCALE]
+  assert not all(np.all(np.asarray(x) == 1.0) for x in jax.tree.leaves(scale))  # learned
+
+  # Evaluation loads the rates with the GP, and adapting with them differs from
+  # adapting the same G and D without them.
+  gp = evaluate.load_params(ref, "meta")
+  assert adapt.UPDATE_SCALE in gp
+  config = _config_of(ref)
+  inner = builders.inner_loop(config, builders.build_spec(config, config.data.num_classes))
+  x = np.random.default_rng(0)
+  hw = (config.data.image_height, config.data.image_width)
+  support = {"map": x.integers(0, config.data.num_classes, (2, *hw)).astype(np.int32),
+             "image": x.uniform(-1, 1, (2, *hw, 3)).astype(np.float32),
+             "ref": x.uniform(-1, 1, (2, *hw, 3)).astype(np.float32)}
+  with_rates, _ = adapt.adapt(inner, gp, support, jax.random.PRNGKey(0))
+  without, _ = adapt.adapt(inner, adapt.networks(gp), support, jax.random.PRNGKey(0))
+  diff = sum(float(np.abs(np.asarray(u) - np.asarray(v)).sum())
+             for u, v in zip(jax.tree.leaves(adapt.networks(with_rates)),
+                             jax.tree.leaves(without)))
+  assert diff > 0

@@ -13,8 +13,8 @@ symmetric (the players' cross terms differ), so
 
 g_G the G block with L_G^query, g_D the D block with L_D^query. Each of the two linear
 systems (J + lam I)^T x = v is solved matrix-free from vector-Jacobian products of F
-with a solver for non-symmetric systems (lineax GMRES or BiCGStab; conjugate gradient
-assumes symmetry and is wrong here). Nothing of the unroll is kept, so memory does not
+with a solver for non-symmetric systems (GMRES or BiCGStab, :mod:`krylov`; conjugate
+gradient assumes symmetry and is wrong here). Nothing of the unroll is kept, so memory does not
 depend on K. The inner steps approximate theta*: more steps, or a larger lam, bring the
 estimate closer to the true implicit gradient.
 """
@@ -23,11 +23,12 @@ from typing import Callable, Tuple
 
 import jax
 import jax.numpy as jnp
-import lineax as lx
+from jax.flatten_util import ravel_pytree
 
 from bil_jax import adapt as adapt_lib
 from bil_jax import gan
 from bil_jax.estimators import core
+from bil_jax.estimators import krylov
 
 SOLVERS = ("gmres", "bicgstab")
 # The game gradient F at theta* draws dropout from its own stream of the task's key.
@@ -62,20 +63,18 @@ def solve_transposed(f: Callable, theta_star, v, lam: float, solver: str = "gmre
     (x, {'residual': ||(J + lam I)^T x - v|| / ||v||, 'iterations': steps taken}).
   """
   _, vjp = jax.vjp(f, theta_star)
-  matvec = lambda x: jax.tree.map(lambda a, b: a + lam * b, vjp(x)[0], x)
-  op = lx.FunctionLinearOperator(matvec, jax.eval_shape(lambda: v))
-  if solver == "gmres":
-    method = lx.GMRES(rtol=tol, atol=tol, max_steps=max_iters, restart=min(20, max_iters))
-  elif solver == "bicgstab":
-    method = lx.BiCGStab(rtol=tol, atol=tol, max_steps=max_iters)
-  else:
+  flat_v, unravel = ravel_pytree(v)
+
+  def matvec(x_flat):
+    x = unravel(x_flat)
+    return ravel_pytree(jax.tree.map(lambda a, b: a + lam * b, vjp(x)[0], x))[0]
+
+  if solver not in SOLVERS:
     raise ValueError(f"meta.estimator_options solver={solver!r} is not one of {SOLVERS}")
-  sol = lx.linear_solve(op, v, method, throw=False)
-  x = sol.value
-  r = jax.tree.map(lambda a, b: a - b, matvec(x), v)
-  norm = lambda t: jnp.sqrt(sum(jnp.sum(a * a) for a in jax.tree.leaves(t)))
-  return x, {"residual": norm(r) / jnp.maximum(norm(v), 1e-30),
-             "iterations": jnp.asarray(sol.stats["num_steps"], jnp.float32)}
+  solve = krylov.gmres if solver == "gmres" else krylov.bicgstab
+  x_flat, iterations = solve(matvec, flat_v, tol, max_iters)
+  res = jnp.linalg.norm(matvec(x_flat) - flat_v) / jnp.maximum(jnp.linalg.norm(flat_v), 1e-30)
+  return unravel(x_flat), {"residual": res, "iterations": iterations.astype(jnp.float32)}
 
 
 def implicit(loop, params, task, rng, frozen=None, *, lam: float = 1.0,
