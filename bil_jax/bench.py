@@ -1,7 +1,7 @@
 r"""Meta-gradient estimator benchmark on any experiment config: cost, fidelity, outcome.
 
   python -m bil_jax.bench --config=configs/synthetic.py --out=/tmp/bench
-  python -m bil_jax.bench --config=configs/faceforensics_pg2.py:smoke --out=/tmp/bench_ff
+  python -m bil_jax.bench --config=configs/faces.py:pg2,smoke --out=/tmp/bench_ff
   python -m bil_jax.bench --config=configs/synthetic.py --config.model.ngf=8 \
       --estimators=second_order,first_order,reptile,truncated:backprop_steps=1 \
       --remat=none,step,nested --inner_steps=1,5,10 --meta_batch=1,5 --out=/tmp/sweep
@@ -17,19 +17,14 @@ comma-separated lists and default to the config's own value: ``--estimators`` (w
 per-estimator options, ``es:pairs=16,sigma=0.02,truncated:backprop_steps=2``),
 ``--remat`` (none|step|nested), ``--inner_steps`` (K), ``--meta_batch`` (M).
 
-1. **Cost** (always): every (estimator, remat, K, M) runs in a fresh process
-   (``bil_jax.bench_worker``) so its peak memory is its own: compile time, median step
-   time, peak memory, FLOPs, FLOP/s and share of the conv peak measured in this run
-   (:mod:`bil_jax.bench_cost`).
-2. **Fidelity** (``--fidelity``, on unless second_order is the only estimator): each
-   estimator's per-task meta-gradient against second_order's, G and D apart
-   (:mod:`bil_jax.bench_fidelity`).
-3. **Outcome** (``--outcome``): pre-train once, meta-train each estimator from that
-   checkpoint for the same meta-steps and for the same meta-step time, compare the
-   held-out query L1 after IS adaptation (:mod:`bil_jax.bench_outcome`).
+1. **Cost** (always, :mod:`bil_jax.bench_cost`): each (estimator, remat, K, M) in a fresh
+   process: compile time, step time, peak memory, FLOPs, FLOP/s, share of the conv peak.
+2. **Fidelity** (``--fidelity``, :mod:`bil_jax.bench_fidelity`): each estimator's per-task
+   meta-gradient against second_order's, G and D apart.
+3. **Outcome** (``--outcome``, :mod:`bil_jax.bench_outcome`): pre-train once, meta-train
+   each estimator for the same steps and the same time, compare held-out query L1.
 
-When the perceptual term is on (loss.lambda_b > 0) and loss.vgg_weights is empty, a
-randomly initialised LPIPS-VGG is written to OUT and used (the output says so).
+With loss.lambda_b > 0 and no loss.vgg_weights, a random LPIPS-VGG is written to OUT and used.
 Outputs: OUT/bench.json ({'cost', 'fidelity', 'outcome', 'peaks', 'notes', 'config'}),
 OUT/bench.md, OUT/bench.png (cost against K), OUT/fidelity.png, OUT/outcome.png.
 """
@@ -43,48 +38,17 @@ from typing import Callable, List, Optional
 
 from bil_jax import bench_common, bench_report, cli
 from bil_jax.bench_common import EstimatorSpec
+from bil_jax.bench_presets import PRESETS, apply_preset
 
 RECORD_KEYS = ("model", "estimator", "remat", "inner_steps", "meta_batch", "step_time_s",
                "compile_time_s", "peak_memory_bytes", "flops", "flops_per_s",
                "peak_flops_per_s")
 
-_TORCH_REF = {"model.name": "pix2pix", "data.image_height": 32, "data.image_width": 32,
-              "model.ngf": 16, "model.ndf": 16, "data.num_classes": 8, "data.shots": 5,
-              "data.queries": 5, "model.d_layers": 3, "loss.lambda_b": 0.0,
-              "meta.inner_optimizer": {"name": "sgd", "lr": 1e-4, "clip": 0.0,
-                                       "schedule": {"name": ""}}}
-# Presets: config overrides (on top of --config; --config.* flags win) and sweep flags.
-PRESETS = {
-    # The PyTorch reference configurations of issue 6 (bil_jax.bench_torch).
-    "torch_ref_32": dict(config=_TORCH_REF, inner_steps="5", meta_batch="5",
-                         estimators="second_order,first_order", remat="none", fidelity=False),
-    "torch_ref_64": dict(config=dict(_TORCH_REF, **{"data.image_height": 64,
-                                                    "data.image_width": 64,
-                                                    "model.ngf": 32, "model.ndf": 32}),
-                         inner_steps="5", meta_batch="5", estimators="second_order,first_order",
-                         remat="none", fidelity=False),
-    # A few minutes on 2 CPU cores: 32x32 ngf 8, K 1/5, M 1, remat step/none.
-    "quick": dict(config={"model.name": "pix2pix", "data.image_height": 32,
-                          "data.image_width": 32, "model.ngf": 8, "model.ndf": 8,
-                          "loss.lambda_b": 0.0},
-                  inner_steps="1,5", meta_batch="1", estimators="second_order,first_order,reptile",
-                  remat="step,none", repeats=3, fidelity=False),
-}
 SWEEP_DEFAULTS = dict(estimators="second_order,first_order,reptile", remat="", inner_steps="",
                       meta_batch="", repeats=5, warmup=1, torch=False, peak_size="large",
                       isolate=True, fidelity=None, fidelity_seeds=2, fidelity_tasks=0,
                       fidelity_data="config", outcome=False, outcome_steps=10,
                       outcome_budget_s=0.0, title="", flops=True)
-
-
-def apply_preset(config, name: str, opts: dict, user_keys=()) -> dict:
-  """Applies preset ``name``'s config overrides except the keys in ``user_keys`` (given on
-  the command line) and returns ``opts`` with the preset's sweep flags filled in."""
-  p = dict(PRESETS[name])
-  for k, v in p.pop("config").items():
-    if k not in user_keys:
-      bench_common.set_key(config, k, v)
-  return dict(opts, **{k: v for k, v in p.items() if k not in opts}, title=f"preset {name}")
 
 
 def _ints(s, flag: str) -> List[int]:

@@ -9,8 +9,15 @@ from bil_jax import config_lib
 
 
 def get_config(arg: str = "pix2pix"):
+  """``arg``: the model ('pix2pix', default, or 'pg2'), optionally with ',smoke' (tiny
+  sizes and steps, for checks that it builds and runs)."""
+  tokens = [t for t in (arg or "").replace(":", ",").split(",") if t]
+  models = [t for t in tokens if t in ("pix2pix", "pg2")]
+  if set(tokens) - {"pix2pix", "pg2", "smoke"} or len(models) > 1:
+    raise ValueError(f"configs/synthetic.py: config argument {arg!r}: use pix2pix or pg2, "
+                     "optionally with ,smoke")
   c = config_lib.base_config()
-  c.model.name = arg or "pix2pix"
+  c.model.name = models[0] if models else "pix2pix"
   # Scenes come in families (like the clips of one city or identity): a family shares
   # layout statistics and a look, each scene jitters around it (bil_jax/data/synthetic.py).
   c.data.num_families = 10
@@ -53,5 +60,8 @@ def get_config(arg: str = "pix2pix"):
     # first steps move every parameter by ~lr) changed single test tasks' SSIM by -0.16
     # to +0.08 in a screen on 8 test tasks; at 2e-4 the changes are small.
     c.eval.aux_lr = 2e-4
+  if "smoke" in tokens:
+    config_lib.make_smoke(c, height=32, width=32, pairs_per_task=8)
+    c.data.num_families = 2
   c.lock()
   return c
