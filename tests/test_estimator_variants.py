@@ -28,11 +28,7 @@ def _assert_trees_equal(a, b, rtol=0.0):
 def test_truncated_all_steps_is_second_order_and_none_is_first_order():
   """T = K equals second_order and T = 0 equals first_order (float64, to rounding)."""
   with jax.enable_x64(True):
-    sp = tiny.spec(lambda_a=0.5)
-    lp = tiny.loop(sp, "adam", lr=0.01, steps=3)
-    params = tiny.init_params(sp, seed=1, dtype=jnp.float64)
-    task = tiny.task(3, dtype=np.float64)
-    rng = jax.random.PRNGKey(0)
+    _, lp, params, task, rng = tiny.problem64("adam", lr=0.01, steps=3)
     _assert_trees_equal(_grads("truncated", lp, params, task, rng, backprop_steps=3),
                         _grads("second_order", lp, params, task, rng), rtol=1e-12)
     _assert_trees_equal(_grads("truncated", lp, params, task, rng, backprop_steps=0),
@@ -42,17 +38,14 @@ def test_truncated_all_steps_is_second_order_and_none_is_first_order():
 def test_truncated_matches_finite_differences_of_its_definition():
   """g = d/dtheta L_query(Run_T(theta + c)) with c = theta_{K-T} - theta held fixed."""
   with jax.enable_x64(True):
-    sp = tiny.spec(lambda_a=0.5)
     k, t = 3, 2
-    lp = tiny.loop(sp, "sgd", lr=0.1, steps=k)
-    params = tiny.init_params(sp, seed=2, dtype=jnp.float64)
-    task = tiny.task(4, dtype=np.float64)
-    rng = jax.random.PRNGKey(1)
+    _, lp, params, task, rng = tiny.problem64("sgd", lr=0.1, steps=k, seed=2, task_seed=4,
+                                              rng_seed=1)
     grads = _grads("truncated", lp, params, task, rng, backprop_steps=t)
     s0 = gan.init_opt_state(lp.optimizer, params)
     head, head_s, _ = core.run_steps(lp, params, s0, task["support"], rng, None, 0, k - t)
     offset = jax.tree.map(lambda h, p: h - p, head, params)
-    flat, unravel = ravel_pytree(params)
+    _, unravel = ravel_pytree(params)
 
     @jax.jit
     def f(x):
@@ -60,15 +53,7 @@ def test_truncated_matches_finite_differences_of_its_definition():
       out, _, _ = core.run_steps(lp, start, head_s, task["support"], rng, None, k - t, t)
       return jnp.stack(core.query_losses(lp, out, task, rng)[0])
 
-    vrng = np.random.default_rng(0)
-    for net, which in (("G", 0), ("D", 1)):
-      v = jax.tree.map(jnp.zeros_like, params)
-      v[net] = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape)), params[net])
-      vflat = ravel_pytree(v)[0]
-      eps = 1e-6
-      fd = (f(flat + eps * vflat)[which] - f(flat - eps * vflat)[which]) / (2 * eps)
-      analytic = ravel_pytree(grads[net])[0] @ ravel_pytree(v[net])[0]
-      assert abs(fd - analytic) <= 1e-6 * max(abs(fd), 1e-3), (net, fd, analytic)
+    tiny.assert_matches_directional_fd(f, grads, params, eps=1e-6, rtol=1e-6)
 
 
 def test_truncated_rejects_too_many_steps():
@@ -87,11 +72,8 @@ def _cosine(a, b):
 def test_es_agrees_with_second_order_with_many_pairs():
   """Small sigma, many antithetic pairs: cosine similarity with the exact one > 0.9."""
   with jax.enable_x64(True):
-    sp = tiny.spec(lambda_a=0.5)
-    lp = tiny.loop(sp, "sgd", lr=0.1, steps=2)
-    params = tiny.init_params(sp, seed=3, dtype=jnp.float64)
-    task = tiny.task(5, dtype=np.float64)
-    rng = jax.random.PRNGKey(2)
+    _, lp, params, task, rng = tiny.problem64("sgd", lr=0.1, steps=2, seed=3, task_seed=5,
+                                              rng_seed=2)
     exact = _grads("second_order", lp, params, task, rng)
     est = _grads("es", lp, params, task, rng, pairs=4000, sigma=1e-4)
     for net in ("G", "D"):

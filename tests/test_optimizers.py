@@ -103,19 +103,8 @@ def test_second_order_through_other_optax_inner_optimizers_matches_fd(name, kwar
   """The second-order meta-gradient through K=2 steps of an inner optimizer given only by
   its optax name and kwargs equals float64 central finite differences (1e-5 relative)."""
   with jax.enable_x64(True):
-    sp = tiny.spec(lambda_a=0.5)
-    lp = tiny.loop(sp, name, lr=lr, steps=2, **kwargs)
-    params = tiny.init_params(sp, seed=1, dtype=jnp.float64)
-    task = tiny.task(3, dtype=np.float64)
-    rng = jax.random.PRNGKey(0)
+    _, lp, params, task, rng = tiny.problem64(name, lr=lr, steps=2, **kwargs)
     grads, _ = jax.jit(functools.partial(estimators.second_order, lp))(params, task, rng)
-    flat, unravel = ravel_pytree(params)
+    _, unravel = ravel_pytree(params)
     f = jax.jit(lambda x: _meta_losses(lp, unravel(x), task, rng))
-    vrng = np.random.default_rng(0)
-    for net, which in (("G", 0), ("D", 1)):
-      v = jax.tree.map(jnp.zeros_like, params)
-      v[net] = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape)), params[net])
-      vflat, _ = ravel_pytree(v)
-      fd = (f(flat + eps * vflat)[which] - f(flat - eps * vflat)[which]) / (2 * eps)
-      analytic = ravel_pytree(grads[net])[0] @ ravel_pytree(v[net])[0]
-      assert abs(fd - analytic) <= 1e-5 * max(abs(fd), 1e-3), (net, fd, analytic)
+    tiny.assert_matches_directional_fd(f, grads, params, eps=eps, rtol=1e-5)

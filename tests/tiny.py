@@ -68,3 +68,31 @@ def loop(sp, optimizer="sgd", lr=0.1, steps=2, remat=False, **kwargs):
     optimizer = optimizers.from_spec(dict(name=optimizer, lr=lr, **kwargs), "tiny.loop")
   opt = optimizer
   return adapt.InnerLoop(sp, opt, steps, remat)
+
+
+def problem64(optimizer="sgd", lr=0.1, steps=2, seed=1, task_seed=3, rng_seed=0,
+              lambda_a=0.5, **kwargs):
+  """A float64 meta-gradient problem: (spec, loop, params, task, rng). Call it under
+  ``jax.enable_x64(True)``."""
+  sp = spec(lambda_a=lambda_a)
+  lp = loop(sp, optimizer, lr=lr, steps=steps, **kwargs)
+  params = init_params(sp, seed=seed, dtype=jnp.float64)
+  return sp, lp, params, task(task_seed, dtype=np.float64), jax.random.PRNGKey(rng_seed)
+
+
+def assert_matches_directional_fd(f, grads, params, eps, rtol, nets=("G", "D"), seed=0):
+  """For each net, <grads[net], v> equals central differences of f(theta)[which] along a
+  random direction v of that net (which: 0 for G, 1 for D). ``f`` takes the raveled
+  ``params``; returns nothing, asserts."""
+  from jax.flatten_util import ravel_pytree  # pylint: disable=g-import-not-at-top
+  flat, _ = ravel_pytree(params)
+  vrng = np.random.default_rng(seed)
+  for net in nets:
+    which = 0 if net == "G" else 1
+    v = jax.tree.map(jnp.zeros_like, params)
+    v[net] = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape), a.dtype),
+                          params[net])
+    vflat = ravel_pytree(v)[0]
+    fd = (f(flat + eps * vflat)[which] - f(flat - eps * vflat)[which]) / (2 * eps)
+    analytic = ravel_pytree(grads[net])[0] @ ravel_pytree(v[net])[0]
+    assert abs(fd - analytic) <= rtol * max(abs(fd), 1e-3), (net, fd, analytic)
