@@ -51,10 +51,15 @@ def two_pullbacks(pullback: Callable, like: jax.Array) -> dict:
   cotangents back in one ``vmap``-ed pass kept both backward passes' buffers live
   (+10% peak memory at torch_ref_32, no faster on CPU; docs/benchmark.md).
   """
+  return split_by_player(*pull_both(pullback, like))
+
+
+def pull_both(pullback: Callable, like: jax.Array) -> Tuple[Any, Any]:
+  """(dL_G/dtheta, dL_D/dtheta), each over all of theta, from the vjp of (L_G, L_D)."""
   one, zero = jnp.ones_like(like), jnp.zeros_like(like)
   (dg,) = pullback((one, zero))
   (dd,) = pullback((zero, one))
-  return split_by_player(dg, dd)
+  return dg, dd
 
 
 def split_by_player(from_g: dict, from_d: dict) -> dict:

@@ -89,9 +89,7 @@ def implicit(loop, params, task, rng, frozen=None, *, lam: float = 1.0,
   star = jax.lax.stop_gradient(star)
   (lg, _), pullback, after = jax.vjp(lambda p: core.query_losses(loop, p, task, rng, frozen),
                                      star, has_aux=True)
-  one, zero = jnp.ones_like(lg), jnp.zeros_like(lg)
-  (vg,) = pullback((one, zero))
-  (vd,) = pullback((zero, one))
+  vg, vd = core.pull_both(pullback, lg)
   f = game_gradient(loop, task["support"], jax.random.fold_in(rng, GAME_STREAM), frozen)
   xg, sg = solve_transposed(f, star, vg, lam, solver, tol, max_iters)
   xd, sd = solve_transposed(f, star, vd, lam, solver, tol, max_iters)

@@ -30,10 +30,9 @@ def meta_sgd(loop, params, task, rng, frozen=None):
                      "(create them with estimators.init_meta_parameters)")
   grads, metrics = second_order(loop, params, task, rng, frozen)
   scale = params[adapt_lib.UPDATE_SCALE]
-  metrics["inner_lr_scale_mean_G"] = jnp.mean(jnp.stack(
-      [jnp.mean(x) for x in jax.tree.leaves(scale["G"])]))
-  metrics["inner_lr_scale_mean_D"] = jnp.mean(jnp.stack(
-      [jnp.mean(x) for x in jax.tree.leaves(scale["D"])]))
+  for net in adapt_lib.NETS:
+    metrics[f"inner_lr_scale_mean_{net}"] = jnp.mean(jnp.stack(
+        [jnp.mean(x) for x in jax.tree.leaves(scale[net])]))
   return grads, metrics
 
 
