@@ -70,6 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
   m.norm = "instance"           # "instance" | "batch" (current-batch statistics)
   m.dropout = 0.5               # dropout of the inner decoder blocks (pix2pix)
   m.d_layers = 3                # PatchGAN n_layers (3 -> 70x70 receptive field)
+  m.dtype = "float32"           # "float32" | "bfloat16": the convolutions' compute dtype
+                                # (parameters, optimizer states, losses stay float32)
 
   # ---- losses (Eq. 4-7) -------------------------------------------------------------
   c.loss = l = ml_collections.ConfigDict()

@@ -4,15 +4,21 @@ All layers are stateless: normalisation uses the statistics of the current input
 norm per sample, or batch norm over the current batch) and keeps no running averages, so a
 model's variables are a single ``'params'`` collection and ``apply`` is a pure function of
 them. Tensors are NHWC float32.
+
+Precision policy (``model.dtype``, see :func:`compute_dtype`): parameters, activations,
+normalisation, losses and metrics are float32; with ``"bfloat16"`` every convolution
+multiplies bfloat16 copies of its input and kernel and accumulates in float32 (the mixed
+precision of GPU tensor cores and TPU MXUs), so only the convolutions' matmuls change.
 """
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 NORM_KINDS = ("instance", "batch")
+DTYPES = ("float32", "bfloat16")
 EPS = 1e-5
 
 # pix2pix (Isola et al.) initialises conv weights from N(0, 0.02); we do the same.
@@ -25,6 +31,23 @@ def check_norm_kind(kind: str) -> str:
     raise ValueError(
         f"model.norm={kind!r} is not supported; use one of {list(NORM_KINDS)}.")
   return kind
+
+
+def compute_dtype(name: str):
+  """The convolution compute dtype for ``model.dtype`` = name: None for "float32" (compute
+  in the input's dtype, so float64 checks stay float64), ``jnp.bfloat16`` for "bfloat16".
+  Raises a one-line ValueError naming ``model.dtype`` for anything else."""
+  if name not in DTYPES:
+    raise ValueError(f"model.dtype={name!r} is not supported; use one of {list(DTYPES)}.")
+  return None if name == "float32" else jnp.bfloat16
+
+
+def _cast_operands(x: jnp.ndarray, kernel: jnp.ndarray, dtype):
+  """(x, kernel, accumulation dtype): both operands in ``dtype`` (None: x's dtype), and the
+  result dtype x had, so a bfloat16 product accumulates and returns in float32."""
+  out = x.dtype
+  dtype = out if dtype is None else dtype
+  return x.astype(dtype), kernel.astype(dtype), out
 
 
 def normalize(x: jnp.ndarray, axes: Sequence[int], eps: float = EPS) -> jnp.ndarray:
@@ -89,7 +112,7 @@ def _shifted_patches(x: jnp.ndarray, kh: int, kw: int, ho: int, wo: int) -> jnp.
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 1,
-           impl: str | None = None) -> jnp.ndarray:
+           impl: str | None = None, dtype=None) -> jnp.ndarray:
   """Cross-correlation of x [B,H,W,C] with kernel [kh,kw,C,O] (HWIO), symmetric zero padding.
 
   Same result as ``lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)))`` in NHWC.
@@ -97,20 +120,25 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 
   stride 1 by a space-to-depth of the padded input (a 4x4/2 conv becomes a 2x2/1 conv on
   4C channels), then the patches are multiplied with the kernel: every op, and every op of
   both gradients, is a slice, pad, transpose or batched matmul.
+  ``dtype`` (e.g. ``jnp.bfloat16``) is the dtype the product is computed in; the result
+  is accumulated and returned in x's dtype. None: x's dtype throughout.
   """
   impl = conv_impl(impl)
+  x, kernel, out = _cast_operands(x, kernel, dtype)
   kh, kw, c, o = kernel.shape
   if impl == "xla" or stride not in (1, 2) or (stride == 2 and (kh % 2 or kw % 2)):
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride),
                                         ((padding, padding), (padding, padding)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        preferred_element_type=out)
   b, h, w, _ = x.shape
   ho = (h + 2 * padding - kh) // stride + 1
   wo = (w + 2 * padding - kw) // stride + 1
   if stride == 1:
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     patches = _shifted_patches(xp, kh, kw, ho, wo)
-    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
+    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o),
+                      preferred_element_type=out)
   # stride 2: pad to an even size, space-to-depth (phase ry, rx), then a stride-1 conv with
   # taps ty = (i - ry) / 2 of kernel row i = 2 ty + ry.
   hp, wp = 2 * (ho + kh // 2 - 1), 2 * (wo + kw // 2 - 1)
@@ -120,40 +148,43 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 
   xs = xs.reshape(b, hp // 2, wp // 2, 4 * c)                     # channels (ry, rx, c)
   ks = kernel.reshape(kh // 2, 2, kw // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
   patches = _shifted_patches(xs, kh // 2, kw // 2, ho, wo)        # (ty, tx, ry, rx, c)
-  return jnp.einsum("bhwk,ko->bhwo", patches, ks.reshape(kh * kw * c, o))
+  return jnp.einsum("bhwk,ko->bhwo", patches, ks.reshape(kh * kw * c, o),
+                    preferred_element_type=out)
 
 
 class Conv(nn.Module):
   """``nn.Conv`` (NHWC, HWIO 'kernel', optional 'bias', same names, shapes and init) for
-  square kernels with symmetric padding, computed by :func:`conv2d`."""
+  square kernels with symmetric padding, computed by :func:`conv2d` in ``dtype`` (None:
+  the input's dtype; see the module's precision policy)."""
   features: int
   kernel: int = 4
   stride: int = 1
   padding: int = 1
   use_bias: bool = True
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     k = self.param("kernel", conv_init, (self.kernel, self.kernel, x.shape[-1], self.features),
                    jnp.float32)
-    y = conv2d(x, k.astype(x.dtype), self.stride, self.padding)
+    y = conv2d(x, k.astype(x.dtype), self.stride, self.padding, dtype=self.dtype)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
 
 
 def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1,
-         use_bias: bool = True, name: str | None = None) -> Conv:
+         use_bias: bool = True, name: str | None = None, dtype: Any = None) -> Conv:
   """A k x k convolution padded like PyTorch's ``Conv2d(padding=padding)``.
 
   out = floor((in + 2 * padding - kernel) / stride) + 1, e.g. 4x4 stride 2 padding 1 halves
   an even size. Same variables as ``nn.Conv`` (see :class:`Conv`).
   """
-  return Conv(features, kernel, stride, padding, use_bias, name=name)
+  return Conv(features, kernel, stride, padding, use_bias, dtype, name=name)
 
 
 def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
-                           impl: str | None = None) -> jnp.ndarray:
+                           impl: str | None = None, dtype=None) -> jnp.ndarray:
   """``nn.ConvTranspose(O, (4, 4), strides=2, padding=2)`` computed as 4 phase convolutions.
 
   Along one axis the transposed convolution gives out[2m] = x[m-1] K[0] + x[m] K[2] and
@@ -168,10 +199,12 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
     x: [B,H,W,C].
     kernel: [4,4,C,O] in ``nn.ConvTranspose`` layout (transpose_kernel=False).
     impl: "xla" or "matmul"; default :func:`conv_impl`.
+    dtype: compute dtype of the products (None: x's), accumulated in x's dtype.
 
   Returns:
     [B,2H,2W,O].
   """
+  x, kernel, out = _cast_operands(x, kernel, dtype)
   b, h, w, c = x.shape
   phases = []
   if conv_impl(impl) == "matmul":
@@ -181,13 +214,14 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
       for ax in (0, 1):
         patches = _shifted_patches(xp[:, ay:ay + h + 1, ax:ax + w + 1], 2, 2, h, w)
         phases.append(jnp.einsum("bhwk,ko->bhwo", patches,
-                                 kernel[ay::2, ax::2].reshape(4 * c, -1)))
+                                 kernel[ay::2, ax::2].reshape(4 * c, -1),
+                                 preferred_element_type=out))
   else:
     for ay in (0, 1):
       for ax in (0, 1):
         phases.append(jax.lax.conv_general_dilated(
             x, kernel[ay::2, ax::2], (1, 1), ((1 - ay, ay), (1 - ax, ax)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC")))
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=out))
   y = jnp.stack(phases, axis=3).reshape(b, h, w, 2, 2, -1)   # [B,H,W,ay,ax,O]
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
 
@@ -198,23 +232,25 @@ class UpConv(nn.Module):
   Same parameters ('kernel' [4,4,C,O], optional 'bias' [O]) and outputs as
   ``nn.ConvTranspose(O, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))``, which matches
   the geometry of PyTorch's ``ConvTranspose2d(kernel_size=4, stride=2, padding=1)``
-  (with the kernel flipped); computed by :func:`transposed_conv_4x4_s2`.
+  (with the kernel flipped); computed by :func:`transposed_conv_4x4_s2` in ``dtype``.
   """
   features: int
   use_bias: bool = True
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    y = transposed_conv_4x4_s2(x, kernel.astype(x.dtype))
+    y = transposed_conv_4x4_s2(x, kernel.astype(x.dtype), dtype=self.dtype)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
 
 
-def up_conv(features: int, use_bias: bool = True, name: str | None = None) -> UpConv:
+def up_conv(features: int, use_bias: bool = True, name: str | None = None,
+            dtype: Any = None) -> UpConv:
   """4x4 stride-2 transposed convolution that exactly doubles H and W (see :class:`UpConv`)."""
-  return UpConv(features, use_bias=use_bias, name=name)
+  return UpConv(features, use_bias=use_bias, dtype=dtype, name=name)
 
 
 def leaky_relu(x: jnp.ndarray) -> jnp.ndarray:
@@ -294,12 +330,15 @@ class UNetGenerator(nn.Module):
     norm: "instance" | "batch" (see ``Norm``).
     out_channels: channels of the output image.
     in_channels: if set, the input's channel count is checked against it.
+    dtype: the convolutions' compute dtype (None: float32 / the input's; see
+      :func:`compute_dtype`).
   """
   depth: int
   ngf: int = 64
   norm: str = "instance"
   out_channels: int = 3
   in_channels: int | None = None
+  dtype: Any = None
 
   def check_input(self, x: jnp.ndarray, min_depth: int, what: str) -> int:
     """Raises a one-line ValueError for a depth below ``min_depth``, an input x [B, H, W, C]

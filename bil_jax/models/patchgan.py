@@ -9,6 +9,8 @@ structure map by channel concatenation: D(concat(structure, image)) -> patch log
 Every conv has padding 1 (as in PyTorch), so n_layers = 3 has a 70x70 receptive field and a
 32x32 input gives 2x2 logits, 128x256 gives 14x30.
 """
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -37,6 +39,7 @@ class PatchGAN(nn.Module):
   ndf: int = 64
   n_layers: int = 3
   norm: str = "instance"
+  dtype: Any = None  # the convolutions' compute dtype (layers.compute_dtype)
 
   @nn.compact
   def __call__(self, structure: jnp.ndarray, image: jnp.ndarray) -> jnp.ndarray:
@@ -53,11 +56,11 @@ class PatchGAN(nn.Module):
           f"PatchGAN: image size {image.shape[1]}x{image.shape[2]} is too small for "
           f"model.d_layers={self.n_layers}.")
     h = jnp.concatenate([structure, image], axis=-1)
-    h = layers.conv(self.ndf, kernel=4, stride=2, padding=1, name="conv_0")(h)
+    h = layers.conv(self.ndf, kernel=4, stride=2, padding=1, name="conv_0", dtype=self.dtype)(h)
     h = layers.leaky_relu(h)
     for i in range(1, self.n_layers + 1):
       stride = 2 if i < self.n_layers else 1
       h = layers.conv(self.ndf * min(2 ** i, 8), kernel=4, stride=stride, padding=1,
-                      use_bias=False, name=f"conv_{i}")(h)
+                      use_bias=False, name=f"conv_{i}", dtype=self.dtype)(h)
       h = layers.leaky_relu(layers.Norm(self.norm, name=f"norm_{i}")(h))
-    return layers.conv(1, kernel=4, stride=1, padding=1, name="logits")(h)
+    return layers.conv(1, kernel=4, stride=1, padding=1, name="logits", dtype=self.dtype)(h)

@@ -23,7 +23,7 @@ ch(i) = ngf * (i + 1) channels, i = 0 ... n.
   head:       Conv3x3(3) -> tanh
   ResBlock(c)(h) = h + Norm(Conv3x3(ReLU(Norm(Conv3x3(h)))))
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -51,13 +51,16 @@ def level_width(ngf: int, i: int) -> int:
 class ResBlock(nn.Module):
   """h + Norm(Conv3x3(ReLU(Norm(Conv3x3(h))))); [B, H, W, C] -> [B, H, W, C]."""
   norm: str = "instance"
+  dtype: Any = None  # the convolutions' compute dtype (layers.compute_dtype)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     c = x.shape[-1]
-    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0")(x)
+    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0",
+                    dtype=self.dtype)(x)
     h = nn.relu(layers.Norm(self.norm, name="norm_0")(h))
-    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1")(h)
+    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1",
+                    dtype=self.dtype)(h)
     h = layers.Norm(self.norm, name="norm_1")(h)
     return x + h
 
@@ -74,24 +77,27 @@ class PG2Generator(layers.UNetGenerator):
     """x: [B, H, W, 3 + C] float32. ``train`` is accepted for API symmetry (no dropout)."""
     del train
     n = self.check_input(x, 1, "PG2 generator")
-    h = layers.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem")(x)
+    h = layers.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem",
+                    dtype=self.dtype)(x)
     skips = []
     for i in range(n):
-      h = ResBlock(self.norm, name=f"enc_res_{i}")(h)
+      h = ResBlock(self.norm, self.dtype, name=f"enc_res_{i}")(h)
       skips.append(h)
       h = layers.conv(level_width(self.ngf, i + 1), kernel=4, stride=2, padding=1,
-                      use_bias=False, name=f"down_{i}")(h)
+                      use_bias=False, name=f"down_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"down_norm_{i}")(h))
-    h = ResBlock(self.norm, name="bottleneck")(h)
+    h = ResBlock(self.norm, self.dtype, name="bottleneck")(h)
     for i in reversed(range(n)):
       c = level_width(self.ngf, i)
-      h = layers.up_conv(c, use_bias=False, name=f"up_{i}")(h)
+      h = layers.up_conv(c, use_bias=False, name=f"up_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"up_norm_{i}")(h))
       h = jnp.concatenate([h, skips[i]], axis=-1)
-      h = layers.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}")(h)
+      h = layers.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}",
+                      dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"merge_norm_{i}")(h))
-      h = ResBlock(self.norm, name=f"dec_res_{i}")(h)
-    h = layers.conv(self.out_channels, kernel=3, padding=1, name="head")(h)
+      h = ResBlock(self.norm, self.dtype, name=f"dec_res_{i}")(h)
+    h = layers.conv(self.out_channels, kernel=3, padding=1, name="head",
+                    dtype=self.dtype)(h)
     return jnp.tanh(h)
 
 
@@ -110,4 +116,5 @@ depth = pg2_depth  # (image_hw, num_downs) -> number of down-samplings
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
   """The residual U-Net of ``model_cfg`` (ngf, norm, num_downs) for C classes and (H, W)."""
   return PG2Generator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
-                      norm=model_cfg.norm, in_channels=in_channels(num_classes))
+                      norm=model_cfg.norm, in_channels=in_channels(num_classes),
+                      dtype=layers.compute_dtype(model_cfg.get("dtype", "float32")))

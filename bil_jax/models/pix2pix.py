@@ -15,7 +15,7 @@ original's (n = 8 is ``unet_256``, n = 7 ``unet_128``; n <= 5 has no dropout blo
 original). The innermost encoder has no norm (its output is 1x1 when the depth is derived,
 where instance norm would give zeros).
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -63,7 +63,7 @@ class UnetGenerator(layers.UNetGenerator):
       if i > 0:
         h = layers.leaky_relu(h)
       h = layers.conv(level_width(self.ngf, i), kernel=4, stride=2, padding=1,
-                      use_bias=not with_norm, name=f"down_{i}")(h)
+                      use_bias=not with_norm, name=f"down_{i}", dtype=self.dtype)(h)
       if with_norm:
         h = layers.Norm(self.norm, name=f"down_norm_{i}")(h)
       skips.append(h)
@@ -73,9 +73,10 @@ class UnetGenerator(layers.UNetGenerator):
         h = jnp.concatenate([skips[i], h], axis=-1)
       h = nn.relu(h)
       if i == 0:
-        h = layers.up_conv(self.out_channels, use_bias=True, name="up_0")(h)
+        h = layers.up_conv(self.out_channels, use_bias=True, name="up_0", dtype=self.dtype)(h)
         return jnp.tanh(h)
-      h = layers.up_conv(level_width(self.ngf, i - 1), use_bias=False, name=f"up_{i}")(h)
+      h = layers.up_conv(level_width(self.ngf, i - 1), use_bias=False, name=f"up_{i}",
+                         dtype=self.dtype)(h)
       h = layers.Norm(self.norm, name=f"up_norm_{i}")(h)
       if self.dropout > 0 and has_dropout(i, n):
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -98,4 +99,5 @@ def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
   """The U-Net of ``model_cfg`` (ngf, norm, dropout, num_downs) for C classes and (H, W)."""
   return UnetGenerator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
                        norm=model_cfg.norm, dropout=float(model_cfg.dropout),
-                       in_channels=in_channels(num_classes))
+                       in_channels=in_channels(num_classes),
+                       dtype=layers.compute_dtype(model_cfg.get("dtype", "float32")))
