@@ -43,7 +43,8 @@ class Phase:
     probe: ``params -> (scalars, columns)``: held-out scalars and the image columns
       [R,H,W,3] of a sample grid.
     probe_every: steps between probes (and at step 0 of a fresh start, and the last step).
-    place: puts the host state's 'params' and 'opt_state' on devices (e.g. replicated).
+    place: puts the host state's 'params' and 'opt_state' on devices (default: the
+      default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
   """
@@ -55,8 +56,13 @@ class Phase:
   step: Callable
   probe: Callable[[Any], Tuple[dict, list]]
   probe_every: int
-  place: Callable[[dict], dict] = lambda state: state
+  place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+
+
+def default_place(state: dict) -> dict:
+  """The host state's 'params' and 'opt_state' on the default device."""
+  return jax.device_put({k: state[k] for k in ("params", "opt_state")})
 
 
 def fault_hook(phase: str, done: int, batch: Any) -> Any:
@@ -93,7 +99,7 @@ class _Run:
     self.phase, self.out, self.config = phase, out, config
     self.total = int(phase.schedule.steps)
     self.writer = metric_writers.create_default_writer(
-        out, just_logging=jax.process_index() > 0)
+        out, just_logging=jax.process_index() > 0)  # process 0 writes the summaries
     self.ckpt = checkpoint.Checkpointer(os.path.join(out, "checkpoints"))
     self.history: List[Tuple[int, dict]] = []
     self.skips = 0
