@@ -6,6 +6,8 @@ Guarantees:
 * Saves are Orbax's atomic saves (written to a temporary directory, then renamed), so
   a process killed mid-save (even with SIGKILL) leaves the previous checkpoint intact;
   leftover temporary directories are removed on the next start.
+* Saves are asynchronous: :meth:`Checkpointer.save` returns once the state is on the
+  host; the next save, a restore and :meth:`Checkpointer.close` wait for the write.
 * A state with a NaN or Inf in any floating-point leaf is never written
   (:class:`NonFiniteStateError`).
 * Restoring takes the newest checkpoint that can be read. An unreadable one (truncated,
@@ -73,8 +75,14 @@ class Checkpointer:
   def _new_manager(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
-                                             cleanup_tmp_directories=True),
+        # Asynchronous saves: save() returns once the state is on the host and Orbax
+        # writes it in a background thread; the next save, a restore and close() wait
+        # for it. Saving never depends on whether a write is in flight (that differs
+        # between processes, which must all save the same steps).
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=self.max_to_keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=True,
+            enable_should_save_is_saving_in_progress_check=False),
         item_handlers=ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> list:
@@ -85,7 +93,8 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def save(self, step: int, state: Any) -> None:
-    """Saves ``state`` as checkpoint ``step`` (no-op if that step exists) and waits.
+    """Starts saving ``state`` as checkpoint ``step`` (no-op if that step exists); Orbax
+    writes it in the background (after the previous save is complete).
 
     The state is fetched to host numpy arrays first (replicated arrays: every process
     holds the whole state), so process 0 writes it and a run on any device or process
@@ -102,8 +111,7 @@ class Checkpointer:
       raise NonFiniteStateError(
           f"refusing to checkpoint step {step} to {self.directory}: non-finite values in "
           f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
-    self._manager.save(step, args=ocp.args.StandardSave(state))
-    self._manager.wait_until_finished()
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def _set_aside(self, step: int) -> None:
     """Moves an unreadable step to ``<directory>.unreadable/<step>`` (the caller is the
@@ -164,6 +172,7 @@ class Checkpointer:
       CheckpointError: there are checkpoints but none can be read, or a process could not
         restore the step process 0 read.
     """
+    self._manager.wait_until_finished()
     state = None
     if jax.process_index() == 0:
       chosen, state, moved = self._first_readable(target, step)
@@ -192,8 +201,11 @@ class Checkpointer:
     return state, chosen
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the save in flight, if any, and releases the manager (idempotent)."""
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()
+      self._manager = None
 
 
 def latest_params(directory: str) -> Optional[Any]:

@@ -12,6 +12,7 @@ A state is ``{'step': int64 [], 'params': {'G', 'D'}, 'opt_state': ...}``. Every
 choice is a function of the config's seed and the step, so a resumed phase continues
 exactly as an uninterrupted one would.
 """
+import contextlib
 import dataclasses
 import logging
 import os
@@ -147,6 +148,16 @@ class _Run:
       self.phase.record(self.out, self.history, first_step, completed)
 
 
+@contextlib.contextmanager
+def _closing(ckpt: checkpoint.Checkpointer):
+  """Closes ``ckpt`` if the steps stop on an error, so that a save in flight completes."""
+  try:
+    yield
+  except BaseException:
+    ckpt.close()
+    raise
+
+
 def run_phase(phase: Phase, config, workdir: str) -> dict:
   """Runs ``phase`` from its newest checkpoint (or step 0) to ``schedule.steps``.
 
@@ -174,7 +185,7 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
     scalars = run.probe(0, params, grid=True)
     run.writer.write_scalars(0, scalars)
   signals = reliability.PreemptionSignals()
-  with signals:
+  with signals, _closing(run.ckpt):
     for step in range(start, run.total):
       done = step + 1
       batch = fault_hook(phase.name, done, phase.sample(step))

@@ -196,6 +196,8 @@ def test_a_failed_collective_restore_moves_nothing(tmp_path, monkeypatch):
   ckpt = checkpoint.Checkpointer(directory)
   state = {"step": np.asarray(1, np.int64), "params": {"w": np.arange(3, dtype=np.float32)}}
   ckpt.save(1, state)
+  ckpt.close()  # the save is complete
+  ckpt = checkpoint.Checkpointer(directory)
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   monkeypatch.setattr(checkpoint.parallel, "broadcast_from_main",
                       lambda v: np.asarray(v, np.int32))
