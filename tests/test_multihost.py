@@ -204,7 +204,8 @@ def test_a_failed_collective_restore_moves_nothing(tmp_path, monkeypatch):
 
   def coordination_error(*args, **kwargs):
     raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out\nmore lines")
-  monkeypatch.setattr(ckpt._manager, "restore", coordination_error)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  monkeypatch.setattr(ckpt._manager, "restore", coordination_error)
   with pytest.raises(checkpoint.CheckpointError, match="could not restore checkpoint 1 ") as e:
     ckpt.restore(state)
   assert "\n" not in str(e.value) and "nothing was moved" in str(e.value)
