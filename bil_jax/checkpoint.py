@@ -6,20 +6,32 @@ Guarantees:
 * Saves are Orbax's atomic saves (written to a temporary directory, then renamed), so
   a process killed mid-save (even with SIGKILL) leaves the previous checkpoint intact;
   leftover temporary directories are removed on the next start.
+* Saves are asynchronous: :meth:`Checkpointer.save` returns once the state is on the
+  host; the next save, a restore and :meth:`Checkpointer.close` wait for the write.
 * A state with a NaN or Inf in any floating-point leaf is never written
   (:class:`NonFiniteStateError`).
 * Restoring takes the newest checkpoint that can be read. An unreadable one (truncated,
   corrupted, half-deleted) gives a warning, is moved aside to ``<directory>.unreadable/``
   (so that the run can save that step again) and the one before it is tried.
+* Several processes save and restore together (Orbax multi-host; process 0 writes the
+  host arrays). Process 0 alone decides which checkpoints are unreadable, by reading
+  them without any collective, and tells the others; a failure of the joint restore
+  after that is a CheckpointError and moves nothing.
 """
 import logging
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Tuple
 
+from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from bil_jax import parallel
+
+_ITEM = "default"  # the folder of a CheckpointManager step holding its one item
+_NONE, _UNREADABLE = -1, -2  # restore's decisions besides a step number
 
 
 class CheckpointError(RuntimeError):
@@ -40,6 +52,18 @@ def nonfinite_leaves(tree: Any) -> list:
   return bad
 
 
+def host_target(target: Any, metadata: Callable[[], Any]) -> Any:
+  """The restore target that makes Orbax return host numpy arrays on every process: zeros
+  shaped like ``target``'s leaves, or like the saved arrays (``metadata()``, a tree of
+  Orbax array metadata) when ``target`` is None.
+
+  Host arrays read the same on any device or process count (a saved device sharding
+  would name devices that another run may not have).
+  """
+  tree = metadata() if target is None else target
+  return jax.tree.map(lambda x: np.zeros(np.shape(x), np.dtype(x.dtype)), tree)
+
+
 class Checkpointer:
   """A thin wrapper around ``ocp.CheckpointManager`` for one training phase."""
 
@@ -51,8 +75,15 @@ class Checkpointer:
   def _new_manager(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
-                                             cleanup_tmp_directories=True))
+        # Asynchronous saves: save() returns once the state is on the host and Orbax
+        # writes it in a background thread; the next save, a restore and close() wait
+        # for it. Saving never depends on whether a write is in flight (that differs
+        # between processes, which must all save the same steps).
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=self.max_to_keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=True,
+            enable_should_save_is_saving_in_progress_check=False),
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> list:
     return sorted(self._manager.all_steps())
@@ -62,65 +93,119 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def save(self, step: int, state: Any) -> None:
-    """Saves ``state`` as checkpoint ``step`` (no-op if that step exists) and waits.
+    """Starts saving ``state`` as checkpoint ``step`` (no-op if that step exists); Orbax
+    writes it in the background (after the previous save is complete).
+
+    The state is fetched to host numpy arrays first (replicated arrays: every process
+    holds the whole state), so process 0 writes it and a run on any device or process
+    count can read it. With several processes all call it together.
 
     Raises:
       NonFiniteStateError: ``state`` holds NaN or Inf; nothing is written.
     """
     if step in self._manager.all_steps():
       return
+    state = to_host(state)
     bad = nonfinite_leaves(state)
     if bad:
       raise NonFiniteStateError(
           f"refusing to checkpoint step {step} to {self.directory}: non-finite values in "
           f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
-    self._manager.save(step, args=ocp.args.StandardSave(state))
-    self._manager.wait_until_finished()
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def _set_aside(self, step: int) -> None:
-    """Moves an unreadable step to ``<directory>.unreadable/<step>`` (process 0 only)."""
-    if jax.process_index() == 0:
-      src = os.path.join(self.directory, str(step))
-      dst = os.path.join(self.directory + ".unreadable", str(step))
-      if os.path.isdir(src):
-        if os.path.exists(dst):
-          shutil.rmtree(dst)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.move(src, dst)
-    # A manager that failed to read a step may keep stale metadata: start afresh. (The
-    # failed one is dropped, not closed: closing it after a failed read logs errors.)
-    self._manager = self._new_manager()
+    """Moves an unreadable step to ``<directory>.unreadable/<step>`` (the caller is the
+    process that decides: process 0)."""
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(self.directory + ".unreadable", str(step))
+    if os.path.isdir(src):
+      if os.path.exists(dst):
+        shutil.rmtree(dst)
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      shutil.move(src, dst)
 
-  def restore(self, target: Any = None, step: Optional[int] = None):
-    """Restores the newest readable checkpoint (at most ``step``) shaped like ``target``
-    (None: as saved, e.g. to read its parameters without building the optimizer).
+  def _read_alone(self, step: int, target: Any) -> Any:
+    """Reads checkpoint ``step`` as host arrays in this process alone (no collective, so a
+    failure here is the checkpoint's, never another process's)."""
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    handler = ocp.StandardCheckpointHandler(multiprocessing_options=alone)
+    path = os.path.join(self.directory, str(step), _ITEM)
+    reader = ocp.Checkpointer(handler, multiprocessing_options=alone)
+    try:
+      return reader.restore(path, args=ocp.args.StandardRestore(
+          host_target(target, lambda: handler.metadata(epath.Path(path)).tree)))
+    finally:
+      reader.close()
 
-    Returns:
-      (state, step), or (None, None) when there is no checkpoint at all.
-
-    Raises:
-      CheckpointError: there are checkpoints but none can be read.
-    """
+  def _first_readable(self, target: Any, step: Optional[int]) -> Tuple[int, Any, bool]:
+    """(newest readable step at most ``step``, its state, whether any step was set aside);
+    the step is :data:`_NONE` if there are no checkpoints, :data:`_UNREADABLE` if none
+    can be read. Unreadable steps are moved aside (:meth:`_set_aside`)."""
     steps = [s for s in self.all_steps() if step is None or s <= step]
-    abstract = (None if target is None
-                else jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+    moved = False
     for s in reversed(steps):
       try:
-        state = self._manager.restore(s, args=ocp.args.StandardRestore(abstract))
-        return state, s
+        return s, self._read_alone(s, target), moved
       except Exception as e:  # pylint: disable=broad-except
         logging.warning("Checkpoint %d in %s cannot be read (%s: %s); moving it to %s and "
                         "trying the previous one.", s, self.directory, type(e).__name__,
                         (str(e).splitlines() or [""])[0][:200], self.directory + ".unreadable")
         self._set_aside(s)
-    if steps:
-      raise CheckpointError(f"no checkpoint in {self.directory} can be read (steps {steps}; "
-                            f"moved to {self.directory}.unreadable)")
-    return None, None
+        moved = True
+    return (_UNREADABLE if steps else _NONE), None, moved
+
+  def restore(self, target: Any = None, step: Optional[int] = None):
+    """Restores the newest readable checkpoint (at most ``step``) shaped like ``target``
+    (None: as saved, e.g. to read its parameters without building the optimizer), as host
+    (numpy) arrays.
+
+    With several processes all call it together: process 0 alone reads the candidates,
+    newest first, and sets unreadable ones aside; it tells the others which step it read,
+    and all restore that step together through Orbax. A failure of that collective
+    restore is an error; it moves nothing.
+
+    Returns:
+      (state, step), or (None, None) when there is no checkpoint at all.
+
+    Raises:
+      CheckpointError: there are checkpoints but none can be read, or a process could not
+        restore the step process 0 read.
+    """
+    self._manager.wait_until_finished()
+    state = None
+    if jax.process_index() == 0:
+      chosen, state, moved = self._first_readable(target, step)
+    else:
+      chosen, moved = _NONE, False
+    chosen, moved = (int(v) for v in parallel.broadcast_from_main([chosen, moved]))
+    if moved:
+      # A manager whose steps were moved keeps stale metadata: start afresh. (The old one
+      # is dropped, not closed: closing it after a failed read logs errors.)
+      self._manager = self._new_manager()
+    if chosen == _NONE:
+      return None, None
+    if chosen == _UNREADABLE:
+      raise CheckpointError(f"no checkpoint in {self.directory} can be read (moved to "
+                            f"{self.directory}.unreadable)")
+    if jax.process_count() > 1:
+      try:
+        state = self._manager.restore(chosen, args=ocp.args.StandardRestore(host_target(
+            target, lambda: self._manager.item_metadata(chosen).tree)))
+      except Exception as e:  # pylint: disable=broad-except
+        raise CheckpointError(
+            f"process {jax.process_index()} could not restore checkpoint {chosen} of "
+            f"{self.directory} with the others ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:200]}); process 0 read it, nothing was "
+            "moved") from e
+    return state, chosen
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the save in flight, if any, and releases the manager (idempotent)."""
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()
+      self._manager = None
 
 
 def latest_params(directory: str) -> Optional[Any]:

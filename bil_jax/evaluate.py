@@ -212,7 +212,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   eps = test_episodes(config, test_tasks)
 
   out = os.path.join(workdir, "eval")
-  writer = metric_writers.create_default_writer(out, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(out,
+                                                just_logging=not parallel.is_main_process())
   progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
                                              every_secs=None)
   per_task = {name: [] for name in names.values()}
@@ -238,19 +239,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   values = per_task_values(per_task)
   row_ids = dict(names)
   summary = report.run_summary(values, row_ids)
-  os.makedirs(out, exist_ok=True)
   result = {"rows": rows, "per_task": values, "task_names": list(test_tasks.names[:len(eps)]),
             "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
             "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
-  io_utils.write_atomic(os.path.join(out, "results.json"), json.dumps(result, indent=1, default=str))
-  io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
   write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
-  if grid_cols["map"]:
-    labels = {"map": "map", "target": "target", **names}
-    visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
-        [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS], [labels[k] for k in GRID_COLUMNS],
-        min_width=96, pad=4))
+  if parallel.is_main_process():  # every process computed the same table
+    io_utils.write_atomic(os.path.join(out, "results.json"),
+                          json.dumps(result, indent=1, default=str))
+    io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
+    if grid_cols["map"]:
+      labels = {"map": "map", "target": "target", **names}
+      visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
+          [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
+          [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
   logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
   return rows

@@ -12,6 +12,7 @@ A state is ``{'step': int64 [], 'params': {'G', 'D'}, 'opt_state': ...}``. Every
 choice is a function of the config's seed and the step, so a resumed phase continues
 exactly as an uninterrupted one would.
 """
+import contextlib
 import dataclasses
 import logging
 import os
@@ -43,7 +44,8 @@ class Phase:
     probe: ``params -> (scalars, columns)``: held-out scalars and the image columns
       [R,H,W,3] of a sample grid.
     probe_every: steps between probes (and at step 0 of a fresh start, and the last step).
-    place: puts the host state's 'params' and 'opt_state' on devices (e.g. replicated).
+    place: puts the host state's 'params' and 'opt_state' on devices (default: the
+      default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
   """
@@ -55,8 +57,13 @@ class Phase:
   step: Callable
   probe: Callable[[Any], Tuple[dict, list]]
   probe_every: int
-  place: Callable[[dict], dict] = lambda state: state
+  place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+
+
+def default_place(state: dict) -> dict:
+  """The host state's 'params' and 'opt_state' on the default device."""
+  return jax.device_put({k: state[k] for k in ("params", "opt_state")})
 
 
 def fault_hook(phase: str, done: int, batch: Any) -> Any:
@@ -93,7 +100,7 @@ class _Run:
     self.phase, self.out, self.config = phase, out, config
     self.total = int(phase.schedule.steps)
     self.writer = metric_writers.create_default_writer(
-        out, just_logging=jax.process_index() > 0)
+        out, just_logging=jax.process_index() > 0)  # process 0 writes the summaries
     self.ckpt = checkpoint.Checkpointer(os.path.join(out, "checkpoints"))
     self.history: List[Tuple[int, dict]] = []
     self.skips = 0
@@ -141,6 +148,16 @@ class _Run:
       self.phase.record(self.out, self.history, first_step, completed)
 
 
+@contextlib.contextmanager
+def _closing(ckpt: checkpoint.Checkpointer):
+  """Closes ``ckpt`` if the steps stop on an error, so that a save in flight completes."""
+  try:
+    yield
+  except BaseException:
+    ckpt.close()
+    raise
+
+
 def run_phase(phase: Phase, config, workdir: str) -> dict:
   """Runs ``phase`` from its newest checkpoint (or step 0) to ``schedule.steps``.
 
@@ -168,7 +185,7 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
     scalars = run.probe(0, params, grid=True)
     run.writer.write_scalars(0, scalars)
   signals = reliability.PreemptionSignals()
-  with signals:
+  with signals, _closing(run.ckpt):
     for step in range(start, run.total):
       done = step + 1
       batch = fault_hook(phase.name, done, phase.sample(step))

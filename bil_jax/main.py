@@ -87,14 +87,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  # Imported here so that --help and flag errors do not pay for importing JAX.
-  from bil_jax import reliability, train  # pylint: disable=g-import-not-at-top
   config, workdir = FLAGS.config, FLAGS.workdir
-  logging.info("config:\n%s", config)
-  from bil_jax import compile_cache  # pylint: disable=g-import-not-at-top
-  compile_cache.enable(config.compilation_cache)
+  # Imported here so that --help and flag errors do not pay for importing JAX.
+  from bil_jax import compile_cache, parallel  # pylint: disable=g-import-not-at-top
+  # Several processes: join them before anything touches a JAX device.
   try:
-    train.train_and_evaluate(config, workdir, FLAGS.mode)
+    parallel.initialize_distributed(int(config.meta.num_hosts))
+  except (RuntimeError, ValueError) as e:  # e.g. the coordinator cannot be reached
+    _fail(f"jax.distributed.initialize: {one_line(e)}")
+  compile_cache.enable(config.compilation_cache)
+  timer = compile_cache.CompileTimer()
+  from bil_jax import reliability, train  # pylint: disable=g-import-not-at-top
+  logging.info("config:\n%s", config)
+  try:
+    try:
+      train.train_and_evaluate(config, workdir, FLAGS.mode)
+    finally:  # logged before any error line, which stays the last line of the output
+      logging.info("%s", timer.summary())
   except reliability.Preempted as p:
     logging.warning("preempted: %s", p)
     print(f"preempted: {p}", file=sys.stderr)

@@ -7,7 +7,11 @@ tasks of a meta-batch are split along that axis with ``jax.shard_map``; each dev
 mean over the whole meta-batch whatever the device count (up to float summation order).
 
 Several hosts: every process runs the same program, feeds its own slice of the
-meta-batch (:func:`shard_tasks`) and calls :func:`initialize_distributed` first.
+meta-batch (:func:`shard_tasks`); ``bil_jax.main`` calls :func:`initialize_distributed`
+before any JAX computation. Files that are not per-process are written by process 0 only
+(:func:`is_main_process`); :func:`barrier` and :func:`broadcast_from_main` keep the
+processes in step where process 0 does something alone (building the dataset, setting a
+checkpoint aside).
 """
 import os
 
@@ -36,6 +40,54 @@ def initialize_distributed(num_hosts: int = 1) -> None:
                                process_id=int(env.get("JAX_PROCESS_ID", "0")))
   elif num_hosts > 1 or env.get("BIL_JAX_DISTRIBUTED") == "1":
     jax.distributed.initialize()
+
+
+def is_main_process() -> bool:
+  """Whether this is process 0, the one that writes files shared by all processes."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier ``name`` (nothing to do on one process).
+
+  Every process must pass the same barriers in the same order; a process that does not
+  arrive makes the others fail with JAX's coordination error (not hang for ever).
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def broadcast_from_main(values) -> np.ndarray:
+  """Process 0's ``values`` (an int32 vector) on every process, e.g. a decision it made."""
+  values = np.asarray(values, np.int32)
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.broadcast_one_to_all(values), np.int32)
+
+
+def main_process_first(fn, what: str):
+  """``fn()`` on process 0, then on the others once it succeeded; returns its result.
+
+  For work whose first call writes a shared cache that later calls read (building a TFDS
+  dataset): process 0 builds it alone, the others read what it built. If it fails on
+  process 0, the others stop with a one-line TrainingError naming ``what``.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  ok, result = 1, None
+  if is_main_process():
+    try:
+      result = fn()
+    except BaseException:
+      broadcast_from_main([0])
+      raise
+  ok = int(broadcast_from_main([ok])[0])
+  if not ok:
+    from bil_jax import reliability  # pylint: disable=g-import-not-at-top
+    raise reliability.TrainingError(f"{what} failed on process 0 (its log has the error)")
+  return result if is_main_process() else fn()
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -186,7 +186,6 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
     Preempted: SIGTERM/SIGINT; the current step was checkpointed.
     NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
-  parallel.initialize_distributed(int(config.meta.num_hosts))
   mesh = parallel.make_mesh()
   parallel.check_meta_batch(config.meta.meta_batch, mesh)
   train_tasks, test_tasks = loading.load_data(config, workdir)
@@ -209,9 +208,16 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mode: str = "all") -> None:
   """Checks the options and the workdir once, then runs ``mode``: 'pretrain', 'metatrain',
-  'evaluate' or 'all' (the three in turn)."""
+  'evaluate' or 'all' (the three in turn).
+
+  Several processes (``parallel.initialize_distributed``; ``bil_jax.main`` has called it
+  already) run this together: each phase is computed by every process, shared files are
+  written by process 0, and checkpoints are saved and restored by all of them together.
+  """
+  parallel.initialize_distributed(int(config.meta.num_hosts))
   reliability.check_options(config)
   reliability.check_workdir(config, workdir)
+  parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
   params = None
   if mode in ("pretrain", "all"):
     params = pretrain(config, workdir)

@@ -50,7 +50,8 @@ def main():
                          parallel.shard_tasks(mesh, rngs[local]), None)
   flat = np.asarray(ravel_pytree(jax.device_get(new))[0])
   if jax.process_index() == 0:
-    np.savez(sys.argv[1], params=flat, loss=float(metrics["query_g_loss_after"]),
+    np.savez(sys.argv[1], params=flat, before=np.asarray(ravel_pytree(params)[0]),
+             loss=float(metrics["query_g_loss_after"]),
              devices=jax.device_count(), processes=jax.process_count())
 
 

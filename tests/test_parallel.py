@@ -49,8 +49,10 @@ def test_meta_step_is_independent_of_device_count(single, tmp_path):
     assert int(got["devices"]) == n
     np.testing.assert_allclose(got["params"], single["params"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got["loss"], single["loss"], rtol=1e-5)
-  # The step really changed the parameters (the comparison is not vacuous).
-  assert np.abs(single["params"]).sum() > 0
+  # The step really changed the parameters (the comparison is not vacuous): nearly every
+  # entry moved by far more than the tolerance above (measured: 99% by more than 1e-5).
+  moved = np.abs(single["params"] - single["before"])
+  assert np.mean(moved > 1e-5) > 0.9, np.mean(moved > 1e-5)
 
 
 def test_two_processes_agree_with_one(single, tmp_path):

@@ -1,0 +1,217 @@
+"""The whole ``python -m bil_jax.main`` run on two real processes (issue 14).
+
+Two processes on one machine (CPU collectives 'gloo', a coordinator on 127.0.0.1) run
+``--mode=all`` on a tiny smoke config; a one-process run of the same config is the
+reference. The runs are shared by the tests of this module (a module fixture):
+
+* two processes: ``--mode=all`` on workdir ``two``;
+* one process: ``--mode=pretrain`` on ``one``, copied to ``again``; ``--mode=metatrain``
+  on ``one`` with a fresh compilation cache, then the same command on ``again`` (it must
+  not recompile); ``--mode=evaluate`` on ``one``.
+
+Then the latest pre-training checkpoint of ``two`` is damaged and both processes rerun
+``--mode=pretrain``: it is set aside, the previous one restored, and the run ends where
+it ended before.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from bil_jax import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config=configs/synthetic.py:smoke", "--config.data.image_height=16",
+        "--config.data.image_width=16", "--config.model.ngf=4", "--config.model.ndf=4",
+        "--config.model.d_layers=1", "--config.model.num_downs=2",
+        "--config.eval.is_steps=1", "--config.eval.aux_steps=1"]
+TIMEOUT = 600
+# Pre-training and evaluation are replicated: every process computes what one process
+# does. Meta-training averages the meta-gradient over 2 devices (one task each) where one
+# process averages 2 tasks on one device: the same numbers up to float summation order.
+# Measured (smoke config, 2 meta-steps, Adam at lr 1e-3): pre-training parameters bitwise
+# equal, meta-training parameters within 4.4e-7, results.json metrics within 1.1e-6
+# (relative). The tolerances leave a margin of 20x and 100x.
+PARAM_ATOL, METRIC_RTOL = 1e-5, 1e-4
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(cache: str, **extra) -> dict:
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1", **extra)
+  for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    if key not in extra:
+      env.pop(key, None)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _start(workdir, mode, cache, log, **env):
+  args = [sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", f"--mode={mode}",
+          *TINY, f"--config.data.data_dir={os.path.dirname(workdir)}/tfds"]
+  with open(log, "w") as out:
+    return subprocess.Popen(args, cwd=REPO, env=_env(cache, **env), stdout=out,
+                            stderr=subprocess.STDOUT)
+
+
+def _finish(procs, logs):
+  """Waits for ``procs`` (killing all on a timeout); fails with the logs unless all exit 0."""
+  try:
+    codes = [p.wait(TIMEOUT) for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    codes = ["timeout"] * len(procs)
+  texts = []
+  for log in logs:
+    with open(log) as f:
+      texts.append(f.read())
+  if any(c != 0 for c in codes):
+    pytest.fail(f"exit statuses {codes}:\n" + "\n".join(t[-3000:] for t in texts))
+  return texts
+
+
+def run_one(workdir, mode, cache):
+  """One process; returns its log."""
+  log = f"{workdir}.{mode}.log"
+  return _finish([_start(workdir, mode, cache, log)], [log])[0]
+
+
+def run_two(workdir, mode, cache):
+  """Two processes joined through a coordinator on 127.0.0.1; returns their logs."""
+  port = _free_port()
+  logs = [f"{workdir}.{mode}.p{i}.log" for i in (0, 1)]
+  procs = [_start(workdir, mode, cache, logs[i], JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                  JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in (0, 1)]
+  return _finish(procs, logs)
+
+
+def compile_seconds(log: str) -> float:
+  """The XLA compile time main logs at its end."""
+  found = re.findall(r"XLA compile time: ([0-9.]+) s", log)
+  assert found, "main did not log its compile time"
+  return float(found[-1])
+
+
+def final_params(workdir, phase):
+  """The newest checkpoint's parameters of ``WORKDIR/phase`` as one flat vector."""
+  params = checkpoint.phase_params(str(workdir), phase)
+  return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(params)])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("multihost")
+  shared_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "cache")
+  fresh_cache = str(root / "fresh_cache")
+  two, one, again = root / "two", root / "one", root / "again"
+  # Two processes first: process 0 stores the per-process programs (pre-training,
+  # evaluation) in the shared cache, and the one-process run loads them.
+  logs_two = run_two(two, "all", shared_cache)
+  run_one(one, "pretrain", shared_cache)
+  shutil.copytree(one, again)
+  first = run_one(one, "metatrain", fresh_cache)
+  second = run_one(again, "metatrain", fresh_cache)
+  run_one(one, "evaluate", shared_cache)
+  return {"root": root, "two": two, "one": one, "again": again, "logs_two": logs_two,
+          "first": first, "second": second, "cache": shared_cache}
+
+
+def test_two_processes_match_one(runs):
+  """results.json and the final parameters of the two-process run equal the one-process
+  run's; only process 0 wrote the shared files."""
+  two, one = runs["two"], runs["one"]
+  assert final_params(two, "pretrain").tolist() == final_params(one, "pretrain").tolist()
+  np.testing.assert_allclose(final_params(two, "meta"), final_params(one, "meta"), rtol=0,
+                             atol=PARAM_ATOL)
+  with open(two / "eval" / "results.json") as f:
+    got = json.load(f)
+  with open(one / "eval" / "results.json") as f:
+    want = json.load(f)
+  assert got["row_ids"] == want["row_ids"]
+  for row, metrics in want["per_task"].items():
+    for name, values in metrics.items():
+      np.testing.assert_allclose(got["per_task"][row][name], values, rtol=METRIC_RTOL,
+                                 err_msg=f"{row} {name}")
+  # One set of summaries per phase folder: process 1 wrote no TensorBoard events.
+  for phase in ("pretrain", "meta", "eval"):
+    events = [n for n in os.listdir(two / phase) if n.startswith("events.out")]
+    assert len(events) == 1, (phase, events)
+  for log in runs["logs_two"]:
+    assert "XLA compile time" in log
+
+
+def test_second_identical_run_does_not_recompile(runs):
+  """With a fresh persistent cache, the second identical --mode=metatrain compiles in
+  under 20% of the first's compile time (it loads the programs instead)."""
+  first, second = compile_seconds(runs["first"]), compile_seconds(runs["second"])
+  print(f"compile time: first {first:.2f} s, second {second:.2f} s")
+  assert second < 0.2 * first, (first, second)
+  assert final_params(runs["one"], "meta").tolist() == final_params(runs["again"],
+                                                                    "meta").tolist()
+
+
+def test_two_processes_set_a_damaged_checkpoint_aside(runs):
+  """A damaged latest checkpoint is set aside (once, by process 0, for both) and the
+  previous one restored by both; the run ends bitwise where it ended before, and intact
+  checkpoints stay where they are."""
+  two = runs["two"]
+  ckpts = two / "pretrain" / "checkpoints"
+  before = final_params(two, "pretrain")
+  steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit())
+  latest = steps[-1]
+  meta_steps = sorted(os.listdir(two / "meta" / "checkpoints"))
+  for dirpath, _, files in os.walk(ckpts / str(latest)):
+    for name in files:
+      if name not in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        with open(os.path.join(dirpath, name), "r+b") as f:
+          f.truncate(max(0, os.path.getsize(os.path.join(dirpath, name)) // 2))
+  logs = run_two(two, "pretrain", runs["cache"])
+  assert os.path.isdir(ckpts.parent / "checkpoints.unreadable" / str(latest))
+  assert os.listdir(ckpts.parent / "checkpoints.unreadable") == [str(latest)]
+  for log in logs:
+    assert f"Resuming pre-training from step {steps[-2]}" in log
+  assert f"Checkpoint {latest} in" in logs[0]
+  assert sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) == steps
+  assert sorted(os.listdir(two / "meta" / "checkpoints")) == meta_steps
+  assert final_params(two, "pretrain").tolist() == before.tolist()
+
+
+def test_a_failed_collective_restore_moves_nothing(tmp_path, monkeypatch):
+  """When process 0 read a checkpoint but the processes' joint restore fails (a
+  coordination error, say), restore raises a one-line CheckpointError and moves nothing."""
+  directory = str(tmp_path / "checkpoints")
+  ckpt = checkpoint.Checkpointer(directory)
+  state = {"step": np.asarray(1, np.int64), "params": {"w": np.arange(3, dtype=np.float32)}}
+  ckpt.save(1, state)
+  ckpt.close()  # the save is complete
+  ckpt = checkpoint.Checkpointer(directory)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(checkpoint.parallel, "broadcast_from_main",
+                      lambda v: np.asarray(v, np.int32))
+
+  def coordination_error(*args, **kwargs):
+    raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out\nmore lines")
+  # pylint: disable-next=protected-access
+  monkeypatch.setattr(ckpt._manager, "restore", coordination_error)
+  with pytest.raises(checkpoint.CheckpointError, match="could not restore checkpoint 1 ") as e:
+    ckpt.restore(state)
+  assert "\n" not in str(e.value) and "nothing was moved" in str(e.value)
+  assert os.listdir(directory) == ["1"]
+  assert not os.path.exists(directory + ".unreadable")
+  monkeypatch.undo()
+  restored, step = ckpt.restore(state)
+  assert step == 1 and restored["params"]["w"].tolist() == [0, 1, 2]
+  ckpt.close()
