@@ -52,10 +52,12 @@ TINY = ["--config.data.image_height=16", "--config.data.image_width=16",
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-  """Data directory and JAX compilation cache shared by every run of this module."""
+  """Data directory shared by every run of this module. The runs use the test session's
+  JAX compilation cache (tests/conftest.py), which the CLI tests share: they compile
+  the same TINY programs."""
   root = tmp_path_factory.mktemp("reliability")
-  return {"data_dir": str(root / "tfds"), "jax_cache": str(root / "jax_cache"),
-          "root": root}
+  return {"data_dir": str(root / "tfds"),
+          "jax_cache": os.environ["JAX_COMPILATION_CACHE_DIR"], "root": root}
 
 
 FAULT_MAIN = os.path.join(REPO, "tests", "fault_main.py")
