@@ -21,3 +21,43 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# ---------------------------------------------------------------------------
+# Scheduling under pytest-xdist (`-n 2`): the slow tests first, handed out one at a time
+# ---------------------------------------------------------------------------
+
+# Tests that take minutes on 2 CPU cores (nodeid prefixes). They run before the ~270
+# quick ones, so that no long test starts near the end while the other worker idles.
+# The first two go to one worker, the next two to the other (xdist hands each worker two
+# tests at the start, then one whenever it finishes one). Runs that compile the same
+# programs are kept apart, so that the second finds them in the compilation cache instead
+# of compiling them at the same time: the CLI's meta_sgd run early, test_reliability's
+# Meta-SGD test (the same TINY programs) last.
+SLOW_FIRST = (
+    "tests/test_evaluate.py::test_pipeline_runs_end_to_end_and_writes_all_outputs",
+    "tests/test_bench.py::test_torch_reference_computes_the_same_meta_gradients_as_jax",
+    "tests/test_estimators_cli.py::test_estimator_runs_through_main[meta_sgd",
+    "tests/test_estimators_cli.py::test_estimator_runs_through_main[second_order",
+    "tests/test_estimators_cli.py::",
+    "tests/test_reliability.py::test_sigkill_at_random_steps_then_resume_is_bitwise_identical",
+    "tests/test_bench.py::test_cost_and_fidelity_on_a_tiny_model",
+    "tests/test_reliability.py::test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation",
+)
+
+
+def pytest_configure(config):
+  # xdist's `load` scheduling otherwise sends each worker a quarter of the tests in
+  # contiguous chunks up front: the slow tests above would all land on the first worker.
+  if getattr(config.option, "maxschedchunk", "") is None:
+    config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+
+  def rank(item):
+    return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)),
+                len(SLOW_FIRST))
+
+  items.sort(key=rank)  # stable: file order otherwise
