@@ -31,7 +31,7 @@ setuptools.setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "scikit-image"],
+        "test": ["pytest", "pytest-xdist", "scikit-image", "filelock"],
         "torch": ["torch==2.13.0"],
         # FaceForensics converter: dlib 68-point landmarks and reading videos.
         "faces": ["dlib", "face_recognition_models", "imageio-ffmpeg"],

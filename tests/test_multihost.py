@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 
+import filelock
 import jax
 import numpy as np
 import pytest
@@ -113,20 +114,33 @@ def final_params(workdir, phase):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("multihost")
-  shared_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "cache")
+  """The runs of the module docstring, made once per test session: under pytest-xdist
+  the workers share a folder next to their own base temporary directories, and a file
+  lock lets the first one make it (the others wait and read its logs)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  root = base / "multihost"
+  shared_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(base / "multihost_cache")
   fresh_cache = str(root / "fresh_cache")
   two, one, again = root / "two", root / "one", root / "again"
-  # Two processes first: process 0 stores the per-process programs (pre-training,
-  # evaluation) in the shared cache, and the one-process run loads them.
-  logs_two = run_two(two, "all", shared_cache)
-  run_one(one, "pretrain", shared_cache)
-  shutil.copytree(one, again)
-  first = run_one(one, "metatrain", fresh_cache)
-  second = run_one(again, "metatrain", fresh_cache)
-  run_one(one, "evaluate", shared_cache)
-  return {"root": root, "two": two, "one": one, "again": again, "logs_two": logs_two,
-          "first": first, "second": second, "cache": shared_cache}
+  with filelock.FileLock(str(base / "multihost.lock")):
+    if not (root / "logs.json").exists():
+      shutil.rmtree(root, ignore_errors=True)
+      root.mkdir()
+      # Two processes first: process 0 stores the per-process programs (pre-training,
+      # evaluation) in the shared cache, and the one-process run loads them.
+      logs_two = run_two(two, "all", shared_cache)
+      run_one(one, "pretrain", shared_cache)
+      shutil.copytree(one, again)
+      first = run_one(one, "metatrain", fresh_cache)
+      second = run_one(again, "metatrain", fresh_cache)
+      run_one(one, "evaluate", shared_cache)
+      (root / "logs.json").write_text(json.dumps(
+          {"logs_two": logs_two, "first": first, "second": second}))
+  logs = json.loads((root / "logs.json").read_text())
+  return {"root": root, "two": two, "one": one, "again": again, "cache": shared_cache,
+          **logs}
 
 
 def test_two_processes_match_one(runs):
@@ -167,7 +181,9 @@ def test_two_processes_set_a_damaged_checkpoint_aside(runs):
   """A damaged latest checkpoint is set aside (once, by process 0, for both) and the
   previous one restored by both; the run ends bitwise where it ended before, and intact
   checkpoints stay where they are."""
-  two = runs["two"]
+  # A copy (next to the shared TFDS data), so the other tests read the run unchanged.
+  two = runs["root"] / "two_damaged"
+  shutil.copytree(runs["two"], two)
   ckpts = two / "pretrain" / "checkpoints"
   before = final_params(two, "pretrain")
   steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit())
