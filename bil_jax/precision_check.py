@@ -12,12 +12,11 @@ import argparse
 from typing import Dict, Tuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from bil_jax import builders, config_lib, estimators, gan
+from bil_jax import bench_fidelity, builders, config_lib, estimators, gan
 
 
 def tiny_config(model: str, dtype: str, inner: str, size: int) -> ml_collections.ConfigDict:
@@ -64,12 +63,13 @@ def gradient(model: str, dtype: str, case: str, inner: str, size: int = 8) -> di
 
 
 def compare(full: dict, half: dict) -> Dict[str, Tuple[float, float]]:
-  """net -> (cosine similarity, relative error ||half - full|| / ||full||)."""
+  """net -> (cosine similarity, relative error ||half - full|| / ||full||), by
+  :func:`bil_jax.bench_fidelity.compare`."""
   out = {}
   for net in ("G", "D"):
-    a, b = ravel_pytree(full[net])[0], ravel_pytree(half[net])[0]
-    na = jnp.linalg.norm(a)
-    out[net] = (float(a @ b / (na * jnp.linalg.norm(b))), float(jnp.linalg.norm(a - b) / na))
+    row = lambda tree: ravel_pytree(tree)[0][None]  # [1, P]
+    r = bench_fidelity.compare(row(half[net]), row(full[net]))
+    out[net] = (float(r["cosine"][0]), float(r["rel_error"][0]))
   return out
 
 
