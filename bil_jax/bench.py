@@ -48,7 +48,9 @@ SWEEP_DEFAULTS = dict(estimators="second_order,first_order,reptile", remat="", i
                       meta_batch="", repeats=5, warmup=1, torch=False, peak_size="large",
                       isolate=True, fidelity=None, fidelity_seeds=2, fidelity_tasks=0,
                       fidelity_data="config", outcome=False, outcome_steps=10,
-                      outcome_budget_s=0.0, title="", flops=True)
+                      outcome_budget_s=0.0, outcome_seeds=1,
+                      outcome_settings="same_steps,same_time", outcome_pretrained="",
+                      title="", flops=True)
 
 
 def _ints(s, flag: str) -> List[int]:
@@ -71,7 +73,15 @@ def _remats(s) -> List[str]:
 
 
 def sweep(config, o: dict) -> dict:
-  """The lists of the sweep flags, defaulting to the config's own values."""
+  """The lists of the sweep flags, defaulting to the config's own values (and the outcome
+  flags checked: one-line errors before any work)."""
+  if o.get("outcome"):
+    from bil_jax import bench_outcome  # pylint: disable=import-outside-toplevel
+    bench_outcome.parse_settings(o.get("outcome_settings", "same_steps"))
+    if int(o.get("outcome_seeds", 1)) < 1:
+      raise ValueError(f"--outcome_seeds={o['outcome_seeds']}: must be >= 1")
+    if o.get("outcome_pretrained"):
+      bench_outcome.check_pretrained(o["outcome_pretrained"])
   return {"estimators": bench_common.parse_estimators(o["estimators"]),
           "remat": _remats(o["remat"] or config.meta.remat),
           "inner_steps": _ints(o["inner_steps"] or config.meta.inner_steps, "inner_steps"),
@@ -214,7 +224,8 @@ def run(config, opts: dict, out_dir: str, log: Callable = print, setup=None) -> 
   pretrained = None
   if o["outcome"] and setup is None:
     from bil_jax import bench_outcome  # pylint: disable=import-outside-toplevel
-    pretrained = bench_outcome.pretrain(config, out_dir, log)
+    pretrained = (bench_outcome.check_pretrained(o["outcome_pretrained"])
+                  if o["outcome_pretrained"] else bench_outcome.pretrain(config, out_dir, log))
 
   fid = None
   do_fid = o["fidelity"] if o["fidelity"] is not None else any(
@@ -269,7 +280,9 @@ def _outcome(config, s, o, records, peaks, pretrained, out_dir, log) -> List[dic
       times[est.label], memory[est.label] = r["step_time_s"], r["peak_memory_bytes"]
   specs = [e for e in s["estimators"] if e.label in times]
   rs = bench_outcome.run_outcome(config, specs, times, int(o["outcome_steps"]),
-                                 float(o["outcome_budget_s"]), pretrained, out_dir, log)
+                                 float(o["outcome_budget_s"]), pretrained, out_dir, log,
+                                 seeds=int(o["outcome_seeds"]),
+                                 settings=bench_outcome.parse_settings(o["outcome_settings"]))
   for r in rs:
     r["peak_memory_bytes"] = memory.get(r["estimator"])
   return rs
@@ -334,12 +347,19 @@ def define_flags(argv) -> None:
   flags.DEFINE_integer("outcome_steps", None, "Meta-steps of the equal-steps runs (10).")
   flags.DEFINE_float("outcome_budget_s", None, "Meta-step seconds of the equal-time runs "
                      "(0: outcome_steps x the slowest estimator's step).")
+  flags.DEFINE_integer("outcome_seeds", None, "Seeds per outcome run: config.seed + i, "
+                       "i < N; the table gives mean ± std (1).")
+  flags.DEFINE_string("outcome_settings", None, "same_steps,same_time or one of them "
+                      "(both).")
+  flags.DEFINE_string("outcome_pretrained", None, "A workdir of --mode=pretrain to start "
+                      "from instead of pre-training in OUT/outcome/pretrained.")
   flags.DEFINE_string("title", None, "Title of bench.md.")
 
 
 _OPT_FLAGS = ("estimators", "remat", "inner_steps", "meta_batch", "repeats", "warmup", "torch",
               "peak_size", "isolate", "flops", "fidelity", "fidelity_seeds", "fidelity_tasks",
-              "fidelity_data", "outcome", "outcome_steps", "outcome_budget_s", "title")
+              "fidelity_data", "outcome", "outcome_steps", "outcome_budget_s", "outcome_seeds",
+              "outcome_settings", "outcome_pretrained", "title")
 
 
 def parse_flags(argv):
@@ -378,7 +398,7 @@ def _main(argv):
   config, opts, out = options_from_flags(sys.argv)
   try:
     sweep(config, dict(SWEEP_DEFAULTS, **opts))  # flag errors before any work
-  except ValueError as e:
+  except (ValueError, FileNotFoundError) as e:
     _fail(e)
   print(f"bil_jax.bench on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{os.cpu_count()} CPUs, jax {jax.__version__}, python {platform.python_version()}",

@@ -14,6 +14,11 @@ of its ``pretrain/`` and ``tfds/`` folders (not its config.json), with
 The outcome is meta-training's own held-out probe (``WORKDIR/meta/heldout_adaptation_*.json``):
 the mean query L1 on 8 held-out test tasks after the same IS adaptation (the config's
 K inner steps), at the start (equal for all: the same checkpoint) and at the end.
+
+Seeds: with ``seeds = S`` every run is repeated with ``config.seed + i`` for i < S (the
+meta-batches, the task keys and the held-out episodes change with the seed; the
+pre-trained checkpoint does not), so every estimator sees the same S seeds.
+:func:`summarize` gives each (setting, estimator)'s mean and spread over them.
 """
 import glob
 import json
@@ -119,53 +124,114 @@ def pretrain(config, out_dir: str, log: Callable = print) -> str:
   return workdir
 
 
+SETTINGS = ("same_steps", "same_time")
+
+
+def parse_settings(text: str) -> List[str]:
+  """``--outcome_settings`` ("same_steps,same_time") -> the list; a one-line error else."""
+  got = [t.strip() for t in str(text).split(",") if t.strip()]
+  bad = [t for t in got if t not in SETTINGS]
+  if bad or not got:
+    raise ValueError(f"--outcome_settings={text!r}: expected a comma-separated subset of "
+                     f"{','.join(SETTINGS)}")
+  return got
+
+
+def check_pretrained(workdir: str) -> str:
+  """``workdir`` if it holds a pre-training checkpoint (``pretrain/checkpoints``); else a
+  one-line error naming it."""
+  if not os.path.isdir(os.path.join(workdir, "pretrain", "checkpoints")):
+    raise FileNotFoundError(f"--outcome_pretrained={workdir}: no pretrain/checkpoints in it "
+                            "(a workdir of python -m bil_jax.main --mode=pretrain)")
+  return os.path.abspath(workdir)
+
+
 def run_outcome(config, specs: List[EstimatorSpec], step_times: Dict[str, float],
                 steps: int, budget_s: float, pretrained: str, out_dir: str,
-                log: Callable = print) -> List[dict]:
+                log: Callable = print, seeds: int = 1,
+                settings=SETTINGS) -> List[dict]:
   """Meta-trains every estimator from ``pretrained`` at equal steps and equal time budget.
 
   Args:
     step_times: estimator label -> seconds per compiled meta-step at the config's K/M/remat.
     steps: N, the meta-steps of the equal-steps runs.
     budget_s: B, seconds of meta-step time of the equal-time runs (<= 0: N x the slowest).
+    seeds: S; every run is made with config.seed + i, i < S.
+    settings: which of SETTINGS to run.
 
   Returns:
-    One record per (estimator, setting) with the held-out L1 before/after IS adaptation.
+    One record per (setting, estimator, seed) with the held-out L1 before/after IS
+    adaptation (a run that both settings ask for is made once).
   """
   folder = os.path.join(out_dir, "outcome")
   config_py = write_config(config, folder)
   if budget_s <= 0:
     budget_s = steps * max(step_times[s.label] for s in specs)
   records, done = [], {}
-  for setting in ("same_steps", "same_time"):
-    for s in specs:
-      n = steps if setting == "same_steps" else budget_steps(budget_s, step_times[s.label])
-      key = (s.label, n)
-      name = f"{s.label}_{n}steps".replace("(", "_").replace(")", "").replace("=", "")
-      name = name.replace(",", "_").replace(":", "_")
-      if key not in done:
-        workdir = os.path.join(folder, name)
-        copy_pretrained(pretrained, workdir)
-        overrides = {"meta.estimator": s.name, "meta.steps": n, "meta.image_every": n, "meta.checkpoint_every": n,
-                     "meta.log_every": max(1, n // 5)}
-        if s.options:
-          overrides["meta.estimator_options"] = s.options
-        log(f"outcome: {setting} {s.label}: {n} meta-steps")
-        r = run_main(config_py, workdir, "metatrain", overrides,
-                     os.path.join(folder, f"{name}.log"))
-        r.update(read_heldout(workdir))
-        done[key] = r
-        if r["returncode"]:
-          log(f"outcome: {s.label} failed: {r['error']}")
-        else:
-          log(f"outcome: {s.label} {n} steps: held-out L1 after IS adaptation "
-              f"{r.get('heldout_l1_after_start', float('nan')):.4f} -> "
-              f"{r.get('heldout_l1_after_end', float('nan')):.4f} ({r['wall_s']:.0f} s)")
-      r = done[key]
-      records.append({
-          "estimator": s.label, "setting": setting, "meta_steps": n,
-          "budget_s": budget_s if setting == "same_time" else None,
-          "step_time_s": step_times[s.label], "meta_time_s": n * step_times[s.label],
-          "process_wall_s": r["wall_s"], "error": r["error"],
-          **{k: v for k, v in r.items() if k.startswith("heldout_")}})
+  for setting, s, i in ((a, b, c) for a in settings for b in specs for c in range(seeds)):
+    seed = int(config.seed) + i
+    n = steps if setting == "same_steps" else budget_steps(budget_s, step_times[s.label])
+    key = (s.label, n, seed)
+    name = f"{s.label}_{n}steps".replace("(", "_").replace(")", "").replace("=", "")
+    name = name.replace(",", "_").replace(":", "_") + (f"_seed{seed}" if seeds > 1 else "")
+    if key not in done:
+      workdir = os.path.join(folder, name)
+      copy_pretrained(pretrained, workdir)
+      overrides = {"meta.estimator": s.name, "meta.steps": n, "meta.image_every": n,
+                   "meta.checkpoint_every": n, "meta.log_every": max(1, n // 5),
+                   "seed": seed}
+      if s.options:
+        overrides["meta.estimator_options"] = s.options
+      log(f"outcome: {setting} {s.label}: {n} meta-steps, seed {seed}")
+      r = run_main(config_py, workdir, "metatrain", overrides,
+                   os.path.join(folder, f"{name}.log"))
+      r.update(read_heldout(workdir))
+      done[key] = r
+      if r["returncode"]:
+        log(f"outcome: {s.label} failed: {r['error']}")
+      else:
+        log(f"outcome: {s.label} {n} steps: held-out L1 after IS adaptation "
+            f"{r.get('heldout_l1_after_start', float('nan')):.4f} -> "
+            f"{r.get('heldout_l1_after_end', float('nan')):.4f} ({r['wall_s']:.0f} s)")
+    r = done[key]
+    records.append({
+        "estimator": s.label, "setting": setting, "meta_steps": n, "seed": seed,
+        "budget_s": budget_s if setting == "same_time" else None,
+        "step_time_s": step_times[s.label], "meta_time_s": n * step_times[s.label],
+        "process_wall_s": r["wall_s"], "error": r["error"],
+        **{k: v for k, v in r.items() if k.startswith("heldout_")}})
   return records
+
+
+def _mean_std(values: List[float]) -> tuple:
+  """(mean, sample standard deviation; 0 for one value)."""
+  n = len(values)
+  mean = sum(values) / n
+  var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+  return mean, var ** 0.5
+
+
+def summarize(records: List[dict]) -> List[dict]:
+  """Per (setting, estimator, meta-steps): the seeds' held-out L1 after IS adaptation at the
+  end (mean, std, min, max), its gain over the start (start - end, mean and std) and the
+  mean process wall-clock; failed runs are counted, not averaged."""
+  groups: Dict[tuple, List[dict]] = {}
+  for r in records:
+    groups.setdefault((r["setting"], r["estimator"], r["meta_steps"]), []).append(r)
+  out = []
+  for (setting, est, n), rs in groups.items():
+    ok = [r for r in rs if not r.get("error") and r.get("heldout_l1_after_end") is not None]
+    row = {"setting": setting, "estimator": est, "meta_steps": n, "seeds": len(ok),
+           "failed": len(rs) - len(ok), "step_time_s": rs[0]["step_time_s"],
+           "meta_time_s": rs[0]["meta_time_s"],
+           "peak_memory_bytes": rs[0].get("peak_memory_bytes")}
+    if ok:
+      end = [r["heldout_l1_after_end"] for r in ok]
+      gain = [r["heldout_l1_after_start"] - r["heldout_l1_after_end"] for r in ok]
+      row.update(zip(("end_mean", "end_std"), _mean_std(end)))
+      row.update(zip(("gain_mean", "gain_std"), _mean_std(gain)))
+      row.update(end_min=min(end), end_max=max(end),
+                 start_mean=_mean_std([r["heldout_l1_after_start"] for r in ok])[0],
+                 wall_mean_s=_mean_std([r["process_wall_s"] for r in ok])[0])
+    out.append(row)
+  return out

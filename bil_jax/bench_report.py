@@ -75,7 +75,12 @@ def fidelity_table(fid: dict) -> str:
 
 
 def outcome_table(records: List[dict]) -> str:
-  """Markdown: held-out query L1 after IS adaptation, start and end, per setting."""
+  """Markdown: held-out query L1 after IS adaptation, start and end, per setting; with
+  several seeds, one row per (setting, estimator) with the mean ± std over the seeds."""
+  from bil_jax import bench_outcome  # pylint: disable=import-outside-toplevel
+  rows = bench_outcome.summarize(records)
+  if any(r["seeds"] + r["failed"] > 1 for r in rows):
+    return _outcome_seeds_table(rows)
   lines = ["| setting | estimator | meta-steps | s/step | meta-step time s | held-out L1 after "
            "IS, start -> end | before IS, end | run wall s |",
            "|---|---|---|---|---|---|---|---|"]
@@ -89,6 +94,28 @@ def outcome_table(records: List[dict]) -> str:
         f"{r['meta_time_s']:.1f} | {r.get('heldout_l1_after_start', float('nan')):.4f} -> "
         f"**{r.get('heldout_l1_after_end', float('nan')):.4f}** | "
         f"{r.get('heldout_l1_before_end', float('nan')):.4f} | {r['process_wall_s']:.0f} |")
+  return "\n".join(lines) + "\n"
+
+
+def _outcome_seeds_table(rows: List[dict]) -> str:
+  """Markdown of :func:`bil_jax.bench_outcome.summarize`'s rows."""
+  lines = ["| setting | estimator | meta-steps | s/step | peak MiB | seeds | held-out L1 after "
+           "IS, start -> end: mean ± std [min, max] | gain (start - end), mean ± std | "
+           "run wall s, mean |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    mem = r.get("peak_memory_bytes")
+    head = (f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | "
+            f"{r['step_time_s']:.3f} | {mem / 2 ** 20:.0f} | " if mem else
+            f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | "
+            f"{r['step_time_s']:.3f} | | ")
+    failed = f" ({r['failed']} failed)" if r["failed"] else ""
+    if not r["seeds"]:
+      lines.append(head + f"0{failed} | | | |")
+      continue
+    lines.append(head + f"{r['seeds']}{failed} | {r['start_mean']:.4f} -> "
+                 f"**{r['end_mean']:.4f}** ± {r['end_std']:.4f} [{r['end_min']:.4f}, "
+                 f"{r['end_max']:.4f}] | {r['gain_mean']:+.4f} ± {r['gain_std']:.4f} | "
+                 f"{r['wall_mean_s']:.0f} |")
   return "\n".join(lines) + "\n"
 
 
@@ -155,22 +182,25 @@ def pareto_front(points: List[tuple]) -> List[int]:
 
 
 def plot_outcome(records: List[dict], memory: dict, path: str) -> None:
-  """Held-out L1 after IS adaptation against s/step and against peak memory (MiB), for
-  the equal-time and equal-steps runs; the equal-time Pareto front as a line.
+  """Held-out L1 after IS adaptation (mean ± std over seeds) against s/step and against
+  peak memory (MiB), for the equal-time and equal-steps runs; the equal-time Pareto front
+  (of the means) as a line.
 
   ``memory``: estimator label -> peak bytes at the config's K/M/remat (or None).
   """
+  from bil_jax import bench_outcome  # pylint: disable=import-outside-toplevel
   plt = _plt()
+  rows = bench_outcome.summarize(records)  # mean ± std over seeds (std 0 for one seed)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
   for ax, xkey, xlabel in ((axes[0], "time", "time per meta-step (s)"),
                            (axes[1], "memory", "peak memory (MiB)")):
     for setting, marker in (("same_time", "o"), ("same_steps", "^")):
-      rs = [r for r in records if r["setting"] == setting and not r.get("error")
-            and r.get("heldout_l1_after_end") is not None]
+      rs = [r for r in rows if r["setting"] == setting and r["seeds"]]
       xs = [r["step_time_s"] if xkey == "time" else (memory.get(r["estimator"]) or 0) / 2 ** 20
             for r in rs]
-      ys = [r["heldout_l1_after_end"] for r in rs]
-      ax.scatter(xs, ys, marker=marker, label=setting.replace("_", " "))
+      ys = [r["end_mean"] for r in rs]
+      ax.errorbar(xs, ys, yerr=[r["end_std"] for r in rs], fmt=marker, capsize=3,
+                  label=setting.replace("_", " "))
       for x, y, r in zip(xs, ys, rs):
         ax.annotate(r["estimator"], (x, y), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
@@ -180,9 +210,9 @@ def plot_outcome(records: List[dict], memory: dict, path: str) -> None:
                 color="gray", label="Pareto front (same time)")
         ax.scatter([p[0] for p in front], [p[1] for p in front], s=160, facecolors="none",
                    edgecolors="gray")
-    start = [r.get("heldout_l1_after_start") for r in records if r.get("heldout_l1_after_start")]
+    start = [r["start_mean"] for r in rows if r["seeds"]]
     if start:
-      ax.axhline(start[0], color="k", lw=0.5, label="pre-trained (start)")
+      ax.axhline(sum(start) / len(start), color="k", lw=0.5, label="pre-trained (start)")
     ax.set(xlabel=xlabel, title=f"held-out L1 after IS adaptation vs {xkey}")
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("held-out query L1 (lower is better)")

@@ -185,6 +185,50 @@ def test_outcome_runs_each_estimator_for_equal_steps_and_equal_time(tmp_path, mo
   assert bench_outcome.budget_steps(1.0, 0.3) == 3 and bench_outcome.budget_steps(0.1, 1) == 1
 
 
+def test_outcome_seeds_give_mean_and_spread_and_reuse_a_given_pretraining(tmp_path,
+                                                                           monkeypatch):
+  """--outcome_seeds: every estimator runs with the same seeds (config.seed + i); the table
+  reports their mean ± std; --outcome_settings picks settings; bad flags are one-line errors."""
+  pre = tmp_path / "pre"
+  (pre / "pretrain" / "checkpoints").mkdir(parents=True)
+  calls = []
+
+  def fake_main(config_py, workdir, mode, overrides, log_path):
+    calls.append((overrides["meta.estimator"], overrides["seed"]))
+    end = {"second_order": 0.2, "first_order": 0.1}[overrides["meta.estimator"]]
+    end += 0.01 * (overrides["seed"] - 7)
+    os.makedirs(os.path.join(workdir, "meta"))
+    json.dump({"start": {"heldout_l1_after": 0.3}, "end": {"heldout_l1_after": end}},
+              open(os.path.join(workdir, "meta", "heldout_adaptation_0000000.json"), "w"))
+    return {"returncode": 0, "wall_s": 2.0, "error": "", "command": []}
+
+  monkeypatch.setattr(bench_outcome, "run_main", fake_main)
+  config = config_lib.base_config()
+  config.seed = 7
+  specs = [EstimatorSpec("second_order"), EstimatorSpec("first_order")]
+  recs = bench_outcome.run_outcome(config, specs, {"second_order": 1.0, "first_order": 0.25},
+                                   steps=4, budget_s=0, pretrained=str(pre),
+                                   out_dir=str(tmp_path), log=lambda *_: None, seeds=3,
+                                   settings=["same_steps"])
+  assert sorted(calls) == sorted((e, s) for e in ("second_order", "first_order")
+                                 for s in (7, 8, 9))
+  rows = {r["estimator"]: r for r in bench_outcome.summarize(recs)}
+  assert rows["first_order"]["seeds"] == 3
+  assert rows["first_order"]["end_mean"] == pytest.approx(0.11)
+  assert rows["first_order"]["end_std"] == pytest.approx(0.01)
+  assert rows["second_order"]["gain_mean"] == pytest.approx(0.09)
+  md = bench_report.outcome_table(recs)
+  assert "0.1100** ± 0.0100 [0.1000, 0.1200]" in md and md.count("| same_steps |") == 2
+  bench_report.plot_outcome(recs, {}, str(tmp_path / "outcome.png"))
+  assert bench_outcome.check_pretrained(str(pre)) == str(pre)
+  with pytest.raises(FileNotFoundError, match="no pretrain/checkpoints"):
+    bench_outcome.check_pretrained(str(tmp_path))
+  with pytest.raises(ValueError, match="--outcome_settings='same_step'"):
+    bench_outcome.parse_settings("same_step")
+  with pytest.raises(ValueError, match="--outcome_seeds=0"):
+    bench.sweep(config, dict(bench.SWEEP_DEFAULTS, outcome=True, outcome_seeds=0))
+
+
 def test_torch_reference_computes_the_same_meta_gradients_as_jax():
   """bench_torch's meta-step is the same arithmetic as bil_jax's (float64, K=2 SGD steps).
 
