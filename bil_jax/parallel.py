@@ -13,6 +13,7 @@ before any JAX computation. Files that are not per-process are written by proces
 processes in step where process 0 does something alone (building the dataset, setting a
 checkpoint aside).
 """
+import logging
 import os
 
 import jax
@@ -136,3 +137,53 @@ def tasks_parallel(fn, mesh: Mesh, num_replicated_in: int, num_sharded_in: int,
   in_specs = ((P(),) * num_replicated_in + (P(AXIS),) * num_sharded_in
               + (P(),) * num_trailing_replicated)
   return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P())
+
+
+# ---------------------------------------------------------------------------------------
+# Pre-training: the rows of one batch split over every device of every process.
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh with axis ``'data'`` over ``devices`` (default: all devices of all
+  processes): pre-training's batch rows are split along it."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def devices_per_process(rows: int, processes: int, local_devices: int, key: str) -> int:
+  """The most devices d <= ``local_devices`` per process such that ``rows`` splits evenly
+  over ``processes`` x d devices; a one-line error naming ``key`` if none does (the
+  process count does not divide ``rows``)."""
+  for d in range(local_devices, 0, -1):
+    if rows % (processes * d) == 0:
+      return d
+  raise ValueError(f"{key}={rows} cannot be split over {processes} processes; use a multiple "
+                   f"of {processes}")
+
+
+def data_mesh_for(rows: int, key: str) -> Mesh:
+  """A 'data' mesh for a batch of ``rows``: every device of every process if ``rows`` is a
+  multiple of the device count, else the first d devices of each process with d from
+  :func:`devices_per_process` (logged: the other devices stay idle in this phase)."""
+  d = devices_per_process(rows, jax.process_count(), jax.local_device_count(), key)
+  devices = [dev for p in range(jax.process_count())
+             for dev in [x for x in jax.devices() if x.process_index == p][:d]]
+  if len(devices) < jax.device_count():
+    logging.warning("%s=%d is not a multiple of the %d devices: this phase runs on %d of "
+                    "them", key, rows, jax.device_count(), len(devices))
+  return data_mesh(devices)
+
+
+def local_rows(rows: int) -> slice:
+  """The rows of a batch of ``rows`` that this process feeds (equal, ordered slices)."""
+  per = rows // jax.process_count()
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def shard_rows(mesh: Mesh, local_tree):
+  """Global arrays split over the ``'data'`` axis, from this process's rows [rows/P, ...]."""
+  sharding = NamedSharding(mesh, P(DATA_AXIS))
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)

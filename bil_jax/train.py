@@ -49,8 +49,19 @@ def initial_state(params: dict, opt_state) -> dict:
 
 
 def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
-                   spec: gan.GanSpec, frozen) -> loop.Phase:
-  """Pre-training: pooled pairs, one guarded GAN step each; probe: held-out L1, no adaptation."""
+                   spec: gan.GanSpec, frozen, mesh=None) -> loop.Phase:
+  """Pre-training: pooled pairs, one guarded GAN step each; probe: held-out L1, no adaptation.
+
+  Data parallel: the batch's rows [B, ...] are split over ``mesh``'s 'data' axis (default:
+  :func:`parallel.data_mesh_for`, every device of every process where B allows), the parameters and optimizer state are replicated, and
+  the jitted step is partitioned by XLA: gradients are means over the whole batch, and
+  batch norm (``model.norm='batch'``) uses the whole batch's statistics. Each process
+  samples the whole batch from the step's stream and feeds only its own rows, so the run
+  does not depend on the device or process count (up to float summation order).
+  """
+  rows = int(config.pretrain.batch_size)
+  mesh = parallel.data_mesh_for(rows, "pretrain.batch_size") if mesh is None else mesh
+  local = parallel.local_rows(rows)
   opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(config))
   params = builders.init_params(spec, config.seed, builders.image_hw(config))
   sampler = episodes.Sampler.from_config(config.data)
@@ -58,6 +69,7 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
   key = streams.key(config.seed, "pretrain")
   heldout = heldout_episodes(sampler, config.seed, test_tasks)["query"]
   heldout = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), heldout)
+  frozen_r = parallel.replicate(mesh, frozen)
 
   @jax.jit
   def heldout_l1(p):
@@ -65,7 +77,7 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
     return jnp.mean(jnp.abs(fake - heldout["image"])), fake
 
   def probe(p):
-    l1, fake = heldout_l1(p)
+    l1, fake = jax.device_get(heldout_l1(p))
     return {"heldout_l1": float(l1)}, _map_columns(spec, heldout) + [fake, heldout["image"]]
 
   def record(out, history, first_step, completed):
@@ -73,14 +85,19 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
     io_utils.merge_json_series(os.path.join(out, "heldout_l1.json"),
                                [(s, v["heldout_l1"]) for s, v in history])
 
+  def step(params, opt_state, pairs, step):
+    pairs = parallel.shard_rows(mesh, jax.tree.map(lambda x: x[local], pairs))
+    return step_fn(params, opt_state, pairs, jax.random.fold_in(key, step), frozen_r)
+
+  def place(state):
+    return {k: parallel.replicate(mesh, state[k]) for k in ("params", "opt_state")}
+
   return loop.Phase(
       name="pretrain", title="pre-training", schedule=config.pretrain,
       initial_state=initial_state(params, gan.init_opt_state(opt, params)),
-      sample=lambda step: sampler.pairs(train_tasks, config.pretrain.batch_size,
+      sample=lambda step: sampler.pairs(train_tasks, rows,
                                         streams.episode_rng(config.seed, "pretrain", step)),
-      step=lambda p, s, batch, step: step_fn(p, s, batch, jax.random.fold_in(key, step),
-                                             frozen),
-      probe=probe, probe_every=config.pretrain.log_every, record=record)
+      step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record)
 
 
 def pretrained_params(workdir: str) -> dict:
