@@ -68,4 +68,4 @@ def build_discriminator(model_cfg: Any, num_classes: int) -> nn.Module:
   layers.check_norm_kind(model_cfg.norm)
   return PatchGAN(num_classes=num_classes, ndf=model_cfg.ndf, n_layers=model_cfg.d_layers,
                   norm=model_cfg.norm,
-                  dtype=layers.compute_dtype(model_cfg.get("dtype", "float32")))
+                  dtype=layers.model_dtype(model_cfg))

@@ -42,6 +42,11 @@ def compute_dtype(name: str):
   return None if name == "float32" else jnp.bfloat16
 
 
+def model_dtype(model_cfg) -> "jnp.dtype | None":
+  """:func:`compute_dtype` of a model config's ``dtype`` entry ("float32" where absent)."""
+  return compute_dtype(model_cfg.get("dtype", "float32"))
+
+
 def _cast_operands(x: jnp.ndarray, kernel: jnp.ndarray, dtype):
   """(x, kernel, accumulation dtype): both operands in ``dtype`` (None: x's dtype), and the
   result dtype x had, so a bfloat16 product accumulates and returns in float32."""

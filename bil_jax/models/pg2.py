@@ -117,4 +117,4 @@ def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
   """The residual U-Net of ``model_cfg`` (ngf, norm, num_downs) for C classes and (H, W)."""
   return PG2Generator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
                       norm=model_cfg.norm, in_channels=in_channels(num_classes),
-                      dtype=layers.compute_dtype(model_cfg.get("dtype", "float32")))
+                      dtype=layers.model_dtype(model_cfg))

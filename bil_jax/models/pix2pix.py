@@ -100,4 +100,4 @@ def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
   return UnetGenerator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
                        norm=model_cfg.norm, dropout=float(model_cfg.dropout),
                        in_channels=in_channels(num_classes),
-                       dtype=layers.compute_dtype(model_cfg.get("dtype", "float32")))
+                       dtype=layers.model_dtype(model_cfg))
