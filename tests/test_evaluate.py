@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 import jax
-from bil_jax import adapt, builders, config_lib, evaluate, gan, visualize
-from bil_jax.data import tasks
+from bil_jax import (adapt, builders, config_lib, evaluate, gan, meta, metrics, parallel,
+                     streams, visualize)
+from bil_jax.data import episodes, tasks
 
 import tiny
 
@@ -44,8 +45,9 @@ def test_retrieval_finds_the_task_with_the_same_layouts():
   assert top[0] == 4 and len(set(top.tolist())) == 3
 
 
-def tiny_setup(augment_shots=False):
-  """A config, TaskSets of 4x4 pairs (C=3 classes) and the tiny G/D spec for the test phase."""
+def tiny_setup(augment_shots=False, num_test=2):
+  """A config, TaskSets of 4x4 pairs (C=3 classes: 4 training tasks, ``num_test`` test
+  tasks) and the tiny G/D spec for the test phase."""
   c = config_lib.base_config()
   c.data.shots, c.data.queries, c.data.eval_queries = 2, 2, 3
   c.data.augment.crop_fraction, c.data.augment.max_rotation_deg = 1.0, 0.0
@@ -58,7 +60,7 @@ def tiny_setup(augment_shots=False):
     return tasks.from_tasks(
         [(f"{prefix}{i}", rng.integers(0, tiny.C, (6, tiny.H, tiny.W)),
           rng.integers(0, 256, (6, tiny.H, tiny.W, 3))) for i in range(n)], tiny.C)
-  return c, taskset("train", 4), taskset("test", 2), tiny.spec()
+  return c, taskset("train", 4), taskset("test", num_test), tiny.spec()
 
 
 def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():
@@ -79,52 +81,58 @@ def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():
   assert not np.allclose(aug[0]["support"]["image"], raw[0]["support"]["image"])
 
 
-class _Spy:
-  """Stands in for evaluate._Programs: records which parameters each call received."""
-
-  def __init__(self):
-    self.aux_calls = []
-
-  def generate(self, params, query):
-    return ("generate", params["tag"])
-
-  def adapt_generate(self, params, support, query, rng):
-    return ("adapt", params["tag"], id(support))
-
-  def aux_finetune(self, config, params, train_tasks, aux, t):
-    self.aux_calls.append((params["tag"], tuple(int(i) for i in aux), t))
-    return {"tag": "aux-tuned GP"}
-
-
-def test_each_row_generates_from_the_right_parameters():
+def test_task_inputs_hold_the_retrieved_tasks_and_their_aux_meta_batches():
+  """Retrieval by the raw support maps; Aux meta-batches and keys from test task t's streams."""
   c, train_ts, test_ts, _ = tiny_setup()
   ep = evaluate.test_episodes(c, test_ts)[1]
-  spy = _Spy()
-  fakes, aux = evaluate.task_outputs(spy, c, {"tag": "X"}, {"tag": "GP"}, train_ts, ep, 1)
-  s = id(ep["support"])
-  assert fakes == {"x": ("generate", "X"), "x_nshot": ("adapt", "X", s),
-                   "bil_noaux": ("adapt", "GP", s), "bil": ("adapt", "aux-tuned GP", s),
-                   "gp": ("generate", "GP")}
-  expected_aux = evaluate.retrieve_aux_tasks(ep["support_maps"], train_ts, 2)
-  assert spy.aux_calls == [("GP", tuple(expected_aux.tolist()), 1)]
+  sampler = episodes.Sampler.from_config(c.data)
+  task = evaluate.task_inputs(c, sampler, train_ts, ep, 1)
+  aux = evaluate.retrieve_aux_tasks(ep["support_maps"], train_ts, 2)
+  np.testing.assert_array_equal(task["aux_tasks"], aux)
+  assert task["aux_rngs"].shape == (2, 2, 2) and task["aux"]["support"]["image"].shape[:2] == (2, 2)
+  for step in range(2):
+    want = sampler.meta_batch(train_ts, 2, streams.episode_rng(c.seed, "aux",
+                                                                streams.aux_step(1, step)),
+                              task_indices=list(aux))
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.tree.map(lambda x: x[step], task["aux"]), want)  # pylint: disable=cell-var-from-loop
+    np.testing.assert_array_equal(
+        task["aux_rngs"][step], meta.task_rngs(streams.key(c.seed, "aux", 1), step, 2))
+  np.testing.assert_array_equal(task["rng"], streams.key(c.seed, "eval", 1))
+  c.eval.aux_steps = 0
+  assert evaluate.task_inputs(c, sampler, train_ts, ep, 1)["aux_rngs"].shape == (0, 2, 2)
 
 
-def test_rows_equal_direct_computation_and_aux_changes_the_gp_before_is_adaptation():
+def test_padded_positions_repeat_the_last_task():
+  assert evaluate.padded_positions(3, 4).tolist() == [0, 1, 2, 2]
+  assert evaluate.padded_positions(5, 2).tolist() == [0, 1, 2, 3, 4, 4]
+  assert evaluate.padded_positions(4, 4).tolist() == [0, 1, 2, 3]
+  assert evaluate.padded_positions(2, 1).tolist() == [0, 1]
+
+
+def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptation():
+  """task_outputs (Aux meta-steps under lax.scan, adaptations under lax.map) equals the
+  step-by-step computation: Aux meta-steps of bil_jax.meta on one device, then each row."""
   c, train_ts, test_ts, spec = tiny_setup()
   x_params, gp_params = tiny.init_params(spec, 0), tiny.init_params(spec, 1)
-  progs = evaluate._Programs(c, spec, None, None)
-  seen = []
-  adapt_generate = progs.adapt_generate
-  progs.adapt_generate = lambda p, *a: seen.append(p) or adapt_generate(p, *a)
+  progs = evaluate._Programs(c, spec)
   ep = evaluate.test_episodes(c, test_ts)[0]
-  fakes, aux = evaluate.task_outputs(progs, c, x_params, gp_params, train_ts, ep, 0)
+  sampler = episodes.Sampler.from_config(c.data)
+  task = evaluate.task_inputs(c, sampler, train_ts, ep, 0)
+  out = jax.jit(progs.task_outputs)(x_params, gp_params, {"frozen": None, "lpips": None}, task)
 
-  tuned = progs.aux_finetune(c, gp_params, train_ts, aux, 0)
+  aux_opt = builders.aux_optimizer(c)
+  aux_step = meta.make_meta_step(builders.inner_loop(c, spec), c.meta.estimator, aux_opt,
+                                 parallel.make_mesh(jax.devices()[:1]))
+  tuned, opt_state = gp_params, aux_opt.init(gp_params)
+  for step in range(c.eval.aux_steps):
+    batch = sampler.meta_batch(train_ts, 2, streams.episode_rng(c.seed, "aux",
+                                                                 streams.aux_step(0, step)),
+                               task_indices=list(task["aux_tasks"]))
+    rngs = meta.task_rngs(streams.key(c.seed, "aux", 0), step, 2)
+    tuned, opt_state, _ = aux_step(tuned, opt_state, batch, rngs, None)
   leaves = lambda p: jax.tree.leaves(p)  # pylint: disable=unnecessary-lambda-assignment
   assert not all(np.allclose(a, b) for a, b in zip(leaves(tuned), leaves(gp_params)))
-  # BiL's IS adaptation starts from the Aux-tuned GP, not from the GP itself.
-  assert all(np.array_equal(a, b) for a, b in zip(leaves(seen[2]), leaves(tuned)))
-  assert seen[0] is x_params and seen[1] is gp_params
 
   loop = builders.inner_loop(c, spec, steps=2)
   rng = jax.random.fold_in(jax.random.PRNGKey(c.seed), 2_000_000)
@@ -133,13 +141,18 @@ def test_rows_equal_direct_computation_and_aux_changes_the_gp_before_is_adaptati
       "x": gan.generate(spec, x_params["G"], q, rng, train=False),
       "x_nshot": adapt.adapt_and_generate(loop, x_params, ep["support"], q, rng)[0],
       "bil_noaux": adapt.adapt_and_generate(loop, gp_params, ep["support"], q, rng)[0],
+      # BiL's IS adaptation starts from the Aux-tuned GP, not from the GP itself.
       "bil": adapt.adapt_and_generate(loop, tuned, ep["support"], q, rng)[0],
       "gp": gan.generate(spec, gp_params["G"], q, rng, train=False),
   }
-  for key, want in direct.items():
-    np.testing.assert_allclose(fakes[key], want, atol=1e-5, err_msg=key)
+  assert out["grid"].shape == (5, 2, tiny.H, tiny.W, 3)
+  for r, key in enumerate(evaluate.ROW_IDS):
+    np.testing.assert_allclose(out["grid"][r], direct[key][:2], atol=1e-5, err_msg=key)
+    for m, want in metrics.image_metrics(direct[key], q["image"]).items():
+      np.testing.assert_allclose(out["scores"][m][r], want, rtol=1e-5, atol=1e-5, err_msg=key)
+  grid = dict(zip(evaluate.ROW_IDS, out["grid"]))
   for a, b in (("x", "gp"), ("x", "x_nshot"), ("bil", "bil_noaux")):
-    assert not np.allclose(fakes[a], fakes[b], atol=1e-4), (a, b)
+    assert not np.allclose(grid[a], grid[b], atol=1e-4), (a, b)
 
 
 def test_evaluate_writes_per_task_results_tables_tensorboard_and_grid(tmp_path, monkeypatch):
