@@ -36,7 +36,8 @@ TINY = ["--config=configs/synthetic.py:smoke", "--config.data.image_height=16",
 TIMEOUT = 600
 # Pre-training averages the gradient over 2 devices (one row each) and meta-training the
 # meta-gradient over 2 devices (one task each), where one process averages 2 rows or tasks
-# on one device: the same numbers up to float summation order. Evaluation is replicated.
+# on one device: the same numbers up to float summation order. Evaluation gives each
+# process's device its own test tasks.
 # Measured (smoke config, 2 pre-training steps and 2 meta-steps, Adam): pre-training
 # parameters within 3.7e-9, meta-training parameters within 4.4e-7, results.json
 # metrics within 1.1e-6 (relative). The tolerances leave a margin of 20x and 100x.
