@@ -1,14 +1,16 @@
 """Runs one meta-step of the tiny GAN and saves the new parameters (used by test_parallel).
 
   python tests/parallel_worker.py OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
-  python tests/parallel_worker.py OUT.npz mesh ESTIMATOR[,ESTIMATOR...]
+  python tests/parallel_worker.py OUT.npz mesh ESTIMATOR[,ESTIMATOR...] [PROCESS_ID NUM_PROCESSES PORT]
 
 Set XLA_FLAGS=--xla_force_host_platform_device_count=N before running for N CPU devices.
 With a process id, it joins a multi-process run coordinated on 127.0.0.1:PORT with gloo
 CPU collectives and feeds only its own slice of the meta-batch. With ``mesh``: a
 meta-batch of 5 tasks with 4 shots and 4 queries each, of the tiny GAN with batch norm
 and dropout, on the ('tasks', 'batch') mesh chosen for the device count (10 devices:
-5 x 2), one step of each estimator; OUT holds ``params_NAME`` and ``mesh``.
+5 x 2; 2 processes of 1 device: 1 x 2, each process feeding all 5 tasks and each device
+holding 2 of the 4 shots and queries), one step of each estimator; OUT holds
+``params_NAME`` and ``mesh``.
 """
 import os
 import sys
@@ -16,10 +18,11 @@ import sys
 import jax
 
 MESH_CASE = len(sys.argv) > 2 and sys.argv[2] == "mesh"
-if len(sys.argv) > 2 and not MESH_CASE:
+PROCESS_ARGS = sys.argv[4:7] if MESH_CASE else sys.argv[2:5]
+if PROCESS_ARGS:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  os.environ.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{sys.argv[4]}",
-                    JAX_NUM_PROCESSES=sys.argv[3], JAX_PROCESS_ID=sys.argv[2])
+  os.environ.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{PROCESS_ARGS[2]}",
+                    JAX_NUM_PROCESSES=PROCESS_ARGS[1], JAX_PROCESS_ID=PROCESS_ARGS[0])
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,6 +58,7 @@ def one_step(mesh, sp, lp, estimator, batch, m, lr=0.1):
 
 
 def mesh_case(out, estimator_names):
+  parallel.initialize_distributed()
   mesh = parallel.make_meta_mesh(MESH_M, MESH_SHOTS, MESH_QUERIES)
   sp = tiny.spec(norm=True)
   lp = tiny.loop(sp, "adam", lr=0.01, steps=2)
@@ -64,7 +68,8 @@ def mesh_case(out, estimator_names):
     before, after, metrics = one_step(mesh, sp, lp, name, batch, MESH_M)
     saved.update({f"before_{name}": before, f"params_{name}": after,
                   f"loss_{name}": float(metrics["query_g_loss_after"])})
-  np.savez(out, **saved)
+  if jax.process_index() == 0:
+    np.savez(out, processes=jax.process_count(), **saved)
 
 
 def main():
