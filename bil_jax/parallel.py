@@ -18,12 +18,13 @@ the queries; ``meta.mesh_shape = "TxB"`` overrides it. A 'batch' axis of size 1 
 axis at all for the adaptation (:func:`batch_axis_name` is None), so a run whose tasks
 split over the devices computes exactly what it computed on a 1-D mesh.
 
-Several hosts: every process runs the same program, feeds its own slice of the
-meta-batch (:func:`shard_tasks`); ``bil_jax.main`` calls :func:`initialize_distributed`
-before any JAX computation. Files that are not per-process are written by process 0 only
-(:func:`is_main_process`); :func:`barrier` and :func:`broadcast_from_main` keep the
-processes in step where process 0 does something alone (building the dataset, setting a
-checkpoint aside).
+Several hosts: every process runs the same program and feeds the tasks its devices hold
+a block of (:func:`local_task_slice`; :func:`shard_episodes` places each device's
+(tasks, pairs) block, :func:`shard_tasks` the per-task keys); ``bil_jax.main`` calls
+:func:`initialize_distributed` before any JAX computation. Files that are not
+per-process are written by process 0 only (:func:`is_main_process`); :func:`barrier`
+and :func:`broadcast_from_main` keep the processes in step where process 0 does
+something alone (building the dataset, setting a checkpoint aside).
 """
 import math
 import os

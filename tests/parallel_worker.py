@@ -1,7 +1,7 @@
 """Runs one meta-step of the tiny GAN and saves the new parameters (used by test_parallel).
 
   python tests/parallel_worker.py OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
-  python tests/parallel_worker.py OUT.npz mesh ESTIMATOR[,ESTIMATOR...] [PROCESS_ID NUM_PROCESSES PORT]
+  python tests/parallel_worker.py OUT.npz mesh ESTIMATOR[,...] [PROCESS_ID NUM_PROCESSES PORT]
 
 Set XLA_FLAGS=--xla_force_host_platform_device_count=N before running for N CPU devices.
 With a process id, it joins a multi-process run coordinated on 127.0.0.1:PORT with gloo
@@ -32,7 +32,7 @@ import optax  # pylint: disable=g-import-not-at-top
 from jax.flatten_util import ravel_pytree  # pylint: disable=g-import-not-at-top
 
 import tiny  # pylint: disable=g-import-not-at-top
-from bil_jax import meta, parallel  # pylint: disable=g-import-not-at-top
+from bil_jax import estimators, meta, parallel  # pylint: disable=g-import-not-at-top
 
 META_BATCH = 4
 # The mesh case: the paper's meta-batch of 5, with 4 shots and 4 queries per task.
@@ -46,7 +46,7 @@ def one_step(mesh, sp, lp, estimator, batch, m, lr=0.1):
   # noise in near-zero gradient entries into +-lr differences).
   outer = optax.sgd(lr)
   step = meta.make_meta_step(lp, estimator, outer, mesh)
-  params = tiny.init_params(sp)
+  params = estimators.init_meta_parameters(estimator, tiny.init_params(sp))
   rngs = np.asarray(meta.task_rngs(jax.random.PRNGKey(0), 0, m))
   local = parallel.local_task_slice(m, mesh)
   new, _, metrics = step(parallel.replicate(mesh, params),

@@ -13,9 +13,9 @@ precision of GPU tensor cores and TPU MXUs), so only the convolutions' matmuls c
 The pairs of one task may be split over the 'batch' axis of the mesh (bil_jax.parallel).
 While a model is applied inside :func:`batch_axis` (``bil_jax.gan`` does it from
 ``GanSpec.batch_axis``), batch norm averages its moments over that axis and
-:class:`~bil_jax.models.batch_split.Dropout` draws the mask of the whole task batch and keeps this device's rows, so
-both compute what one device computes on the whole batch. Outside it (None, the default)
-nothing changes.
+:class:`Dropout` (``bil_jax.models.batch_split``) draws the mask of the whole task batch
+and keeps this device's rows, so both compute what one device computes on the whole
+batch. Outside it (None, the default) nothing changes.
 """
 import os
 from typing import Any, Optional, Sequence
@@ -24,7 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bil_jax.models.batch_split import Dropout, batch_axis, current_batch_axis  # pylint: disable=unused-import
+# Dropout and batch_axis are re-exported: the layers a model is built from.
+from bil_jax.models.batch_split import (  # pylint: disable=unused-import
+    Dropout, batch_axis, current_batch_axis)
 
 NORM_KINDS = ("instance", "batch")
 DTYPES = ("float32", "bfloat16")
