@@ -131,6 +131,13 @@ def base_config() -> ml_collections.ConfigDict:
   mt.checkpoint_every = 500
   mt.image_every = 2000
   mt.num_hosts = 1              # >1: call jax.distributed.initialize()
+  mt.mesh_shape = ""            # devices of meta-training as "TxB": T split the tasks of a
+                                # meta-batch, B the shots and queries of each task (inner
+                                # gradients and batch-norm moments averaged over B);
+                                # "" = automatic: the largest T dividing meta_batch and the
+                                # device count whose B = devices / T divides data.shots
+                                # and data.queries (bil_jax/parallel.py); no fit: an error
+                                # naming the device counts that work
 
   # ---- test phase, Alg. 2 -----------------------------------------------------------
   c.eval = e = ml_collections.ConfigDict()

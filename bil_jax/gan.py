@@ -14,6 +14,13 @@ A batch of ``Pairs`` is a dict
 loss of kind ``GanSpec.perceptual``: LPIPS-VGG variables or VGG16 params; or ``None``).
 It is passed explicitly rather than closed over so that large weights are not baked
 into compiled programs as constants.
+
+A task's pairs may be split over a mesh axis (``GanSpec.batch_axis``, set by
+``bil_jax.meta`` inside ``shard_map``): every loss here is then the mean over the whole
+batch (``lax.pmean`` of the per-device means, :func:`batch_mean`), so gradients taken of
+it in parameters that are the same on every device of the axis are the averaged
+gradients of the whole batch (JAX sums the cotangents of such parameters over the axis),
+and the models see the axis (batch norm, dropout: ``bil_jax.models.batch_split``).
 """
 import dataclasses
 from typing import Any, Callable, Optional
@@ -24,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from bil_jax import losses
+from bil_jax.models import batch_split
 
 Params = Any
 Pairs = dict
@@ -43,6 +51,9 @@ class GanSpec:
     gan_mode: "bce" or "lsgan".
     perceptual: kind of Eq. 6, "lpips_vgg" | "vgg_mse" (see ``bil_jax.losses``); used
       when lambda_b > 0, with its weights passed as ``frozen``.
+    batch_axis: the mesh axis the pairs of a batch are split over (inside ``shard_map``),
+      or None (the whole batch is on this device; every function is then exactly the
+      single-device one).
   """
   generator: nn.Module
   discriminator: nn.Module
@@ -53,6 +64,18 @@ class GanSpec:
   lambda_b: float = 0.0
   gan_mode: str = "bce"
   perceptual: str = "lpips_vgg"
+  batch_axis: Optional[str] = None
+
+
+def batch_mean(spec: GanSpec, x: jax.Array) -> jax.Array:
+  """A per-device batch mean (scalar) -> the mean over the whole batch (equal blocks)."""
+  return x if spec.batch_axis is None else jax.lax.pmean(x, spec.batch_axis)
+
+
+def apply_model(spec: GanSpec, module: nn.Module, *args, **kwargs):
+  """``module.apply(*args, **kwargs)`` traced for this device's rows of the batch."""
+  with batch_split.batch_axis(spec.batch_axis):
+    return module.apply(*args, **kwargs)
 
 
 def structure_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
@@ -71,8 +94,8 @@ def generator_input(spec: GanSpec, pairs: Pairs) -> jax.Array:
 def generate(spec: GanSpec, g_params: Params, pairs: Pairs, rng: jax.Array,
              train: bool = True) -> jax.Array:
   """G(x_S, x_R): [B,H,W,3]. ``train`` enables dropout, driven by ``rng``."""
-  return spec.generator.apply({"params": g_params}, generator_input(spec, pairs),
-                              train=train, rngs={"dropout": rng} if train else None)
+  return apply_model(spec, spec.generator, {"params": g_params}, generator_input(spec, pairs),
+                     train=train, rngs={"dropout": rng} if train else None)
 
 
 def real_and_fake_logits(spec: GanSpec, d_params: Params, pairs: Pairs,
@@ -84,16 +107,16 @@ def real_and_fake_logits(spec: GanSpec, d_params: Params, pairs: Pairs,
   on twice the batch. Returns (real_logits, fake_logits), each [B,h,w,1].
   """
   s = structure_input(spec, pairs)
-  logits = jax.vmap(lambda y: spec.discriminator.apply({"params": d_params}, s, y))(
-      jnp.stack([pairs["image"], fake]))
+  logits = jax.vmap(lambda y: apply_model(spec, spec.discriminator, {"params": d_params}, s,
+                                          y))(jnp.stack([pairs["image"], fake]))
   return logits[0], logits[1]
 
 
 def discriminator_loss_on(spec: GanSpec, d_params: Params, pairs: Pairs,
                           fake: jax.Array) -> jax.Array:
   """L_D given generated images ``fake`` [B,H,W,3] -> scalar."""
-  return losses.discriminator_adversarial_loss(
-      *real_and_fake_logits(spec, d_params, pairs, fake), spec.gan_mode)
+  return batch_mean(spec, losses.discriminator_adversarial_loss(
+      *real_and_fake_logits(spec, d_params, pairs, fake), spec.gan_mode))
 
 
 def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Array,
@@ -102,10 +125,11 @@ def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Arra
 
   Returns a dict of scalars 'l1', 'adv', 'perceptual', 'g_loss'.
   """
-  l1 = losses.l1_loss(fake, pairs["image"])
-  adv = losses.generator_adversarial_loss(fake_logits, spec.gan_mode)
+  l1 = batch_mean(spec, losses.l1_loss(fake, pairs["image"]))
+  adv = batch_mean(spec, losses.generator_adversarial_loss(fake_logits, spec.gan_mode))
   if spec.lambda_b:
-    perceptual = losses.perceptual_loss(spec.perceptual, frozen, fake, pairs["image"])
+    perceptual = batch_mean(spec, losses.perceptual_loss(spec.perceptual, frozen, fake,
+                                                         pairs["image"]))
   else:
     perceptual = jnp.zeros((), fake.dtype)
   total = losses.total_generator_loss(l1, adv, perceptual, spec.lambda_l1, spec.lambda_a,
@@ -116,8 +140,8 @@ def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Arra
 def generator_loss_terms(spec: GanSpec, d_params: Params, pairs: Pairs, fake: jax.Array,
                          frozen: Any) -> dict:
   """Eq. 4-7 for G given ``fake`` [B,H,W,3]: dict of scalars 'l1', 'adv', 'perceptual', 'g_loss'."""
-  fake_logits = spec.discriminator.apply({"params": d_params}, structure_input(spec, pairs),
-                                         fake)
+  fake_logits = apply_model(spec, spec.discriminator, {"params": d_params},
+                            structure_input(spec, pairs), fake)
   return generator_loss_terms_from_logits(spec, pairs, fake, fake_logits, frozen)
 
 
@@ -132,8 +156,8 @@ def gan_losses(spec: GanSpec, params: Params, pairs: Pairs, rng: jax.Array,
   fake = generate(spec, params["G"], pairs, rng)
   real_logits, fake_logits = real_and_fake_logits(spec, params["D"], pairs, fake)
   terms = generator_loss_terms_from_logits(spec, pairs, fake, fake_logits, frozen)
-  terms["d_loss"] = losses.discriminator_adversarial_loss(real_logits, fake_logits,
-                                                          spec.gan_mode)
+  terms["d_loss"] = batch_mean(spec, losses.discriminator_adversarial_loss(
+      real_logits, fake_logits, spec.gan_mode))
   return terms
 
 

@@ -1,10 +1,19 @@
 """The meta-training step (Alg. 1 lines 7-21): estimator vmapped over tasks, outer optimizer.
 
 ``meta_step(params, opt_state, tasks, rngs, frozen) -> (params, opt_state, metrics)``
-where ``tasks`` are episodes with a leading meta-batch axis [M] (sharded over devices)
-and ``rngs`` are [M] PRNG keys, one per task (derived from the step and the task's
-position in the global meta-batch, so results do not depend on the device count).
+where ``tasks`` are episodes [M, n, ...] (split ``P('tasks', 'batch')`` over the mesh:
+tasks over 'tasks', the pairs of each task over 'batch') and ``rngs`` are [M] PRNG keys,
+one per task (derived from the step and the task's position in the global meta-batch, so
+results do not depend on the device count), split over 'tasks'.
+
+Where the mesh splits the pairs ('batch' size > 1), the estimator runs with
+``loop.spec.batch_axis = 'batch'``: every GAN loss of the adaptation and of the query set
+is the mean over the whole task batch (``bil_jax.gan.batch_mean``), so the inner
+gradients are averaged over 'batch' and every 'batch' device holds the same adapted
+parameters, whatever the estimator (it only calls the shared helpers). With a 'batch'
+size of 1 the axis is None and the step is exactly the one-device step.
 """
+import dataclasses
 import functools
 from typing import Any
 
@@ -23,10 +32,19 @@ def task_rngs(rng: jax.Array, step: int, meta_batch: int) -> jax.Array:
 
 
 def mean_over_tasks(grads: Any, metrics: dict):
-  """Average per-task results [M_local, ...] locally, then across the 'tasks' axis."""
+  """Average per-task results [M_local, ...] locally, then across the 'tasks' axis (they
+  are already means over 'batch')."""
   grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
   metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-  return jax.lax.pmean((grads, metrics), parallel.AXIS)
+  return jax.lax.pmean((grads, metrics), parallel.TASKS)
+
+
+def split_loop(loop: adapt_lib.InnerLoop, mesh) -> adapt_lib.InnerLoop:
+  """``loop`` whose GAN averages over the mesh's 'batch' axis where it splits the pairs."""
+  axis = parallel.batch_axis_name(mesh)
+  if axis == loop.spec.batch_axis:
+    return loop
+  return dataclasses.replace(loop, spec=dataclasses.replace(loop.spec, batch_axis=axis))
 
 
 def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
@@ -36,15 +54,18 @@ def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
   ``estimator_name`` is a shipped estimator or ``module:function``; ``estimator_options``
   is ``"name=value,..."`` of its declared options (:func:`bil_jax.estimators.resolve`).
   """
-  estimator = functools.partial(estimators.resolve(estimator_name, estimator_options), loop)
+  estimator = functools.partial(estimators.resolve(estimator_name, estimator_options),
+                                split_loop(loop, mesh))
 
   outer_opt = optax.with_extra_args_support(outer_opt)
 
   def local_step(params, opt_state, tasks, rngs, frozen):
     # Inside shard_map the cotangent of a device-invariant input is summed over devices
-    # automatically. Marking the GP parameters device-varying keeps each device's
-    # meta-gradient local, so the pmean below is the mean over the whole meta-batch.
-    local_params = jax.lax.pcast(params, parallel.AXIS, to="varying")
+    # automatically. Marking the GP parameters varying over 'tasks' keeps each task
+    # device's meta-gradient local, so the pmean below is the mean over the whole
+    # meta-batch. Over 'batch' they stay invariant: there, the summing is what averages
+    # the gradients of the batch-mean losses (gan.batch_mean) over the task's pairs.
+    local_params = jax.lax.pcast(params, parallel.TASKS, to="varying")
     grads, metrics = jax.vmap(estimator, in_axes=(None, 0, 0, None))(
         local_params, tasks, rngs, frozen)
     grads, metrics = mean_over_tasks(grads, metrics)
@@ -54,5 +75,6 @@ def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
     return optax.apply_updates(params, updates), opt_state, metrics
 
   step = parallel.tasks_parallel(local_step, mesh, num_replicated_in=2, num_sharded_in=2,
-                                 num_trailing_replicated=1)
+                                 num_trailing_replicated=1,
+                                 sharded_specs=(parallel.episode_spec(mesh), parallel.TASK_SPEC))
   return jax.jit(step)

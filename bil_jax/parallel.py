@@ -1,26 +1,46 @@
-"""Data parallelism over the tasks of a meta-batch, across devices and hosts.
+"""Data parallelism over the meta-batch, across devices and hosts.
 
-One 1-D device ``Mesh`` with axis ``'tasks'`` spans every device of every process. The
-tasks of a meta-batch are split along that axis with ``jax.shard_map``; each device
-``vmap``s the estimator over its own tasks, and per-device means are averaged with
-``lax.pmean``. Because every device holds the same number of tasks, the result is the
-mean over the whole meta-batch whatever the device count (up to float summation order).
+One 2-D device ``Mesh`` with axes ``('tasks', 'batch')`` spans every device of every
+process. The tasks of a meta-batch are split along ``'tasks'`` and the pairs of each task
+(its shots, and its queries) along ``'batch'``, with ``jax.shard_map``: the episodes
+[M, n, ...] are sharded ``P('tasks', 'batch')``, the per-task keys [M, ...]
+``P('tasks')``. Each device ``vmap``s the estimator over its own tasks; inside a task the
+losses are means over the whole task batch (``lax.pmean`` over ``'batch'``,
+``bil_jax.gan``), so the inner GAN gradients are averaged over ``'batch'`` and every
+``'batch'`` device holds the same adapted parameters; per-device meta-gradients are then
+averaged over ``'tasks'`` (``bil_jax.meta``). Because every device holds the same number
+of tasks and pairs, the result is the mean over the whole meta-batch whatever the device
+count (up to float summation order).
 
-Several hosts: every process runs the same program, feeds its own slice of the
-meta-batch (:func:`shard_tasks`); ``bil_jax.main`` calls :func:`initialize_distributed`
-before any JAX computation. Files that are not per-process are written by process 0 only
-(:func:`is_main_process`); :func:`barrier` and :func:`broadcast_from_main` keep the
-processes in step where process 0 does something alone (building the dataset, setting a
-checkpoint aside).
+The mesh shape (:func:`choose_mesh_shape`): the largest ``'tasks'`` size T that divides
+both the meta-batch M and the device count N such that B = N / T divides the shots and
+the queries; ``meta.mesh_shape = "TxB"`` overrides it. A 'batch' axis of size 1 is no
+axis at all for the adaptation (:func:`batch_axis_name` is None), so a run whose tasks
+split over the devices computes exactly what it computed on a 1-D mesh.
+
+Several hosts: every process runs the same program and feeds the tasks its devices hold
+a block of (:func:`local_task_slice`; :func:`shard_episodes` places each device's
+(tasks, pairs) block, :func:`shard_tasks` the per-task keys); ``bil_jax.main`` calls
+:func:`initialize_distributed` before any JAX computation. Files that are not
+per-process are written by process 0 only (:func:`is_main_process`); :func:`barrier`
+and :func:`broadcast_from_main` keep the processes in step where process 0 does
+something alone (building the dataset, setting a checkpoint aside).
 """
 import logging
+import math
 import os
+from typing import Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-AXIS = "tasks"
+TASKS = "tasks"
+BATCH = "batch"
+AXIS = TASKS  # the axis of the tasks (the only one of the former 1-D mesh)
+AXES = (TASKS, BATCH)
+TASK_SPEC = P(TASKS)              # [M, ...] per-task arrays (keys): split over tasks
+EPISODE_SPEC = P(TASKS, BATCH)    # [M, n, ...] pairs of each task: tasks x their pairs
 
 
 def initialize_distributed(num_hosts: int = 1) -> None:
@@ -91,31 +111,184 @@ def main_process_first(fn, what: str):
   return result if is_main_process() else fn()
 
 
-def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over ``devices`` (default: all devices of all processes)."""
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (AXIS,))
+def make_mesh(devices=None, shape=None) -> Mesh:
+  """A 2-D ('tasks', 'batch') mesh over ``devices`` (default: all devices of all processes).
+
+  ``shape`` (T, B) with T * B = len(devices); None -> (len(devices), 1): tasks only, as a
+  1-D mesh. Devices fill the mesh in order, 'batch' fastest (a process's devices are
+  neighbours, so each holds whole tasks where B divides its device count).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  t, b = (len(devices), 1) if shape is None else (int(shape[0]), int(shape[1]))
+  if t * b != len(devices):
+    raise ValueError(f"mesh shape {t}x{b} does not have {len(devices)} devices")
+  return Mesh(np.asarray(devices).reshape(t, b), AXES)
 
 
-def check_meta_batch(meta_batch: int, mesh: Mesh) -> None:
-  """Raises a one-line error unless the meta-batch splits evenly over devices/processes."""
-  n = mesh.devices.size
-  if meta_batch % n:
-    raise ValueError(f"meta.meta_batch={meta_batch} is not divisible by the {n} devices "
-                     f"of the mesh; use a multiple of {n}")
+def _divisors(n: int) -> list:
+  return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def local_task_slice(meta_batch: int) -> slice:
-  """The rows of a meta-batch this process feeds (processes own equal, ordered slices)."""
-  per = meta_batch // jax.process_count()
-  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+def _fits(t: int, b: int, meta_batch: int, shots: int, queries: int) -> bool:
+  """Whether a T x B mesh splits M tasks over T and each task's shots and queries over B."""
+  return meta_batch % t == 0 and shots % b == 0 and queries % b == 0
 
 
-def shard_tasks(mesh: Mesh, local_tree):
-  """Assembles global arrays, sharded over tasks, from this process's rows (leading axis)."""
-  sharding = NamedSharding(mesh, P(AXIS))
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
+def usable_device_counts(meta_batch: int, shots: int, queries: int) -> list:
+  """Sorted device counts T * B with T | meta_batch and B | shots, B | queries."""
+  return sorted({t * b for t in _divisors(meta_batch)
+                 for b in _divisors(math.gcd(shots, queries) or 1)})
+
+
+def _no_fit(num_devices: int, meta_batch: int, shots: Optional[int],
+            queries: Optional[int]) -> str:
+  """The one-line error: M (and the pairs) cannot be split over N devices; what can."""
+  pairs = shots is not None
+  counts = [str(n) for n in usable_device_counts(meta_batch, shots if pairs else 1,
+                                                 queries if pairs else 1)]
+  listed = ", ".join(counts[:-1]) + " or " + counts[-1] if len(counts) > 1 else counts[0]
+  what = (f"meta.meta_batch={meta_batch} with data.shots={shots}, data.queries={queries}"
+          if pairs else f"meta.meta_batch={meta_batch}")
+  return f"{what} cannot be split over {num_devices} devices; use {listed} devices"
+
+
+def choose_mesh_shape(num_devices: int, meta_batch: int, shots: int, queries: int) -> tuple:
+  """(T, B) of the ('tasks', 'batch') mesh for N = ``num_devices`` devices.
+
+  The rule: the largest T that divides both the meta-batch M and N such that B = N / T
+  divides both the shots and the queries (queries 0: any B). So the tasks are split first
+  (no collective inside the adaptation where T = N fits), the pairs of each task only
+  where the tasks alone cannot use the devices. M=5, 4 shots, 4 queries: N=5 -> (5, 1),
+  10 -> (5, 2), 20 -> (5, 4), 4 -> (1, 4).
+
+  Raises a one-line ValueError naming the usable device counts where no shape fits.
+  """
+  for t in sorted(_divisors(num_devices), reverse=True):
+    if _fits(t, num_devices // t, meta_batch, shots, queries):
+      return t, num_devices // t
+  raise ValueError(_no_fit(num_devices, meta_batch, shots, queries))
+
+
+def parse_mesh_shape(text: str) -> Optional[tuple]:
+  """``meta.mesh_shape``: "" -> None (choose automatically), "TxB" -> (T, B)."""
+  text = (text or "").strip().lower()
+  if not text:
+    return None
+  parts = text.split("x")
+  if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    raise ValueError(f"meta.mesh_shape={text!r} is not \"\" (automatic) or \"TxB\" "
+                     "(tasks x batch, e.g. \"5x2\")")
+  return int(parts[0]), int(parts[1])
+
+
+def mesh_shape(num_devices: int, meta_batch: int, shots: int, queries: int,
+               override: str = "") -> tuple:
+  """(T, B): ``override`` ("TxB", ``meta.mesh_shape``) checked, else :func:`choose_mesh_shape`."""
+  shape = parse_mesh_shape(override)
+  if shape is None:
+    return choose_mesh_shape(num_devices, meta_batch, shots, queries)
+  t, b = shape
+  if t * b != num_devices:
+    raise ValueError(f"meta.mesh_shape={override!r} has {t * b} devices, not the "
+                     f"{num_devices} of this run")
+  if not _fits(t, b, meta_batch, shots, queries):
+    raise ValueError(f"meta.mesh_shape={override!r} does not split meta.meta_batch="
+                     f"{meta_batch} over {t} (tasks) and data.shots={shots}, "
+                     f"data.queries={queries} over {b} (batch)")
+  return t, b
+
+
+def make_meta_mesh(meta_batch: int, shots: int, queries: int, override: str = "",
+                   devices=None) -> Mesh:
+  """The meta-training mesh over ``devices`` (default: all): shape from :func:`mesh_shape`."""
+  devices = jax.devices() if devices is None else list(devices)
+  return make_mesh(devices, mesh_shape(len(devices), meta_batch, shots, queries, override))
+
+
+def batch_axis_name(mesh: Mesh) -> Optional[str]:
+  """'batch' where the mesh splits the pairs of a task (its 'batch' size > 1), else None."""
+  return BATCH if dict(zip(mesh.axis_names, mesh.devices.shape)).get(BATCH, 1) > 1 else None
+
+
+def episode_spec(mesh: Mesh) -> P:
+  """The spec of episodes [M, n, ...] inside ``shard_map``: :data:`EPISODE_SPEC` where the
+  mesh splits the pairs, else :data:`TASK_SPEC` (a 'batch' of size 1 is not an axis the
+  values vary along: the program is the one of a 1-D mesh)."""
+  return EPISODE_SPEC if batch_axis_name(mesh) else TASK_SPEC
+
+
+def check_meta_batch(meta_batch: int, mesh: Mesh, shots: Optional[int] = None,
+                     queries: Optional[int] = None) -> None:
+  """Raises a one-line error unless M tasks split over 'tasks' and the shots and queries
+  of each over 'batch'. Without shots and queries the pairs are not split: M must split
+  over all devices of the mesh."""
+  sizes = dict(zip(mesh.axis_names, mesh.devices.shape)) if hasattr(mesh, "axis_names") \
+      else {TASKS: mesh.devices.size}
+  t, b = sizes.get(TASKS, 1), sizes.get(BATCH, 1)
+  pairs = (1, 1) if shots is None else (shots, queries or 0)
+  if not _fits(t, b, meta_batch, *pairs) or (shots is None and b > 1):
+    raise ValueError(_no_fit(t * b, meta_batch, shots, queries))
+
+
+def _task_range(mesh: Mesh) -> slice:
+  """The tasks whose blocks this process's devices hold: the rows it must feed."""
+  num_tasks_axis = mesh.devices.shape[0]
+  mine = [i for i in range(num_tasks_axis)
+          if any(d.process_index == jax.process_index() for d in mesh.devices[i].flat)]
+  return slice(min(mine), max(mine) + 1)
+
+
+def local_task_slice(meta_batch: int, mesh: Optional[Mesh] = None) -> slice:
+  """The rows of a meta-batch this process feeds.
+
+  Without ``mesh``: equal, ordered slices per process (the 1-D mesh). With a mesh: the
+  tasks any of this process's devices holds a block of (where B does not divide a
+  process's device count, two processes both feed the task they share).
+  """
+  if mesh is None:
+    per = meta_batch // jax.process_count()
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+  rows = _task_range(mesh)
+  per = meta_batch // mesh.devices.shape[0]
+  return slice(rows.start * per, rows.stop * per)
+
+
+def _place(mesh: Mesh, spec: P, local_tree, rows: Optional[slice], meta_batch: Optional[int]):
+  """Global arrays with ``spec`` from this process's rows ``local_tree`` (leading axis)."""
+  sharding = NamedSharding(mesh, spec)
+  if jax.process_count() == 1:
+    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), local_tree)
+  if rows is None:
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
+
+  def local_index(idx):
+    """A device's global index (slices) -> the same block of the local rows."""
+    first = idx[0]
+    if first.start is None and first.stop is None:
+      return idx
+    return (slice(first.start - rows.start, first.stop - rows.start),) + tuple(idx[1:])
+
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback((meta_batch,) + x.shape[1:], sharding,
+                                        lambda idx: x[local_index(idx)])
+  return jax.tree.map(one, local_tree)
+
+
+def shard_tasks(mesh: Mesh, local_tree, meta_batch: Optional[int] = None):
+  """Global arrays [M, ...] split over 'tasks' (replicated over 'batch'), e.g. the task
+  keys, from this process's rows: ``x[local_task_slice(M, mesh)]`` with ``meta_batch``
+  given, else equal per-process slices (:func:`local_task_slice` without a mesh)."""
+  rows = None if meta_batch is None else local_task_slice(meta_batch, mesh)
+  return _place(mesh, TASK_SPEC, local_tree, rows, meta_batch)
+
+
+def shard_episodes(mesh: Mesh, local_tree, meta_batch: Optional[int] = None):
+  """Global episodes [M, n, ...] placed ``P('tasks', 'batch')``: each device gets its
+  tasks' block of n / B pairs. ``local_tree`` and ``meta_batch`` as in :func:`shard_tasks`."""
+  rows = None if meta_batch is None else local_task_slice(meta_batch, mesh)
+  return _place(mesh, EPISODE_SPEC, local_tree, rows, meta_batch)
 
 
 def replicate(mesh: Mesh, tree):
@@ -128,14 +301,18 @@ def replicate(mesh: Mesh, tree):
 
 
 def tasks_parallel(fn, mesh: Mesh, num_replicated_in: int, num_sharded_in: int,
-                   num_trailing_replicated: int = 0):
-  """shard_map ``fn`` with replicated, then task-sharded, then replicated arguments.
+                   num_trailing_replicated: int = 0, sharded_specs=None):
+  """shard_map ``fn`` with replicated, then sharded, then replicated arguments.
 
-  ``fn`` sees its local tasks and must ``lax.pmean`` over :data:`AXIS` so that its
-  outputs are replicated.
+  The sharded arguments take ``sharded_specs`` (default: all :data:`TASK_SPEC`, split
+  over 'tasks'; :data:`EPISODE_SPEC` for [M, n, ...] episodes). ``fn`` sees its local
+  block and must ``lax.pmean`` over the axes its inputs vary along so that its outputs
+  are replicated.
   """
-  in_specs = ((P(),) * num_replicated_in + (P(AXIS),) * num_sharded_in
-              + (P(),) * num_trailing_replicated)
+  sharded = tuple(sharded_specs) if sharded_specs is not None else (TASK_SPEC,) * num_sharded_in
+  if len(sharded) != num_sharded_in:
+    raise ValueError(f"{len(sharded)} sharded_specs for {num_sharded_in} sharded arguments")
+  in_specs = ((P(),) * num_replicated_in + sharded + (P(),) * num_trailing_replicated)
   return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P())
 
 

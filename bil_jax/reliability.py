@@ -29,7 +29,7 @@ CONFIG_FILE = "config.json"
 # Config keys that may change between runs sharing a workdir: they change neither the
 # training trajectory nor what a checkpoint holds (fnmatch patterns on dotted keys).
 RESUMABLE_KEYS = ("overwrite", "nonfinite", "compilation_cache", "meta.num_hosts",
-                  "pretrain.steps", "meta.steps", "*.log_every", "*.image_every",
+                  "meta.mesh_shape", "pretrain.steps", "meta.steps", "*.log_every", "*.image_every",
                   "*.checkpoint_every", "eval.*")
 # Folders a run writes into its workdir (config.overwrite deletes them).
 RUN_FOLDERS = ("pretrain", "meta", "eval")

@@ -53,11 +53,12 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
   """Pre-training: pooled pairs, one guarded GAN step each; probe: held-out L1, no adaptation.
 
   Data parallel: the batch's rows [B, ...] are split over ``mesh``'s 'data' axis (default:
-  :func:`parallel.data_mesh_for`, every device of every process where B allows), the parameters and optimizer state are replicated, and
-  the jitted step is partitioned by XLA: gradients are means over the whole batch, and
-  batch norm (``model.norm='batch'``) uses the whole batch's statistics. Each process
-  samples the whole batch from the step's stream and feeds only its own rows, so the run
-  does not depend on the device or process count (up to float summation order).
+  :func:`parallel.data_mesh_for`: every device of every process where B allows), the
+  parameters and optimizer state are replicated, and the jitted step is partitioned by
+  XLA: gradients are means over the whole batch, and batch norm (``model.norm='batch'``)
+  uses the whole batch's statistics. Each process samples the whole batch from the step's
+  stream and feeds only its own rows, so the run does not depend on the device or process
+  count (up to float summation order).
   """
   rows = int(config.pretrain.batch_size)
   mesh = parallel.data_mesh_for(rows, "pretrain.batch_size") if mesh is None else mesh
@@ -135,14 +136,14 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
   sampler = episodes.Sampler.from_config(config.data)
   key = streams.key(config.seed, "meta")
   m = int(config.meta.meta_batch)
-  local = parallel.local_task_slice(m)
+  local = parallel.local_task_slice(m, mesh)
   frozen_r = parallel.replicate(mesh, frozen)
 
   def step(params, opt_state, batch, step):
     rngs = np.asarray(meta.task_rngs(key, step, m))
     return meta_step(params, opt_state,
-                     parallel.shard_tasks(mesh, jax.tree.map(lambda x: x[local], batch)),
-                     parallel.shard_tasks(mesh, rngs[local]), frozen_r)
+                     parallel.shard_episodes(mesh, jax.tree.map(lambda x: x[local], batch), m),
+                     parallel.shard_tasks(mesh, rngs[local], m), frozen_r)
 
   heldout = heldout_episodes(sampler, config.seed, test_tasks)
   evaluate_adaptation = make_adaptation_eval(inner)
@@ -192,6 +193,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return loop.run_phase(phase, config, workdir)
 
 
+def meta_mesh(config: ml_collections.ConfigDict):
+  """The ('tasks', 'batch') mesh of meta-training over all devices (``meta.mesh_shape``,
+  or chosen from the device count); a one-line error naming the usable device counts."""
+  return parallel.make_meta_mesh(int(config.meta.meta_batch), int(config.data.shots),
+                                 int(config.data.queries), config.meta.get("mesh_shape", ""))
+
+
 def metatrain(config: ml_collections.ConfigDict, workdir: str,
               initial_params: Optional[dict] = None) -> dict:
   """BiLevel meta-training of the GP model; returns the final {'G', 'D'} parameters.
@@ -203,8 +211,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
     Preempted: SIGTERM/SIGINT; the current step was checkpointed.
     NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
-  mesh = parallel.make_mesh()
-  parallel.check_meta_batch(config.meta.meta_batch, mesh)
+  mesh = meta_mesh(config)
   train_tasks, test_tasks = loading.load_data(config, workdir)
   spec = builders.build_spec(config, train_tasks.num_classes)
   frozen = builders.load_frozen(config)
@@ -234,6 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.initialize_distributed(int(config.meta.num_hosts))
   reliability.check_options(config)
   reliability.check_workdir(config, workdir)
+  if mode in ("metatrain", "all"):
+    meta_mesh(config)  # a device count that cannot split the meta-batch fails here, at once
   parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
   params = None
   if mode in ("pretrain", "all"):

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 
 from bil_jax import adapt, gan, optimizers
+from bil_jax.models import layers
 
 C, H, W = 3, 4, 4
 
@@ -28,9 +29,30 @@ class TinyD(nn.Module):
     return nn.Conv(1, (1, 1))(h)
 
 
-def spec(lambda_a=0.5, gan_mode="bce"):
-  return gan.GanSpec(TinyG(), TinyD(), num_classes=C, uses_reference=False,
-                     lambda_a=lambda_a, gan_mode=gan_mode)
+class TinyNormG(nn.Module):
+  """TinyG with batch norm and dropout, the layers that see a batch split over devices."""
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    h = jnp.tanh(layers.Norm("batch")(nn.Conv(4, (3, 3))(x)))
+    h = layers.Dropout(0.25, deterministic=not train)(h)
+    return jnp.tanh(nn.Conv(3, (1, 1))(h))
+
+
+class TinyNormD(nn.Module):
+  """TinyD with batch norm."""
+
+  @nn.compact
+  def __call__(self, s, y):
+    h = nn.Conv(4, (3, 3), strides=(2, 2))(jnp.concatenate([s, y], -1))
+    return nn.Conv(1, (1, 1))(jnp.tanh(layers.Norm("batch")(h)))
+
+
+def spec(lambda_a=0.5, gan_mode="bce", norm=False):
+  """The tiny GAN; ``norm``: with batch norm (G and D) and dropout (G)."""
+  g, d = (TinyNormG(), TinyNormD()) if norm else (TinyG(), TinyD())
+  return gan.GanSpec(g, d, num_classes=C, uses_reference=False, lambda_a=lambda_a,
+                     gan_mode=gan_mode)
 
 
 def init_params(sp, seed=0, dtype=jnp.float32):
@@ -52,8 +74,8 @@ def task(seed, shots=2, queries=2, dtype=np.float32):
   return {"support": pairs(rng, shots, dtype), "query": pairs(rng, queries, dtype)}
 
 
-def meta_batch(seeds, dtype=np.float32):
-  tasks = [task(s, dtype=dtype) for s in seeds]
+def meta_batch(seeds, dtype=np.float32, shots=2, queries=2):
+  tasks = [task(s, shots, queries, dtype=dtype) for s in seeds]
   return jax.tree.map(lambda *xs: np.stack(xs), *tasks)
 
 

@@ -9,13 +9,24 @@ Precision policy (``model.dtype``, see :func:`compute_dtype`): parameters, activ
 normalisation, losses and metrics are float32; with ``"bfloat16"`` every convolution
 multiplies bfloat16 copies of its input and kernel and accumulates in float32 (the mixed
 precision of GPU tensor cores and TPU MXUs), so only the convolutions' matmuls change.
+
+The pairs of one task may be split over the 'batch' axis of the mesh (bil_jax.parallel).
+While a model is applied inside :func:`batch_axis` (``bil_jax.gan`` does it from
+``GanSpec.batch_axis``), batch norm averages its moments over that axis and
+:class:`Dropout` (``bil_jax.models.batch_split``) draws the mask of the whole task batch
+and keeps this device's rows, so both compute what one device computes on the whole
+batch. Outside it (None, the default) nothing changes.
 """
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+# Dropout and batch_axis are re-exported: the layers a model is built from.
+from bil_jax.models.batch_split import (  # pylint: disable=unused-import
+    Dropout, batch_axis, current_batch_axis)
 
 NORM_KINDS = ("instance", "batch")
 DTYPES = ("float32", "bfloat16")
@@ -55,10 +66,20 @@ def _cast_operands(x: jnp.ndarray, kernel: jnp.ndarray, dtype):
   return x.astype(dtype), kernel.astype(dtype), out
 
 
-def normalize(x: jnp.ndarray, axes: Sequence[int], eps: float = EPS) -> jnp.ndarray:
-  """(x - mean) / sqrt(var + eps) with biased statistics over ``axes`` (kept dims)."""
+def normalize(x: jnp.ndarray, axes: Sequence[int], eps: float = EPS,
+              axis_name: Optional[str] = None) -> jnp.ndarray:
+  """(x - mean) / sqrt(var + eps) with biased statistics over ``axes`` (kept dims).
+
+  ``axis_name``: the rows of the batch (axis 0, which must be in ``axes``) are split over
+  this mesh axis in equal blocks; the moments are averaged over it (``lax.pmean``), so
+  they are those of the whole batch.
+  """
   mean = jnp.mean(x, axis=axes, keepdims=True)
+  if axis_name is not None:
+    mean = jax.lax.pmean(mean, axis_name)
   var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+  if axis_name is not None:
+    var = jax.lax.pmean(var, axis_name)
   return (x - mean) * (1.0 / jnp.sqrt(var + eps))
 
 
@@ -67,7 +88,8 @@ class Norm(nn.Module):
 
   Attributes:
     kind: "instance": statistics per sample and channel over H, W (zeros at 1x1 spatial);
-      "batch": statistics per channel over N, H, W of the current batch (no running stats).
+      "batch": statistics per channel over N, H, W of the current batch (no running stats);
+      of the whole batch where its rows are split over a mesh axis (:func:`batch_axis`).
     eps: added to the variance.
   """
   kind: str = "instance"
@@ -76,11 +98,13 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """x: [B, H, W, C] -> [B, H, W, C]."""
-    axes = (1, 2) if check_norm_kind(self.kind) == "instance" else (0, 1, 2)
+    instance = check_norm_kind(self.kind) == "instance"
+    axes = (1, 2) if instance else (0, 1, 2)
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    return normalize(x, axes, self.eps) * scale + bias
+    axis_name = None if instance else current_batch_axis()
+    return normalize(x, axes, self.eps, axis_name) * scale + bias
 
 
 # How convolutions are computed. "matmul" builds the patches of each output position from

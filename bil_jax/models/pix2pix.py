@@ -79,7 +79,7 @@ class UnetGenerator(layers.UNetGenerator):
                          dtype=self.dtype)(h)
       h = layers.Norm(self.norm, name=f"up_norm_{i}")(h)
       if self.dropout > 0 and has_dropout(i, n):
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = layers.Dropout(self.dropout, deterministic=not train)(h)
     raise AssertionError("unreachable")
 
 
