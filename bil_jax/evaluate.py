@@ -201,13 +201,9 @@ class _Programs:
     """Alg. 2 lines 2-4: S alternating BiL meta-steps of the GP on the K auxiliary tasks,
     from a fresh Aux optimizer. batches: Episodes, leaves [S, K, ...]; rngs [S, K, 2]."""
     def meta_step(carry, step_inputs):
-      p, opt_state = carry
-      batch, keys = step_inputs
-      grads, metrics = jax.vmap(self.aux_estimator, in_axes=(None, 0, 0, None))(
-          p, batch, keys, frozen)
-      grads, metrics = jax.tree.map(lambda g: jnp.mean(g, axis=0), (grads, metrics))
-      updates, opt_state = self.aux_opt.update(grads, opt_state, p, losses=metrics)
-      return (optax.apply_updates(p, updates), opt_state), None
+      p, opt_state, _ = meta.meta_update(self.aux_estimator, self.aux_opt, *carry,
+                                         *step_inputs, frozen)
+      return (p, opt_state), None
 
     (params, _), _ = jax.lax.scan(meta_step, (params, self.aux_opt.init(params)),
                                   (batches, rngs))

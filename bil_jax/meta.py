@@ -31,12 +31,25 @@ def task_rngs(rng: jax.Array, step: int, meta_batch: int) -> jax.Array:
   return jax.random.split(jax.random.fold_in(rng, step), meta_batch)
 
 
-def mean_over_tasks(grads: Any, metrics: dict):
-  """Average per-task results [M_local, ...] locally, then across the 'tasks' axis (they
-  are already means over 'batch')."""
-  grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-  metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-  return jax.lax.pmean((grads, metrics), parallel.TASKS)
+def meta_update(estimator, outer_opt: optax.GradientTransformation, params, opt_state,
+                tasks, rngs, frozen, axis=None):
+  """One outer update from M_local tasks: ``estimator`` vmapped over ``tasks`` (leaves
+  [M_local, ...]) and ``rngs`` [M_local, 2], its gradients and metrics averaged over them,
+  then ``outer_opt`` (with extra-args support; it also gets the losses, so a guarded one
+  skips a non-finite update). Returns (params, opt_state, metrics).
+
+  ``axis``: inside ``shard_map``, the mesh axis the tasks are split over. The GP is then
+  marked varying along it, so each device's meta-gradient stays local (the cotangent of
+  a device-invariant input would be summed over the devices), and the per-device means
+  are averaged over it (they are already means over 'batch'). None: the tasks are all here.
+  """
+  local = params if axis is None else jax.lax.pcast(params, axis, to="varying")
+  grads, metrics = jax.vmap(estimator, in_axes=(None, 0, 0, None))(local, tasks, rngs, frozen)
+  grads, metrics = jax.tree.map(lambda g: jnp.mean(g, axis=0), (grads, metrics))
+  if axis is not None:
+    grads, metrics = jax.lax.pmean((grads, metrics), axis)
+  updates, opt_state = outer_opt.update(grads, opt_state, params, losses=metrics)
+  return optax.apply_updates(params, updates), opt_state, metrics
 
 
 def split_loop(loop: adapt_lib.InnerLoop, mesh) -> adapt_lib.InnerLoop:
@@ -58,21 +71,9 @@ def make_meta_step(loop: adapt_lib.InnerLoop, estimator_name: str,
                                 split_loop(loop, mesh))
 
   outer_opt = optax.with_extra_args_support(outer_opt)
-
-  def local_step(params, opt_state, tasks, rngs, frozen):
-    # Inside shard_map the cotangent of a device-invariant input is summed over devices
-    # automatically. Marking the GP parameters varying over 'tasks' keeps each task
-    # device's meta-gradient local, so the pmean below is the mean over the whole
-    # meta-batch. Over 'batch' they stay invariant: there, the summing is what averages
-    # the gradients of the batch-mean losses (gan.batch_mean) over the task's pairs.
-    local_params = jax.lax.pcast(params, parallel.TASKS, to="varying")
-    grads, metrics = jax.vmap(estimator, in_axes=(None, 0, 0, None))(
-        local_params, tasks, rngs, frozen)
-    grads, metrics = mean_over_tasks(grads, metrics)
-    # The step's losses go to the optimizer too: a guarded one (bil_jax.nonfinite)
-    # skips the update when they are not finite.
-    updates, opt_state = outer_opt.update(grads, opt_state, params, losses=metrics)
-    return optax.apply_updates(params, updates), opt_state, metrics
+  # Over 'batch' the GP stays invariant: there, JAX's summing of its cotangents is what
+  # averages the gradients of the batch-mean losses (gan.batch_mean) over a task's pairs.
+  local_step = functools.partial(meta_update, estimator, outer_opt, axis=parallel.TASKS)
 
   step = parallel.tasks_parallel(local_step, mesh, num_replicated_in=2, num_sharded_in=2,
                                  num_trailing_replicated=1,

@@ -207,7 +207,7 @@ def make_meta_mesh(meta_batch: int, shots: int, queries: int, override: str = ""
 
 def batch_axis_name(mesh: Mesh) -> Optional[str]:
   """'batch' where the mesh splits the pairs of a task (its 'batch' size > 1), else None."""
-  return BATCH if dict(zip(mesh.axis_names, mesh.devices.shape)).get(BATCH, 1) > 1 else None
+  return BATCH if mesh.shape.get(BATCH, 1) > 1 else None
 
 
 def episode_spec(mesh: Mesh) -> P:
@@ -238,6 +238,12 @@ def _task_range(mesh: Mesh) -> slice:
   return slice(min(mine), max(mine) + 1)
 
 
+def local_rows(rows: int) -> slice:
+  """The rows of a batch of ``rows`` that this process feeds (equal, ordered slices)."""
+  per = rows // jax.process_count()
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
 def local_task_slice(meta_batch: int, mesh: Optional[Mesh] = None) -> slice:
   """The rows of a meta-batch this process feeds.
 
@@ -246,8 +252,7 @@ def local_task_slice(meta_batch: int, mesh: Optional[Mesh] = None) -> slice:
   process's device count, two processes both feed the task they share).
   """
   if mesh is None:
-    per = meta_batch // jax.process_count()
-    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+    return local_rows(meta_batch)
   rows = _task_range(mesh)
   per = meta_batch // mesh.devices.shape[0]
   return slice(rows.start * per, rows.stop * per)
@@ -346,21 +351,13 @@ def data_mesh_for(rows: int, key: str) -> Mesh:
   :func:`devices_per_process` (logged: the other devices stay idle in this phase)."""
   d = devices_per_process(rows, jax.process_count(), jax.local_device_count(), key)
   devices = [dev for p in range(jax.process_count())
-             for dev in [x for x in jax.devices() if x.process_index == p][:d]]
+             for dev in jax.local_devices(process_index=p)[:d]]
   if len(devices) < jax.device_count():
     logging.warning("%s=%d is not a multiple of the %d devices: this phase runs on %d of "
                     "them", key, rows, jax.device_count(), len(devices))
   return data_mesh(devices)
 
 
-def local_rows(rows: int) -> slice:
-  """The rows of a batch of ``rows`` that this process feeds (equal, ordered slices)."""
-  per = rows // jax.process_count()
-  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
-
-
 def shard_rows(mesh: Mesh, local_tree):
   """Global arrays split over the ``'data'`` axis, from this process's rows [rows/P, ...]."""
-  sharding = NamedSharding(mesh, P(DATA_AXIS))
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
+  return _place(mesh, P(DATA_AXIS), local_tree, None, None)
