@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Callable, Dict, List
 
+import numpy as np
+
 from bil_jax.bench_common import EstimatorSpec, config_from_json, config_to_json, set_key
 
 CONFIG_PY = '''"""The benchmark's config, frozen as JSON beside this file (written by bil_jax.bench)."""
@@ -204,11 +206,8 @@ def run_outcome(config, specs: List[EstimatorSpec], step_times: Dict[str, float]
 
 
 def _mean_std(values: List[float]) -> tuple:
-  """(mean, sample standard deviation; 0 for one value)."""
-  n = len(values)
-  mean = sum(values) / n
-  var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-  return mean, var ** 0.5
+  """(mean, sample standard deviation; 0 for one value), as bil_jax.report gives seeds'."""
+  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def summarize(records: List[dict]) -> List[dict]:
