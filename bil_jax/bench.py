@@ -149,7 +149,8 @@ def run_cost(config, jobs: List[dict], o: dict, peaks: dict, out_dir: str, setup
 def torch_reference(o: dict, estimator: str, steps: int, meta_batch: int, out_dir: str) -> dict:
   """Times :mod:`bil_jax.bench_torch` for one estimator in a fresh process; its record.
 
-  ``o`` has size, ngf, ndf, num_classes, shots, queries and repeats. A fresh process per
+  ``o`` has size, ngf, ndf, num_classes, shots, queries and repeats, and ``device`` ('cuda'
+  where JAX's backend is a GPU, else 'cpu'). A fresh process per
   estimator: PyTorch's first-order step measured after a second-order one in the same
   process ran up to 2x slower on the 2-core CPU (allocator state).
   """
@@ -158,7 +159,7 @@ def torch_reference(o: dict, estimator: str, steps: int, meta_batch: int, out_di
          "--ngf", str(o["ngf"]), "--ndf", str(o["ndf"]), "--num_classes", str(o["num_classes"]),
          "--meta_batch", str(meta_batch), "--shots", str(o["shots"]), "--queries",
          str(o["queries"]), "--inner_steps", str(steps), "--estimators", estimator,
-         "--repeats", str(o["repeats"]), "--json", path]
+         "--repeats", str(o["repeats"]), "--json", path, "--device", o.get("device", "cpu")]
   subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
   with open(path) as f:
     (record,) = json.load(f)
@@ -167,8 +168,10 @@ def torch_reference(o: dict, estimator: str, steps: int, meta_batch: int, out_di
 
 
 def run_torch(config, s: dict, o: dict, out_dir: str, log: Callable = print) -> List[dict]:
-  """The eager PyTorch reference (pix2pix only) for second_order and first_order."""
+  """The eager PyTorch reference (pix2pix only) for second_order and first_order, on the
+  GPU where JAX's backend is one (else the CPU)."""
   import importlib.util  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
   if importlib.util.find_spec("torch") is None:
     log("--torch: PyTorch is not installed (pip install torch); skipping the reference")
     return []
@@ -177,14 +180,16 @@ def run_torch(config, s: dict, o: dict, out_dir: str, log: Callable = print) -> 
     return []
   t = dict(size=config.data.image_height, ngf=config.model.ngf, ndf=config.model.ndf,
            num_classes=config.data.num_classes, shots=config.data.shots,
-           queries=config.data.queries, repeats=o["repeats"])
+           queries=config.data.queries, repeats=o["repeats"],
+           device="cuda" if jax.default_backend() == "gpu" else "cpu")
   records = []
   for k in s["inner_steps"]:
     for m in s["meta_batch"]:
       for est in (e.name for e in s["estimators"] if e.name in ("second_order", "first_order")
                   and not e.options):
         r = torch_reference(t, est, k, m, out_dir)
-        log(f"pytorch eager {est:>12s} K={k} M={m}: {r['step_time_s']:.3f} s/step")
+        log(f"pytorch eager ({t['device']}) {est:>12s} K={k} M={m}: "
+            f"{r['step_time_s']:.3f} s/step")
         records.append(r)
   return records
 
@@ -392,6 +397,11 @@ def options_from_flags(argv) -> tuple:
 
 
 def _main(argv):
+  # On a GPU this process only measures the peaks: without this, JAX's default
+  # preallocation (75% of the GPU) here would starve the fresh process of each configuration
+  # and the PyTorch reference. The workers inherit it; their peak is measured as
+  # peak_bytes_in_use, which preallocation does not change.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   import jax  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
     _fail(f"unexpected arguments: {argv[1:]}")

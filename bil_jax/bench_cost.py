@@ -111,7 +111,10 @@ def step_flops(setup: Setup, est: EstimatorSpec, steps: int, remat, args) -> flo
   estimator's options rule out K=1 (truncated with T > 1)."""
   def flops_at(k):
     lowered = step_fn(setup, est, k, remat, unroll=True).lower(*args)
-    return float(_cost(lowered).get("flops", 0.0))
+    n = _cost(lowered).get("flops")
+    if not n:  # the GPU backend counts only compiled programs
+      n = _cost(lowered.compile()).get("flops", float("nan"))
+    return float(n)
 
   try:
     f1, f2 = flops_at(1), flops_at(2)

@@ -51,8 +51,10 @@ def cost_table(records: list, peaks: dict) -> str:
     lines.append(row)
   for t in ref.values():
     fl = f", {t['flops'] / 1e9:.1f} GFLOP by torch's flop counter" if t.get("flops") else ""
-    lines += ["", f"PyTorch eager reference ({t['torch_version']}, {t['torch_threads']} "
-              f"threads), {t['estimator']}: {t['step_time_s']:.3f} s/step{fl}."]
+    where = ("on " + t["device"] if t.get("device", "cpu") != "cpu"
+             else f"{t['torch_threads']} threads")
+    lines += ["", f"PyTorch eager reference ({t['torch_version']}, {where}), "
+              f"{t['estimator']}: {t['step_time_s']:.3f} s/step{fl}."]
   return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,11 @@ pullbacks; ``first_order`` takes the query gradients at the adapted weights, wit
 
   python -m bil_jax.bench_torch --size 32 --ngf 16
   python -m bil_jax.bench_torch --size 64 --ngf 32 --estimators second_order
+  python -m bil_jax.bench_torch --size 64 --ngf 32 --device cuda
+
+``--device cuda`` runs it on the GPU (parameters, tasks and optimizer state there; each
+timed step ends with ``torch.cuda.synchronize()``), as ``bil_jax.bench --torch`` does when
+JAX's backend is a GPU.
 
 Needs ``torch`` (``pip install torch``); it is not a dependency of bil_jax.
 """
@@ -128,16 +133,16 @@ class Reference:
   """The meta-step: ``step(tasks)`` with tasks a list of dicts of torch tensors."""
 
   def __init__(self, size=32, ngf=16, ndf=16, num_classes=8, inner_steps=5, inner_lr=1e-4,
-               outer_lr=1e-4, lambda_l1=1.0, lambda_a=10.0, seed=0):
-    gen = torch.Generator().manual_seed(seed)
+               outer_lr=1e-4, lambda_l1=1.0, lambda_a=10.0, seed=0, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)   # drawn on the CPU: the same weights anywhere
     self.depth = _depth(size)
     self.num_classes = num_classes
     self.k = inner_steps
     self.lr = inner_lr
     self.l1, self.la = lambda_l1, lambda_a
-    self.g = {k: v.requires_grad_() for k, v in
+    self.g = {k: v.to(device).requires_grad_() for k, v in
               init_generator(ngf, num_classes, self.depth, gen=gen).items()}
-    self.d = {k: v.requires_grad_() for k, v in
+    self.d = {k: v.to(device).requires_grad_() for k, v in
               init_discriminator(ndf, num_classes + 3, gen=gen).items()}
     self.opt = torch.optim.Adam(list(self.g.values()) + list(self.d.values()), lr=outer_lr,
                                 betas=(0.5, 0.999))
@@ -268,14 +273,17 @@ def torch_params_from_jax(params) -> dict:
   return {"G": g, "D": d}
 
 
-def random_tasks(meta_batch, shots, queries, size, num_classes, seed=0):
+def random_tasks(meta_batch, shots, queries, size, num_classes, seed=0, device="cpu"):
+  """``meta_batch`` tasks of random label maps and images on ``device``: each
+  {'support', 'query'} of {'onehot': [n,C,H,W], 'image': [n,3,H,W]}."""
   rng = np.random.default_rng(seed)
 
   def pairs(n):
     m = torch.from_numpy(rng.integers(0, num_classes, (n, size, size)))
-    return {"onehot": F.one_hot(m, num_classes).permute(0, 3, 1, 2).float().contiguous(),
+    return {"onehot": F.one_hot(m, num_classes).permute(0, 3, 1, 2).float().contiguous()
+                      .to(device),
             "image": torch.from_numpy(
-                rng.uniform(-1, 1, (n, 3, size, size)).astype(np.float32))}
+                rng.uniform(-1, 1, (n, 3, size, size)).astype(np.float32)).to(device)}
 
   return [{"support": pairs(shots), "query": pairs(queries)} for _ in range(meta_batch)]
 
@@ -293,19 +301,25 @@ def count_flops(ref, tasks, estimator):
 
 def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, queries=5,
             inner_steps=5, estimators=("second_order", "first_order"), repeats=3,
-            threads=0, flops=True, seed=0):
-  """Times the reference meta-step; returns a list of records (one per estimator)."""
+            threads=0, flops=True, seed=0, device="cpu"):
+  """Times the reference meta-step on ``device`` ('cpu' or 'cuda'); returns a list of
+  records (one per estimator)."""
   if threads:
     torch.set_num_threads(threads)
-  tasks = random_tasks(meta_batch, shots, queries, size, num_classes, seed)
+  if device.startswith("cuda") and not torch.cuda.is_available():
+    raise SystemExit(f"bench_torch: --device {device}: torch {torch.__version__} sees no GPU")
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+  tasks = random_tasks(meta_batch, shots, queries, size, num_classes, seed, device)
   out = []
   for est in estimators:
-    ref = Reference(size, ngf, ndf or ngf, num_classes, inner_steps, seed=seed)
+    ref = Reference(size, ngf, ndf or ngf, num_classes, inner_steps, seed=seed, device=device)
     ref.step(tasks, est)                               # warm-up
+    sync()
     times = []
     for _ in range(repeats):
       t0 = time.perf_counter()
       loss = ref.step(tasks, est)
+      sync()
       times.append(time.perf_counter() - t0)
     step = statistics.median(times)
     n_flops = count_flops(ref, tasks, est) if flops else None
@@ -315,7 +329,7 @@ def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, que
         "image_size": size, "ngf": ngf, "ndf": ndf or ngf, "inner_optimizer": "sgd",
         "step_time_s": step, "step_times_s": times, "tasks_per_s": meta_batch / step,
         "flops": n_flops, "flops_per_s": (n_flops / step) if n_flops else None,
-        "loss": loss, "torch_version": torch.__version__,
+        "loss": loss, "torch_version": torch.__version__, "device": device,
         "torch_threads": torch.get_num_threads()})
   return out
 
@@ -335,13 +349,15 @@ def main(argv=None):
   ap.add_argument("--threads", type=int, default=0, help="0 -> torch's default")
   ap.add_argument("--no_flops", action="store_true")
   ap.add_argument("--json", default="", help="also write the records to this file")
+  ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
   a = ap.parse_args(argv)
   recs = measure(a.size, a.ngf, a.ndf or a.ngf, a.num_classes, a.meta_batch, a.shots,
                  a.queries, a.inner_steps, tuple(a.estimators.split(",")), a.repeats,
-                 a.threads, not a.no_flops)
+                 a.threads, not a.no_flops, device=a.device)
   for r in recs:
     fl = f"{r['flops'] / 1e9:.1f} GFLOP" if r["flops"] else "n/a"
-    print(f"pytorch eager {r['estimator']:>12s} {a.size}x{a.size} ngf {a.ngf} K={a.inner_steps} "
+    print(f"pytorch eager ({a.device}) {r['estimator']:>12s} {a.size}x{a.size} ngf {a.ngf} "
+          f"K={a.inner_steps} "
           f"M={a.meta_batch}: {r['step_time_s']:.3f} s/step (median of {a.repeats}), {fl}")
   if a.json:
     with open(a.json, "w") as f:

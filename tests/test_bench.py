@@ -280,5 +280,15 @@ def test_torch_reference_runs_in_a_fresh_process_and_returns_its_record(tmp_path
   r = bench.torch_reference(o, "first_order", 1, 1, str(tmp_path))
   assert r["implementation"] == "pytorch_eager" and r["estimator"] == "first_order"
   assert (r["inner_steps"], r["meta_batch"], r["ngf"]) == (1, 1, 2)
-  assert r["step_time_s"] > 0 and r["flops"] > 0
+  assert r["step_time_s"] > 0 and r["flops"] > 0 and r["device"] == "cpu"
   assert not os.listdir(tmp_path)       # the hand-over file is removed
+
+
+def test_torch_reference_on_a_missing_gpu_is_a_one_line_error():
+  torch = pytest.importorskip("torch")
+  from bil_jax import bench_torch  # pylint: disable=import-outside-toplevel
+  if torch.cuda.is_available():
+    pytest.skip("this machine has a GPU")
+  with pytest.raises(SystemExit, match="--device cuda: torch .* sees no GPU"):
+    bench_torch.measure(size=32, ngf=2, num_classes=3, meta_batch=1, shots=1, queries=1,
+                        inner_steps=1, repeats=1, device="cuda")
