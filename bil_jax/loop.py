@@ -73,6 +73,12 @@ def fault_hook(phase: str, done: int, batch: Any) -> Any:
   return batch
 
 
+def _sync_offset(phase: Phase, config) -> int:
+  """Steps of the run before ``phase``'s step 0, for the preemption sync point: 0 for
+  pre-training, ``pretrain.steps`` for meta-training (step numbers grow across phases)."""
+  return int(config.pretrain.steps) if phase.name == "meta" else 0
+
+
 def _due(done: int, every: int, total: int) -> bool:
   return done % int(every) == 0 or done == total
 
@@ -195,7 +201,7 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
       run.report(done, metrics, params, opt_state)
       if _due(done, phase.schedule.checkpoint_every, run.total):
         run.ckpt.save(done, _state(done, params, opt_state))
-      if signals.any_host_received():
+      if signals.any_host_received(_sync_offset(phase, config) + done):
         run.ckpt.save(done, _state(done, params, opt_state))
         run.finish(start, completed=False)
         raise reliability.Preempted(phase.name, done, signals.received or signal.SIGTERM)

@@ -57,6 +57,15 @@ class Preempted(Exception):
                      f"saved; rerun the same command to resume")
 
 
+def _jax_preemption_service() -> bool:
+  """Whether JAX's multi-host preemption service runs in this process (several processes
+  joined by ``jax.distributed.initialize`` with ``jax_enable_preemption_service`` on)."""
+  if jax.process_count() == 1:
+    return False
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  return distributed.global_state.preemption_sync_manager is not None
+
+
 class PreemptionSignals:
   """Context manager: SIGTERM/SIGINT set ``received`` (the signal number) instead of acting.
 
@@ -64,6 +73,15 @@ class PreemptionSignals:
   :class:`Preempted`. A second signal restores the previous handlers and acts as usual
   (SIGINT raises KeyboardInterrupt, SIGTERM terminates). Outside the main thread, where
   Python cannot install handlers, it does nothing.
+
+  With several processes, SIGTERM is JAX's preemption notice instead: its preemption
+  service (started by ``jax.distributed.initialize``, which installs its own SIGTERM
+  handler) tells every process, and :func:`jax.experimental.multihost_utils.\
+reached_preemption_sync_point` is true on all of them at the same step, with no
+  collective per step. SIGINT then keeps Python's default (it stops that process at once;
+  the others fail at their next collective). Where the service is off
+  (``jax_enable_preemption_service=False``), the processes allgather their flags after
+  every step, as with one process per flag.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -71,6 +89,7 @@ class PreemptionSignals:
   def __init__(self):
     self.received = None
     self._old = {}
+    self._service = _jax_preemption_service()
 
   def _handle(self, signum, frame):
     del frame
@@ -88,7 +107,7 @@ class PreemptionSignals:
     self._old = {}
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and not self._service:
       for sig in self.SIGNALS:
         self._old[sig] = signal.signal(sig, self._handle)
     return self
@@ -97,11 +116,24 @@ class PreemptionSignals:
     self._restore()
     return False
 
-  def any_host_received(self) -> bool:
-    """Whether any process got a signal (all processes must stop at the same step)."""
+  def any_host_received(self, sync_step: int) -> bool:
+    """Whether any process got a signal (all processes must stop at the same step).
+
+    ``sync_step``: the step just done, numbered across the phases of a run so that it
+    grows by one per step on every process and is at least the checkpoint step (Orbax's
+    checkpoint manager reports its steps to the same preemption service): pre-training
+    step s is s, meta-training step s is ``pretrain.steps`` + s.
+    """
     if jax.process_count() == 1:
       return self.received is not None
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if self._service:
+      if multihost_utils.reached_preemption_sync_point(int(sync_step)):
+        self.received = signal.SIGTERM
+        logging.warning("preemption notice: all processes stop at this step (sync point "
+                        "%d) and checkpoint it.", sync_step)
+        return True
+      return False
     flags = multihost_utils.process_allgather(np.asarray(self.received is not None))
     return bool(np.any(flags))
 

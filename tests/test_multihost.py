@@ -4,7 +4,10 @@ Two processes on one machine (CPU collectives 'gloo', a coordinator on 127.0.0.1
 ``--mode=all`` on a tiny smoke config; a one-process run of the same config is the
 reference. The runs are shared by the tests of this module (a module fixture):
 
-* two processes: ``--mode=all`` on workdir ``two``;
+* two processes: ``--mode=all`` on workdir ``two``, interrupted twice: SIGTERM to process
+  1 alone in pre-training (JAX's preemption service stops both at the same step, exit
+  status 75), then, after a restart of both, SIGKILL to both in meta-training; a third
+  start of both finishes the run;
 * one process: ``--mode=pretrain`` on ``one``, copied to ``again``; ``--mode=metatrain``
   on ``one`` with a fresh compilation cache, then the same command on ``again`` (it must
   not recompile); ``--mode=evaluate`` on ``one``.
@@ -17,9 +20,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import filelock
 import jax
@@ -32,7 +37,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/synthetic.py:smoke", "--config.data.image_height=16",
         "--config.data.image_width=16", "--config.model.ngf=4", "--config.model.ndf=4",
         "--config.model.d_layers=1", "--config.model.num_downs=2",
-        "--config.eval.is_steps=1", "--config.eval.aux_steps=1"]
+        "--config.eval.is_steps=1", "--config.eval.aux_steps=1",
+        # Room for the interruptions of the two-process run (interrupted_two).
+        "--config.pretrain.steps=4", "--config.meta.steps=3"]
 TIMEOUT = 600
 # Pre-training averages the gradient over 2 devices (one row each) and meta-training the
 # meta-gradient over 2 devices (one task each), where one process averages 2 rows or tasks
@@ -68,6 +75,73 @@ def _start(workdir, mode, cache, log, **env):
                             stderr=subprocess.STDOUT)
 
 
+def _start_two(workdir, mode, cache, logs):
+  port = _free_port()
+  return [_start(workdir, mode, cache, logs[i], JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                 JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in (0, 1)]
+
+
+def _wait_for(procs, log, needle):
+  """Waits until ``log`` holds ``needle``; fails with the log if a process ends first."""
+  deadline = time.monotonic() + TIMEOUT
+  while time.monotonic() < deadline:
+    with open(log) as f:
+      text = f.read()
+    if needle in text:
+      return
+    if any(p.poll() is not None for p in procs):
+      for p in procs:
+        p.kill()
+      pytest.fail(f"a process ended before {needle!r}:\n{text[-3000:]}")
+    time.sleep(0.05)
+  for p in procs:
+    p.kill()
+  pytest.fail(f"no {needle!r} within {TIMEOUT}s")
+
+
+def _statuses(procs, logs):
+  codes = []
+  for p in procs:
+    try:
+      codes.append(p.wait(TIMEOUT))
+    except subprocess.TimeoutExpired:
+      p.kill()
+      codes.append("timeout")
+  texts = []
+  for log in logs:
+    with open(log) as f:
+      texts.append(f.read())
+  return codes, texts
+
+
+def interrupted_two(workdir, cache):
+  """``--mode=all`` on two processes, stopped by SIGTERM to process 1 alone (pre-training)
+  and by SIGKILL to both (meta-training), each time restarted; returns the last logs, the
+  'preempted:' lines of the SIGTERM stop and the process ids of process 0's three starts."""
+  logs = [f"{workdir}.all.p{i}.term.log" for i in (0, 1)]
+  procs = _start_two(workdir, "all", cache, logs)
+  pids0 = [procs[0].pid]
+  _wait_for(procs, logs[0], "] pretrain step 1:")
+  procs[1].send_signal(signal.SIGTERM)
+  codes, texts = _statuses(procs, logs)
+  if codes != [75, 75]:
+    pytest.fail(f"SIGTERM to process 1: exit statuses {codes}, not [75, 75]:\n"
+                + "\n".join(t[-3000:] for t in texts))
+  preempted = [[l for l in t.splitlines() if l.startswith("preempted: ")] for t in texts]
+  logs = [f"{workdir}.all.p{i}.kill.log" for i in (0, 1)]
+  procs = _start_two(workdir, "all", cache, logs)
+  pids0.append(procs[0].pid)
+  _wait_for(procs, logs[0], "] meta step ")
+  for p in procs:
+    p.kill()
+  codes, _ = _statuses(procs, logs)
+  assert codes == [-signal.SIGKILL] * 2, codes
+  logs = [f"{workdir}.all.p{i}.log" for i in (0, 1)]
+  procs = _start_two(workdir, "all", cache, logs)
+  pids0.append(procs[0].pid)
+  return _finish(procs, logs), preempted, pids0
+
+
 def _finish(procs, logs):
   """Waits for ``procs`` (killing all on a timeout); fails with the logs unless all exit 0."""
   try:
@@ -93,11 +167,8 @@ def run_one(workdir, mode, cache):
 
 def run_two(workdir, mode, cache):
   """Two processes joined through a coordinator on 127.0.0.1; returns their logs."""
-  port = _free_port()
   logs = [f"{workdir}.{mode}.p{i}.log" for i in (0, 1)]
-  procs = [_start(workdir, mode, cache, logs[i], JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                  JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in (0, 1)]
-  return _finish(procs, logs)
+  return _finish(_start_two(workdir, mode, cache, logs), logs)
 
 
 def compile_seconds(log: str) -> float:
@@ -131,23 +202,28 @@ def runs(tmp_path_factory):
       root.mkdir()
       # Two processes first: process 0 stores the per-process programs (pre-training,
       # evaluation) in the shared cache, and the one-process run loads them.
-      logs_two = run_two(two, "all", shared_cache)
+      logs_two, preempted, pids0 = interrupted_two(two, shared_cache)
       run_one(one, "pretrain", shared_cache)
       shutil.copytree(one, again)
       first = run_one(one, "metatrain", fresh_cache)
       second = run_one(again, "metatrain", fresh_cache)
       run_one(one, "evaluate", shared_cache)
       (root / "logs.json").write_text(json.dumps(
-          {"logs_two": logs_two, "first": first, "second": second}))
+          {"logs_two": logs_two, "first": first, "second": second, "preempted": preempted,
+           "pids0": pids0}))
   logs = json.loads((root / "logs.json").read_text())
   return {"root": root, "two": two, "one": one, "again": again, "cache": shared_cache,
           **logs}
 
 
 def test_two_processes_match_one(runs):
-  """results.json and the final parameters of the two-process run equal the one-process
-  run's; only process 0 wrote the shared files."""
+  """results.json and the final parameters of the two-process run (stopped by SIGTERM to
+  one process and by SIGKILL to both, and restarted) equal the one-process run's; only
+  process 0 wrote the shared files."""
   two, one = runs["two"], runs["one"]
+  # SIGTERM reached process 1 alone; both stopped at the same step with a checkpoint.
+  (line0,), (line1,) = runs["preempted"]
+  assert line0 == line1 and line0.startswith("preempted: SIGTERM at "), runs["preempted"]
   np.testing.assert_allclose(final_params(two, "pretrain"), final_params(one, "pretrain"),
                              rtol=0, atol=PARAM_ATOL)
   np.testing.assert_allclose(final_params(two, "meta"), final_params(one, "meta"), rtol=0,
@@ -161,10 +237,13 @@ def test_two_processes_match_one(runs):
     for name, values in metrics.items():
       np.testing.assert_allclose(got["per_task"][row][name], values, rtol=METRIC_RTOL,
                                  err_msg=f"{row} {name}")
-  # One set of summaries per phase folder: process 1 wrote no TensorBoard events.
+  # Process 1 wrote no TensorBoard events: every events file is one of process 0's
+  # starts (named events.out.tfevents.<time>.<host>.<pid>.<n>.v2), at most one per start.
   for phase in ("pretrain", "meta", "eval"):
     events = [n for n in os.listdir(two / phase) if n.startswith("events.out")]
-    assert len(events) == 1, (phase, events)
+    pids = [int(n.split(".")[-3]) for n in events]
+    assert events and set(pids) <= set(runs["pids0"]) and len(set(pids)) == len(pids), (
+        phase, events, runs["pids0"])
   for log in runs["logs_two"]:
     assert "XLA compile time" in log
 
