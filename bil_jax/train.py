@@ -56,9 +56,9 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
   :func:`parallel.data_mesh_for`: every device of every process where B allows), the
   parameters and optimizer state are replicated, and the jitted step is partitioned by
   XLA: gradients are means over the whole batch, and batch norm (``model.norm='batch'``)
-  uses the whole batch's statistics. Each process samples the whole batch from the step's
-  stream and feeds only its own rows, so the run does not depend on the device or process
-  count (up to float summation order).
+  uses the whole batch's statistics. Each process samples only its own rows (each row has
+  its own stream, :func:`episodes.sample_pairs`), so the run does not depend on the
+  device or process count (up to float summation order).
   """
   rows = int(config.pretrain.batch_size)
   mesh = parallel.data_mesh_for(rows, "pretrain.batch_size") if mesh is None else mesh
@@ -87,7 +87,7 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
                                [(s, v["heldout_l1"]) for s, v in history])
 
   def step(params, opt_state, pairs, step):
-    pairs = parallel.shard_rows(mesh, jax.tree.map(lambda x: x[local], pairs))
+    pairs = parallel.shard_rows(mesh, pairs)
     return step_fn(params, opt_state, pairs, jax.random.fold_in(key, step), frozen_r)
 
   def place(state):
@@ -97,7 +97,8 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
       name="pretrain", title="pre-training", schedule=config.pretrain,
       initial_state=initial_state(params, gan.init_opt_state(opt, params)),
       sample=lambda step: sampler.pairs(train_tasks, rows,
-                                        streams.episode_rng(config.seed, "pretrain", step)),
+                                        streams.episode_rng(config.seed, "pretrain", step),
+                                        rows=local),
       step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record)
 
 
@@ -128,7 +129,11 @@ def make_adaptation_eval(inner: adapt.InnerLoop):
 def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec: gan.GanSpec,
                frozen, start_params: dict, mesh) -> loop.Phase:
   """Meta-training: task-parallel meta-steps with the guarded outer optimizer; probe: held-out
-  query L1 before and after IS adaptation on 8 test tasks."""
+  query L1 before and after IS adaptation on 8 test tasks.
+
+  Each process samples only the tasks of the meta-batch it feeds (each slot has its own
+  stream, :func:`episodes.sample_meta_batch`): the meta-batch does not depend on the
+  process count."""
   outer = nonfinite.skip_nonfinite(builders.outer_optimizer(config))
   inner = builders.inner_loop(config, spec)
   meta_step = meta.make_meta_step(inner, config.meta.estimator, outer, mesh,
@@ -142,7 +147,7 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
   def step(params, opt_state, batch, step):
     rngs = np.asarray(meta.task_rngs(key, step, m))
     return meta_step(params, opt_state,
-                     parallel.shard_episodes(mesh, jax.tree.map(lambda x: x[local], batch), m),
+                     parallel.shard_episodes(mesh, batch, m),
                      parallel.shard_tasks(mesh, rngs[local], m), frozen_r)
 
   heldout = heldout_episodes(sampler, config.seed, test_tasks)
@@ -172,7 +177,8 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
       name="meta", title="meta-training", schedule=config.meta,
       initial_state=initial_state(start_params, outer.init(start_params)),
       sample=lambda s: sampler.meta_batch(train_tasks, m,
-                                          streams.episode_rng(config.seed, "meta", s)),
+                                          streams.episode_rng(config.seed, "meta", s),
+                                          rows=local),
       step=step, probe=probe, probe_every=config.meta.image_every, place=place,
       record=record)
 

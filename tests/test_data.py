@@ -359,6 +359,29 @@ def test_sample_pairs():
   np.testing.assert_array_equal(decode(p['ref'])[1], i)
 
 
+@pytest.mark.parametrize('reference_source', ['self', 'other'])
+def test_each_slot_and_row_is_sampled_from_its_own_stream(reference_source):
+  """Sampling the slots (rows) of a meta-batch (batch) in parts, as the processes of a
+  multi-host run do, gives the parts of the whole: the data do not depend on the process
+  count."""
+  ts = coded_taskset([6] * 6)
+  aug = aug_cfg()
+  aug.reference_source = reference_source
+  rng = lambda: episodes.episode_rng(3, 7)
+  whole = episodes.sample_meta_batch(ts, 4, 2, 3, rng(), aug)
+  parts = [episodes.sample_meta_batch(ts, 4, 2, 3, rng(), aug, rows=r)
+           for r in (slice(0, 1), slice(1, 3), [3])]
+  for net in ('support', 'query'):
+    for k, v in whole[net].items():
+      np.testing.assert_array_equal(np.concatenate([p[net][k] for p in parts]), v)
+  whole = episodes.sample_pairs(ts, 6, rng(), aug)
+  parts = [episodes.sample_pairs(ts, 6, rng(), aug, rows=r) for r in (slice(0, 3), [3, 4, 5])]
+  for k, v in whole.items():
+    np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), v)
+  # The rows differ from each other (their streams are independent).
+  assert len({whole['image'][i].tobytes() for i in range(6)}) == 6
+
+
 def test_episode_is_fast(built):
   ts = built[0]['train']
   cfg = config_lib.base_config().data.augment

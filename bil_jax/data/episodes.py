@@ -150,12 +150,22 @@ def sample_task_indices(num_tasks: int, meta_batch: int,
   return rng.choice(num_tasks, size=meta_batch, replace=num_tasks < meta_batch)
 
 
+def _chosen(n: int, rows) -> np.ndarray:
+  """The positions ``rows`` (a slice, indices or None for all) of a batch of ``n``."""
+  return np.arange(n)[slice(None) if rows is None else rows]
+
+
 def sample_meta_batch(taskset: tasks_lib.TaskSet, meta_batch: int, shots: int,
                       queries: int, rng: np.random.Generator, aug_cfg: Any,
                       task_indices: Optional[Sequence[int]] = None, *,
                       augment_query: bool = True,
-                      reuse_pairs: bool = False) -> Episode:
-  """Samples M episodes and stacks them.
+                      reuse_pairs: bool = False, rows=None) -> Episode:
+  """Samples the episodes of a meta-batch (all M, or the slots ``rows``) and stacks them.
+
+  The M task indices are drawn from ``rng`` first; then slot i draws its episode from its
+  own stream, ``rng.spawn(M)[i]``. A slot's episode therefore does not depend on which
+  other slots are sampled: each process samples only its own slots (``rows``), and the
+  meta-batch is the same for any process count.
 
   Args:
     taskset: the tasks.
@@ -166,40 +176,49 @@ def sample_meta_batch(taskset: tasks_lib.TaskSet, meta_batch: int, shots: int,
     task_indices: optional [M] tasks to use (e.g. retrieved auxiliary tasks);
       drawn without replacement (with replacement if M > T) when None.
     augment_query, reuse_pairs: as in sample_episode.
+    rows: the slots to sample (a slice or indices into [0, M)); None: all.
 
   Returns:
-    {'support': Pairs, 'query': Pairs}, every leaf with a leading [M] axis:
-    map int32 [M, n, H, W], image / ref float32 [M, n, H, W, 3].
+    {'support': Pairs, 'query': Pairs}, every leaf with a leading [R] axis (R slots):
+    map int32 [R, n, H, W], image / ref float32 [R, n, H, W, 3].
   """
   if task_indices is None:
     task_indices = sample_task_indices(taskset.num_tasks, meta_batch, rng)
   elif len(task_indices) != meta_batch:
     raise ValueError(f'got {len(task_indices)} task_indices for meta_batch '
                      f'{meta_batch}')
+  slot_rngs = rng.spawn(meta_batch)
   return stack([
-      sample_episode(taskset, int(t), shots, queries, rng, aug_cfg,
+      sample_episode(taskset, int(task_indices[i]), shots, queries, slot_rngs[i], aug_cfg,
                      augment_query, reuse_pairs=reuse_pairs)
-      for t in task_indices])
+      for i in _chosen(meta_batch, rows)])
 
 
 def sample_pairs(taskset: tasks_lib.TaskSet, batch_size: int,
-                 rng: np.random.Generator, aug_cfg: Any) -> Pairs:
-  """Pooled pairs of all tasks for conventional (pre-)training.
+                 rng: np.random.Generator, aug_cfg: Any, rows=None) -> Pairs:
+  """Pooled pairs of all tasks for conventional (pre-)training (all B rows, or ``rows``).
 
-  Rows are drawn uniformly over all pairs (without replacement when possible);
-  pairs are augmented and ref is an augmentation of each pair's own target.
+  The B pairs are drawn uniformly over all pairs (without replacement when possible)
+  from ``rng``; then row i is augmented from its own stream, ``rng.spawn(B)[i]`` (as are
+  its reference and, with ``reference_source='other'``, the other pair the reference is
+  made from), so each process samples only its own rows and the batch is the same for
+  any process count. ref is an augmentation of each pair's own target by default.
 
   Returns:
-    Pairs with n = batch_size.
+    Pairs with n = the number of rows (B by default).
   """
   n = taskset.num_pairs
-  rows = rng.choice(n, size=batch_size, replace=n < batch_size)
-  images = taskset.images[rows]
-  refs = images
-  if augment_lib.cfg_get(aug_cfg, 'reference_source', 'self') == 'other':
-    refs = taskset.images[other_rows_of_same_task(taskset.offsets, rows, rng)]
-  return _make_pairs(taskset.maps[rows], images, refs, rng, aug_cfg,
-                     augment=True)
+  picked = rng.choice(n, size=batch_size, replace=n < batch_size)
+  row_rngs = rng.spawn(batch_size)
+  other = augment_lib.cfg_get(aug_cfg, 'reference_source', 'self') == 'other'
+  out = []
+  for i in _chosen(batch_size, rows):
+    row, r = picked[i:i + 1], row_rngs[i]
+    refs = (taskset.images[other_rows_of_same_task(taskset.offsets, row, r)] if other
+            else taskset.images[row])
+    out.append(_make_pairs(taskset.maps[row], taskset.images[row], refs, r, aug_cfg,
+                           augment=True))
+  return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
 
 
 def other_rows_of_same_task(offsets: np.ndarray, rows: np.ndarray,
@@ -233,18 +252,19 @@ class Sampler:
                data_cfg.augment, bool(data_cfg.get('reuse_pairs', False)))
 
   def pairs(self, taskset: tasks_lib.TaskSet, batch_size: int,
-            rng: np.random.Generator) -> Pairs:
-    """Pooled pairs for pre-training: Pairs with n = batch_size."""
-    return sample_pairs(taskset, batch_size, rng, self.augment)
+            rng: np.random.Generator, rows=None) -> Pairs:
+    """Pooled pairs for pre-training: Pairs with n = batch_size (or the ``rows`` of it)."""
+    return sample_pairs(taskset, batch_size, rng, self.augment, rows)
 
   def meta_batch(self, taskset: tasks_lib.TaskSet, meta_batch: int,
                  rng: np.random.Generator,
                  task_indices: Optional[Sequence[int]] = None, *,
-                 augment_query: bool = True) -> Episode:
-    """M training episodes stacked: leaves [M, n, ...] (see :func:`sample_meta_batch`)."""
+                 augment_query: bool = True, rows=None) -> Episode:
+    """M training episodes stacked: leaves [M, n, ...], or [R, n, ...] for the slots
+    ``rows`` (see :func:`sample_meta_batch`)."""
     return sample_meta_batch(taskset, meta_batch, self.shots, self.queries, rng,
                              self.augment, task_indices, augment_query=augment_query,
-                             reuse_pairs=self.reuse_pairs)
+                             reuse_pairs=self.reuse_pairs, rows=rows)
 
   def eval_episode(self, taskset: tasks_lib.TaskSet, t: int,
                    rng: np.random.Generator) -> Episode:
