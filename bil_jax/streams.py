@@ -3,7 +3,8 @@
 Two kinds, each a table of fixed numbers (changing one changes results):
 
 * episode streams (numpy, host): ``episode_rng(seed, step, EPISODES[name])`` draws the
-  tasks, pairs and augmentations of one step;
+  tasks (or pairs) of one step, and its children ``spawn(n)[i]`` the episode (or
+  augmentation) of slot (row) i, so that each process samples only its own;
 * key streams (JAX): ``fold_in(PRNGKey(seed), KEYS[name] + index)`` is the dropout key of
   a phase (then folded with the step) or of the index-th test task.
 
