@@ -36,6 +36,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # Meta-SGD test (the same TINY programs) last.
 SLOW_FIRST = (
     "tests/test_evaluate.py::test_pipeline_runs_end_to_end_and_writes_all_outputs",
+    "tests/test_multihost.py::test_two_processes_match_one",   # makes the module's runs
     "tests/test_bench.py::test_torch_reference_computes_the_same_meta_gradients_as_jax",
     "tests/test_estimators_cli.py::test_estimator_runs_through_main[meta_sgd",
     "tests/test_estimators_cli.py::test_estimator_runs_through_main[second_order",
