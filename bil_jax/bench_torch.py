@@ -306,9 +306,10 @@ def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, que
   records (one per estimator)."""
   if threads:
     torch.set_num_threads(threads)
-  if device.startswith("cuda") and not torch.cuda.is_available():
+  cuda = device.startswith("cuda")
+  if cuda and not torch.cuda.is_available():
     raise SystemExit(f"bench_torch: --device {device}: torch {torch.__version__} sees no GPU")
-  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
   tasks = random_tasks(meta_batch, shots, queries, size, num_classes, seed, device)
   out = []
   for est in estimators:
@@ -357,8 +358,8 @@ def main(argv=None):
   for r in recs:
     fl = f"{r['flops'] / 1e9:.1f} GFLOP" if r["flops"] else "n/a"
     print(f"pytorch eager ({a.device}) {r['estimator']:>12s} {a.size}x{a.size} ngf {a.ngf} "
-          f"K={a.inner_steps} "
-          f"M={a.meta_batch}: {r['step_time_s']:.3f} s/step (median of {a.repeats}), {fl}")
+          f"K={a.inner_steps} M={a.meta_batch}: {r['step_time_s']:.3f} s/step "
+          f"(median of {a.repeats}), {fl}")
   if a.json:
     with open(a.json, "w") as f:
       json.dump(recs, f, indent=1)

@@ -80,8 +80,8 @@ class PreemptionSignals:
 reached_preemption_sync_point` is true on all of them at the same step, with no
   collective per step. SIGINT then keeps Python's default (it stops that process at once;
   the others fail at their next collective). Where the service is off
-  (``jax_enable_preemption_service=False``), the processes allgather their flags after
-  every step, as with one process per flag.
+  (``jax_enable_preemption_service=False``), our handlers are installed as with one
+  process, and the processes allgather their flags after every step.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)

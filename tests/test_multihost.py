@@ -100,6 +100,7 @@ def _wait_for(procs, log, needle):
 
 
 def _statuses(procs, logs):
+  """Waits for ``procs`` (killing one that outlasts TIMEOUT): (exit statuses, log texts)."""
   codes = []
   for p in procs:
     try:
@@ -143,17 +144,8 @@ def interrupted_two(workdir, cache):
 
 
 def _finish(procs, logs):
-  """Waits for ``procs`` (killing all on a timeout); fails with the logs unless all exit 0."""
-  try:
-    codes = [p.wait(TIMEOUT) for p in procs]
-  except subprocess.TimeoutExpired:
-    for p in procs:
-      p.kill()
-    codes = ["timeout"] * len(procs)
-  texts = []
-  for log in logs:
-    with open(log) as f:
-      texts.append(f.read())
+  """Waits for ``procs``; fails with the logs unless all exit 0; returns the logs."""
+  codes, texts = _statuses(procs, logs)
   if any(c != 0 for c in codes):
     pytest.fail(f"exit statuses {codes}:\n" + "\n".join(t[-3000:] for t in texts))
   return texts
