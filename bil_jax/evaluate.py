@@ -296,7 +296,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   """
   from bil_jax.models import lpips as lpips_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  train_tasks, test_tasks = loading.load_data(config, workdir)
+  train_tasks, _, test_tasks = loading.load_data(config, workdir)
   spec = builders.build_spec(config, train_tasks.num_classes)
   lpips_params = (lpips_lib.load_lpips_params(config.eval.lpips_weights)
                   if config.eval.lpips_weights else None)
