@@ -1,10 +1,11 @@
 """Dataset registry: ``data.name`` -> loader returning a TaskSet.
 
 A loader is ``fn(data_cfg, split, workdir) -> TaskSet`` with split 'train',
-'val' or 'test' (disjoint tasks; only the final evaluation reads 'test').  Built-in loaders live in modules imported on first use (so that
-importing the registry does not import TensorFlow Datasets); a new dataset
-registers itself with ``@register('name')`` and, if it is built in, is added
-to ``_BUILTIN_MODULES``.
+'val' or 'test' (disjoint tasks; only the final evaluation reads 'test').
+Built-in loaders live in modules imported on first use (so that importing the
+registry does not import TensorFlow Datasets); a new dataset registers itself
+with ``@register('name')`` and, if it is built in, is added to
+``_BUILTIN_MODULES``.
 """
 import importlib
 from typing import Callable, Dict
