@@ -39,6 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
   d.eval_queries = 20           # query pairs per test task at evaluation (Sec. 5.2)
   d.reuse_pairs = False         # tasks with fewer pairs than shots+queries reuse pairs
                                 # (BDD100K: every task is one pair) instead of failing
+  d.val_fraction = 0.1          # folder datasets without a val/ folder (paired_folder,
+                                # faceforensics, bdd100k): this fraction of the training
+                                # tasks (videos), evenly spaced by sorted name, is the
+                                # validation split, left out of training (data/holdout.py)
   # Synthetic-scenes generator (ignored by other datasets; docs/datasets.md).
   d.num_train_tasks = 200
   d.num_val_tasks = 20          # validation scenes: the monitor and every tuning decision

@@ -193,7 +193,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Preempted: SIGTERM/SIGINT; the current step was checkpointed.
     NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
-  data = loading.load_data(config, workdir)
+  data = loading.load_data(config, workdir, loading.TRAINING_SPLITS)
   spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
   phase = pretrain_phase(config, data.train, data.val, spec, frozen)
@@ -219,7 +219,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
     NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
   mesh = meta_mesh(config)
-  data = loading.load_data(config, workdir)
+  data = loading.load_data(config, workdir, loading.TRAINING_SPLITS)
   spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
   if config.meta.from_scratch:

@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -176,14 +177,16 @@ def test_landmark_validity_and_readers(tmp_path):
 def faces(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('ff_manual'))
   info = fx.write_faceforensics(root, size=64)
+  shutil.copytree(os.path.join(root, 'test', 'vidC'), os.path.join(root, 'val', 'vidV'))
   d = data_cfg(name='faceforensics', num_classes=7, image_height=32,
                image_width=32, manual_dir=root,
                data_dir=str(tmp_path_factory.mktemp('ff_tfds')),
                shots=1, queries=1, eval_queries=1)
   d.frames_per_clip, d.min_frames = 3, 2
   (train, out_tr), (test, out_te) = load(d, 'train'), load(d, 'test')
-  return {'train': train, 'test': test, 'out': out_tr + out_te, 'info': info,
-          'cfg': d}
+  val, _ = load(d, 'val')
+  return {'train': train, 'val': val, 'test': test, 'out': out_tr + out_te,
+          'info': info, 'cfg': d}
 
 
 def test_faceforensics_tasks_shapes_and_classes(faces):
@@ -194,6 +197,9 @@ def test_faceforensics_tasks_shapes_and_classes(faces):
                            [f'vidB_c{c}' for c in range(7)])
   np.testing.assert_array_equal(tr.task_sizes(), [3] * 12 + [2])
   assert te.names == ('vidC',) and te.task_sizes().tolist() == [3]
+  # MANUAL_DIR/val/ exists: its videos are the validation tasks, one unaugmented each.
+  assert faces['val'].names == ('vidV',)
+  np.testing.assert_array_equal(faces['val'].images, te.images)
   for ts in (tr, te):
     assert ts.num_classes == 7 and ts.image_hw == (32, 32)
     assert ts.maps.dtype == np.uint8 and ts.images.shape[-1] == 3
@@ -320,18 +326,23 @@ def streets(tmp_path_factory):
                eval_queries=5, reuse_pairs=True,
                data_dir=str(tmp_path_factory.mktemp('streets_tfds')))
   (train, _), (test, out) = load(d, 'train'), load(d, 'test')
-  return {'train': train, 'test': test, 'out': out, 'names': names,
+  val, _ = load(d, 'val')
+  return {'train': train, 'val': val, 'test': test, 'out': out, 'names': names,
           'root': root, 'cfg': d}
 
 
 def test_bdd100k_pairs_are_one_shot_tasks(streets):
-  tr = streets['train']
-  assert tr.names == tuple(streets['names']['train'])
-  np.testing.assert_array_equal(tr.task_sizes(), [1, 1, 1])
-  assert tr.maps.shape == (3, 16, 32) and tr.images.shape == (3, 16, 32, 3)
+  tr, bdd_train = streets['train'], streets['names']['train']
+  # data.val_fraction=0.1 of 3 pairs: 1 held out, the middle one by sorted name.
+  assert tr.names == (bdd_train[0], bdd_train[2])
+  assert streets['val'].names == (bdd_train[1],)
+  np.testing.assert_array_equal(tr.task_sizes(), [1, 1])
+  assert tr.maps.shape == (2, 16, 32) and tr.images.shape == (2, 16, 32, 3)
   assert tr.num_classes == 20 and tr.maps.max() <= 19
   assert 19 in np.unique(tr.maps)  # void (255) -> 19
-  assert agreement(tr.maps, tr.images, fx.class_colour(np.arange(20))) > 0.85
+  va = streets['val']
+  assert agreement(np.concatenate([tr.maps, va.maps]), np.concatenate([tr.images, va.images]),
+                   fx.class_colour(np.arange(20))) > 0.85
   # reuse_pairs fills support + query sets from the single pair.
   ep = episodes.sample_episode(tr, 0, 1, 5, np.random.default_rng(0),
                                streets['cfg'].augment, reuse_pairs=True)
@@ -417,12 +428,15 @@ def paired_cfg(root, data_dir, **kw):
 
 def test_paired_folder(tmp_path):
   fx.write_paired_folder(str(tmp_path / 'root'),
-                         {'train': {'alice': 4, 'bob': 5}, 'test': {'carol': 4}},
+                         {'train': {'alice': 4, 'bob': 5}, 'val': {'dave': 4},
+                          'test': {'carol': 4}},
                          num_classes=5, hw=(20, 30))
   d = paired_cfg(tmp_path / 'root', tmp_path / 'tfds')
   tr, _ = load(d, 'train')
   te, _ = load(d, 'test')
+  va, _ = load(d, 'val')
   assert tr.names == ('alice', 'bob') and te.names == ('carol',)
+  assert va.names == ('dave',) and va.task_sizes().tolist() == [4]
   np.testing.assert_array_equal(tr.task_sizes(), [4, 5])
   assert tr.maps.shape == (9, 16, 24) and te.images.shape == (4, 16, 24, 3)
   np.testing.assert_array_equal(np.unique(tr.maps), np.arange(5))
@@ -493,7 +507,7 @@ def test_image_and_label_of_different_sizes(tmp_path):
     list(paired_folder.generate_tasks(str(tmp_path), 'train', 5, 8, 8))
   assert_one_line_naming(err, lab)
   assert 'label is 8x9 but its image' in str(err.value)
-  fx.write_bdd100k(str(tmp_path / 'bdd'), {'train': 1}, hw=(10, 20))
+  fx.write_bdd100k(str(tmp_path / 'bdd'), {'train': 2}, hw=(10, 20))
   lab = tmp_path / 'bdd' / 'labels' / 'sem_seg' / 'masks' / 'train' / (
       'tr0000-bdd.png')
   write_png(lab, np.zeros((10, 21)))
@@ -512,7 +526,8 @@ def test_missing_image_or_label(tmp_path):
 
 def test_task_with_too_few_pairs(tmp_path):
   fx.write_paired_folder(str(tmp_path / 'root'),
-                         {'train': {'big': 4, 'small': 3}, 'test': {'c': 4}},
+                         {'train': {'big': 4, 'small': 3}, 'val': {'v': 4},
+                          'test': {'c': 4}},
                          num_classes=5, hw=(8, 8))
   d = paired_cfg(tmp_path / 'root', tmp_path / 'tfds')
   with pytest.raises(DataError) as err:
@@ -548,8 +563,8 @@ def test_failure_leaves_nothing_half_written(tmp_path):
   """A bad file in the LAST split: the train split was already written to a
   temporary folder, which TFDS removes; nothing prepared remains."""
   root = tmp_path / 'root'
-  fx.write_paired_folder(str(root), {'train': {'a': 4}, 'test': {'b': 4}},
-                         num_classes=5, hw=(8, 8))
+  fx.write_paired_folder(str(root), {'train': {'a': 4}, 'val': {'v': 4},
+                                     'test': {'b': 4}}, num_classes=5, hw=(8, 8))
   bad = root / 'test' / 'b' / 'images' / 'p002.png'
   good_bytes = bad.read_bytes()
   bad.write_bytes(b'\x89PNG\r\n\x1a\n garbage')
@@ -588,7 +603,8 @@ def test_prepare_cli(tmp_path):
                 f'--manual_dir={tmp_path}/m', f'--data_dir={tmp_path}/tfds',
                 *size)
   assert res.returncode == 0, res.stderr[-2000:]
-  assert 'bdd_camvid/train: 2 tasks of 16x32' in res.stdout
+  assert 'bdd_camvid/train: 1 tasks of 16x32' in res.stdout
+  assert 'bdd_camvid/val: 1 tasks of 16x32' in res.stdout
   assert 'bdd_camvid/test: 1 tasks of 16x32' in res.stdout
   # A colour outside the palette: exit 1 with one line naming the file.
   lab = tmp_path / 'm' / 'camvid' / 'LabeledApproved_full' / (

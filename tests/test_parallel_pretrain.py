@@ -40,7 +40,7 @@ config.model.ngf = config.model.ndf = 4
 config.model.d_layers, config.model.num_downs = 1, 2
 config.pretrain.batch_size = 4
 config.data.data_dir = sys.argv[2] + "/tfds"
-train_tasks, val_tasks, _ = loading.load_data(config, sys.argv[2])
+train_tasks, val_tasks, _ = loading.load_data(config, sys.argv[2], loading.TRAINING_SPLITS)
 spec = builders.build_spec(config, train_tasks.num_classes)
 out = {}
 for n in (1, 2, 4):

@@ -10,7 +10,9 @@ Layout (``manual_dir``, or ``manual_dir/bdd100k``), as BDD100K ships it::
 
 The older release layout ``seg/images/{train,val}/<name>.jpg`` with
 ``seg/labels/{train,val}/<name>_train_id.png`` is read as well.  Split
-'train' is BDD's train (7,000 pairs), 'test' is BDD's val (1,000) if present.
+'test' is BDD's val (1,000) if present; 'val' is data.val_fraction of BDD's
+train (7,000 pairs), chosen by sorted name (:mod:`bil_jax.data.holdout`), and
+'train' the rest of it.
 
 Classes: the 19 Cityscapes train ids, 0 road, 1 sidewalk, 2 building, 3 wall,
 4 fence, 5 pole, 6 traffic light, 7 traffic sign, 8 vegetation, 9 terrain,
@@ -28,7 +30,8 @@ Images without a label are skipped (counted and printed); a label without its
 image, an unreadable file, an image and label of different sizes or an id
 outside 0-18/255 stop the build with a one-line error naming the file.
 
-Registered as data.name = 'bdd100k' (train: BDD train, test: BDD val).  The
+Registered as data.name = 'bdd100k' (train and val: BDD train, test: BDD
+val).  The
 BDD100K -> CamVid setting of the paper is data.name = 'bdd_camvid'
 (:mod:`bil_jax.data.camvid`).
 """
@@ -39,6 +42,7 @@ from typing import Dict, Iterator, List, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bil_jax.data import holdout
 from bil_jax.data import image_io
 from bil_jax.data import paired_folder
 from bil_jax.data import registry
@@ -55,8 +59,8 @@ NUM_CLASSES = len(BDD_CLASSES)  # 20
 VOID = 19         # our id of BDD's void / unlabelled pixels
 BDD_IGNORE = 255  # BDD's id for them
 
-# builder split -> BDD split folder
-SPLIT_FOLDERS = {'train': 'train', 'test': 'val'}
+# builder split -> BDD split folder ('val' holds out part of BDD's train)
+SPLIT_FOLDERS = {'train': 'train', 'val': 'train', 'test': 'val'}
 WHAT = ('BDD100K: images/10k/{train,val}/*.jpg and '
         'labels/sem_seg/masks/{train,val}/*.png (see docs/datasets.md)')
 
@@ -119,14 +123,21 @@ def read_pair(image_path: str, label_path: str, height: int,
   return ids, image
 
 
-def generate_tasks(manual_dir: str, split: str, height: int,
-                   width: int) -> Iterator[paired_folder.Task]:
-  """Yields one task per pair: (name, maps [1,H,W], images [1,H,W,3])."""
+def generate_tasks(manual_dir: str, split: str, height: int, width: int,
+                   val_fraction: float = 0.1) -> Iterator[paired_folder.Task]:
+  """Yields one task per pair: (name, maps [1,H,W], images [1,H,W,3]); 'train' and
+  'val' split BDD's train by :func:`holdout.items` with ``val_fraction``."""
   root = find_root(manual_dir)
   pairs = list_pairs(root, SPLIT_FOLDERS[split])
   if not pairs:
     raise DataError(root, f'no labelled pairs for BDD split '
                     f'{SPLIT_FOLDERS[split]!r}')
+  if split != 'test':
+    _, keep = holdout.items(split, lambda _: [n for n, _, _ in pairs], False,
+                            val_fraction,
+                            lambda _: os.path.join(root, 'labels', 'sem_seg', 'masks', 'train'))
+    keep = set(keep)
+    pairs = [p for p in pairs if p[0] in keep]
   for name, image_path, label_path in pairs:
     ids, image = read_pair(image_path, label_path, height, width)
     yield name, ids[None], image[None]
@@ -142,13 +153,15 @@ def available_splits(manual_dir: str) -> List[str]:
 
 @dataclasses.dataclass(eq=False)
 class Bdd100kConfig(task_builder.TaskConfig):
-  """BDD100K pairs at height x width."""
+  """BDD100K pairs at height x width; val_fraction of BDD's train is 'val'."""
+  val_fraction: float = 0.1
 
 
-def make_builder_config(height: int, width: int) -> Bdd100kConfig:
-  name = f'h{height}_w{width}'
+def make_builder_config(height: int, width: int,
+                        val_fraction: float = 0.1) -> Bdd100kConfig:
+  name = f'h{height}_w{width}_{holdout.source_tag(False, val_fraction)}'
   return Bdd100kConfig(name=name, description=f'BDD100K pairs {name}',
-                       height=height, width=width)
+                       height=height, width=width, val_fraction=val_fraction)
 
 
 class Bdd100kTasks(paired_folder.ManualTaskBuilder):
@@ -167,8 +180,8 @@ class Bdd100kTasks(paired_folder.ManualTaskBuilder):
 
   def _generate_examples(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(manual_dir, split,
-                                                    cfg.height, cfg.width))
+    yield from task_builder.examples(generate_tasks(
+        manual_dir, split, cfg.height, cfg.width, cfg.val_fraction))
 
 
 def bdd_dir(data_cfg) -> str:
@@ -180,7 +193,8 @@ def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
   """Prepares BDD100K for data_cfg; {split: builder}."""
   builder = paired_folder.prepare(
       Bdd100kTasks,
-      make_builder_config(int(data_cfg.image_height), int(data_cfg.image_width)),
+      make_builder_config(int(data_cfg.image_height), int(data_cfg.image_width),
+                          holdout.val_fraction(data_cfg)),
       paired_folder.default_data_dir(data_cfg, workdir), bdd_dir(data_cfg), WHAT)
   return {s: builder for s in builder.info.splits}
 
@@ -193,7 +207,8 @@ def check_num_classes(data_cfg, what: str) -> None:
 
 @registry.register('bdd100k')
 def load_bdd100k(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
-  """Registry loader: 'train' = BDD train, 'test' = BDD val."""
+  """Registry loader: 'train' and 'val' = BDD train (held-out part: 'val'), 'test' = BDD
+  val."""
   check_num_classes(data_cfg, 'BDD100K')
   builders = prepare_data(data_cfg, workdir)
   if split not in builders:

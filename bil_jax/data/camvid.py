@@ -22,7 +22,8 @@ the 701 frames of CamVid this gives 69 clips.
 Each clip is one task of 10 pairs; the configs use data.shots = 1 and
 data.eval_queries = 5.  The builder has only the 'test' split: CamVid is the
 cross-dataset test set of a BDD100K-trained model.  data.name = 'bdd_camvid'
-loads BDD100K for 'train' and these clips for 'test'.
+loads BDD100K for 'train' and 'val' (a held-out fraction of BDD's train) and
+these clips for 'test'.
 
 Bad input: a label colour not in the palette, an unreadable image, an image
 and label of different sizes, a label without its image, an unparsable name:
@@ -240,20 +241,21 @@ def load_camvid(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
 
 @registry.register('bdd_camvid')
 def load_bdd_camvid(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
-  """The paper's street setting: BDD100K pairs for 'train', CamVid for 'test'.
+  """The paper's street setting: BDD100K pairs for 'train' and 'val', CamVid for 'test'.
 
   BDD100K is read from data.bdd100k_dir (default MANUAL_DIR/bdd100k, or
   MANUAL_DIR itself) and CamVid from data.camvid_dir (default
   MANUAL_DIR/camvid).
   """
   bdd100k.check_num_classes(data_cfg, 'bdd_camvid')
-  if split == 'train':
-    return bdd100k.load_bdd100k(data_cfg, 'train', workdir)
+  if split in ('train', 'val'):
+    return bdd100k.load_bdd100k(data_cfg, split, workdir)
   return _load_test(data_cfg, workdir)
 
 
 def prepare_bdd_camvid(data_cfg,
                        workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
-  """Prepares both halves of 'bdd_camvid'; {'train': BDD, 'test': CamVid}."""
-  return {'train': bdd100k.prepare_data(data_cfg, workdir)['train'],
+  """Prepares both halves of 'bdd_camvid'; {'train', 'val': BDD, 'test': CamVid}."""
+  bdd = bdd100k.prepare_data(data_cfg, workdir)
+  return {'train': bdd['train'], 'val': bdd['val'],
           'test': prepare_data(data_cfg, workdir)['test']}

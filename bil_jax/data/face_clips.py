@@ -3,7 +3,8 @@
 Per video (frames and landmarks read by :mod:`bil_jax.data.face_video`):
 frames whose landmarks failed are dropped and counted; training videos are
 cut into ``clips`` contiguous clips, clips 1.. each get one random
-augmentation drawn from (seed, video, clip); ``frames_per_clip`` evenly
+augmentation drawn from (seed, video, clip) (validation and test videos are one
+unaugmented task each); ``frames_per_clip`` evenly
 spaced good frames are kept per task; each frame is cropped to the square
 around its landmarks with ``margin``, resized to H x W, and its 7-class map
 rasterised (see :mod:`bil_jax.data.faceforensics` for the whole recipe).
@@ -18,6 +19,7 @@ from PIL import Image
 from PIL import ImageEnhance
 
 from bil_jax.data import face_video
+from bil_jax.data import holdout
 from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
 from bil_jax.data import paired_folder
@@ -173,17 +175,32 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
     yield name, np.stack(maps), np.stack(imgs)
 
 
-def generate_tasks(manual_dir: str, split: str, params: FaceParams,
-                   video_extensions: Sequence[str] = face_video.VIDEO_EXTENSIONS
-                   ) -> Iterator[paired_folder.Task]:
-  """All tasks of a split; prints the counts of dropped frames and tasks."""
-  split_dir = os.path.join(manual_dir, split)
+def list_videos(manual_dir: str, folder: str) -> List[str]:
+  """Sorted video folder names of MANUAL_DIR/<folder>; DataError if missing or empty."""
+  split_dir = os.path.join(manual_dir, folder)
   if not os.path.isdir(split_dir):
-    raise DataError(split_dir, 'missing; expected {train,test}/<video>/')
+    raise DataError(split_dir, 'missing; expected {train,test}/<video>/ '
+                    '(and optionally val/<video>/)')
   videos = sorted(d for d in os.listdir(split_dir)
                   if os.path.isdir(os.path.join(split_dir, d)))
   if not videos:
     raise DataError(split_dir, 'has no video folders')
+  return videos
+
+
+def generate_tasks(manual_dir: str, split: str, params: FaceParams,
+                   video_extensions: Sequence[str] = face_video.VIDEO_EXTENSIONS,
+                   val_fraction: float = 0.0) -> Iterator[paired_folder.Task]:
+  """All tasks of builder split ``split``; prints the counts of dropped frames and tasks.
+
+  'val' videos are made into tasks as test videos are (one unaugmented task each): from
+  MANUAL_DIR/val/ when ``val_fraction`` is 0, else the held-out fraction of the training
+  videos, whose clips 'train' then leaves out (:func:`holdout.items`).
+  """
+  folder, videos = holdout.items(split, lambda f: list_videos(manual_dir, f),
+                                 not val_fraction, val_fraction,
+                                 lambda f: os.path.join(manual_dir, f))
+  split_dir = os.path.join(manual_dir, folder)
   stats = {'frames': 0, 'failed_frames': 0, 'tasks': 0, 'dropped_tasks': 0}
   for v in videos:
     yield from video_tasks(os.path.join(split_dir, v), split, params, stats,
@@ -196,4 +213,3 @@ def generate_tasks(manual_dir: str, split: str, params: FaceParams,
   if stats['tasks'] == stats['dropped_tasks']:
     raise DataError(split_dir, f'no task has {params.min_frames} frames with '
                     'landmarks')
-

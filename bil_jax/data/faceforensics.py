@@ -18,6 +18,9 @@ raw videos)::
       or <...N>.json / <...N>.npy ([68, 2] or [68, 3])   matched to frame N
   {train,test}/<video>/landmarks.npy           or one [F, 68, 2|3] array,
                                                row f for the f-th frame
+  val/<video>/...                              optional validation videos
+                                               (else data.val_fraction of
+                                               the training videos)
   (instead of frames/, a video file <video>/video.mp4 is read when imageio
   with an ffmpeg or pyav plugin is installed; landmarks then count frames
   from 0.)
@@ -29,7 +32,8 @@ Per video:
      clip 0 is as is and clips 1..6 each get ONE random augmentation
      (horizontal flip, crop zoom and shift, brightness, contrast, saturation,
      hue) drawn from (seed, video name, clip index), so the build is
-     deterministic; test videos are one task each, unaugmented;
+     deterministic; validation and test videos are one task each,
+     unaugmented;
   3. ``frames_per_clip`` evenly spaced good frames are kept per task (0: all);
      tasks with fewer than ``min_frames`` good frames are dropped and counted;
   4. each kept frame is cropped to the square around its landmarks' box with
@@ -52,6 +56,7 @@ import tensorflow_datasets as tfds
 
 from bil_jax.data import face_clips
 from bil_jax.data import face_video
+from bil_jax.data import holdout
 from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
 from bil_jax.data import paired_folder
@@ -60,7 +65,7 @@ from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
 DataError = image_io.DataError
-SPLITS = ('train', 'test')
+SPLITS = ('train', 'test')  # the folders of the raw download (data_prep)
 VIDEO_EXTENSIONS = face_video.VIDEO_EXTENSIONS
 WHAT = ('FaceForensics frames and landmarks: {train,test}/<video>/frames/ and '
         '<video>/landmarks/ or landmarks.npy (see docs/datasets.md)')
@@ -84,11 +89,12 @@ plan_tasks = face_clips.plan_tasks
 video_tasks = face_clips.video_tasks
 
 
-def generate_tasks(manual_dir: str, split: str,
-                   params: FaceParams) -> Iterator[paired_folder.Task]:
-  """All tasks of a split (:func:`face_clips.generate_tasks`); a video without
-  frames/ is read from its file ending in this module's VIDEO_EXTENSIONS."""
-  return face_clips.generate_tasks(manual_dir, split, params, VIDEO_EXTENSIONS)
+def generate_tasks(manual_dir: str, split: str, params: FaceParams,
+                   val_fraction: float = 0.0) -> Iterator[paired_folder.Task]:
+  """All tasks of builder split ``split`` (:func:`face_clips.generate_tasks`); a video
+  without frames/ is read from its file ending in this module's VIDEO_EXTENSIONS."""
+  return face_clips.generate_tasks(manual_dir, split, params, VIDEO_EXTENSIONS,
+                                   val_fraction)
 
 
 # ---------------------------------------------------------------------------
@@ -99,14 +105,20 @@ def generate_tasks(manual_dir: str, split: str,
 @dataclasses.dataclass(eq=False)
 class FaceForensicsConfig(tfds.core.BuilderConfig):
   params: FaceParams = dataclasses.field(default_factory=FaceParams)
+  val_fraction: float = 0.0  # 0: validation videos from MANUAL_DIR/val/
 
 
-def make_builder_config(params: FaceParams) -> FaceForensicsConfig:
+def make_builder_config(params: FaceParams, manual_dir: str = '',
+                        val_fraction: float = 0.1) -> FaceForensicsConfig:
+  """The config of ``params``; its ``val_fraction`` is 0 when MANUAL_DIR/val/ exists."""
   p = params
+  val_folder = holdout.has_val_folder(manual_dir)
   name = (f'h{p.height}_w{p.width}_m{int(round(p.margin * 100))}_c{p.clips}'
-          f'_f{p.frames_per_clip}_min{p.min_frames}_s{p.seed}')
+          f'_f{p.frames_per_clip}_min{p.min_frames}_s{p.seed}_'
+          f'{holdout.source_tag(val_folder, val_fraction)}')
   return FaceForensicsConfig(name=name, description=f'FaceForensics {name}',
-                             params=params)
+                             params=params,
+                             val_fraction=0.0 if val_folder else val_fraction)
 
 
 def params_from_data_cfg(data_cfg) -> FaceParams:
@@ -120,7 +132,7 @@ def params_from_data_cfg(data_cfg) -> FaceParams:
 
 
 class FaceForensicsTasks(paired_folder.ManualTaskBuilder):
-  """FaceForensics clips (train) and videos (test); one example = one task."""
+  """FaceForensics clips (train) and videos (val, test); one example = one task."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
   HOMEPAGE = 'https://github.com/ondyari/FaceForensics'
@@ -131,20 +143,23 @@ class FaceForensicsTasks(paired_folder.ManualTaskBuilder):
 
   def _split_generators(self, dl_manager):
     manual = str(dl_manager.manual_dir)
-    return {s: self._generate_examples(manual, s) for s in SPLITS}
+    return {s: self._generate_examples(manual, s) for s in holdout.SPLITS}
 
   def _generate_examples(self, manual_dir: str, split: str):
+    cfg = self.builder_config
     yield from task_builder.examples(generate_tasks(
-        manual_dir, split, self.builder_config.params))
+        manual_dir, split, cfg.params, cfg.val_fraction))
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
   """Prepares FaceForensics for data_cfg; {split: builder}."""
   builder = paired_folder.prepare(
-      FaceForensicsTasks, make_builder_config(params_from_data_cfg(data_cfg)),
+      FaceForensicsTasks,
+      make_builder_config(params_from_data_cfg(data_cfg), data_cfg.manual_dir,
+                          holdout.val_fraction(data_cfg)),
       paired_folder.default_data_dir(data_cfg, workdir), data_cfg.manual_dir,
       WHAT)
-  return {s: builder for s in SPLITS}
+  return {s: builder for s in holdout.SPLITS}
 
 
 @registry.register('faceforensics')
@@ -158,9 +173,10 @@ def load_faceforensics(data_cfg, split: str,
   builder = prepare_data(data_cfg, workdir)[split]
   ts = tasks_lib.taskset_from_tfds(builder, split, lm.NUM_FACE_CLASSES)
   root = data_cfg.manual_dir or '<manual_dir>'
+  folder = paired_folder.split_folder(split, builder.builder_config.val_fraction)
 
   def source(name):
     video = re.sub(r'_c\d+$', '', name) if split == 'train' else name
-    return os.path.join(root, split, video)
+    return os.path.join(root, folder, video)
 
   return paired_folder.check_task_sizes(ts, data_cfg, split, source)

@@ -5,7 +5,12 @@ Layout (``data.manual_dir`` = ROOT)::
 
   ROOT/train/<task>/images/<name>.png|.jpg    RGB images
   ROOT/train/<task>/labels/<name>.png         single-channel class ids
+  ROOT/val/<task>/...                         the same (optional)
   ROOT/test/<task>/...                        the same
+
+Without ROOT/val/, the validation tasks are a fixed fraction
+(data.val_fraction) of ROOT/train/'s task folders, chosen by sorted name and
+left out of training (:mod:`bil_jax.data.holdout`).
 
 Every ``<task>`` folder is one task (scene / identity / clip); an image and
 its label share ``<name>``.  Labels hold ids 0..data.num_classes-1 (8-bit or
@@ -16,14 +21,14 @@ nearest neighbour); the aspect ratio is not kept.
 Bad input fails with a one-line :class:`image_io.DataError` naming the file:
 an unreadable image, a label id outside the classes, an image and label of
 different sizes, an image without its label (or a label without its image),
-a task with fewer pairs than shots + queries (unless data.reuse_pairs), a
+a task with fewer pairs than :func:`required_pairs` (unless data.reuse_pairs), a
 missing manual_dir.  TFDS writes into a temporary folder that it renames only
 when every split is generated, so a failure leaves no prepared dataset in the
 data directory.
 
 Registered as data.name = 'paired_folder'.  The builder config name holds the
-size, the number of classes and a hash of the absolute ROOT path, so two
-folders never share a cache.
+size, the number of classes, a hash of the absolute ROOT path and where the
+validation tasks come from, so two folders never share a cache.
 """
 import dataclasses
 import hashlib
@@ -33,6 +38,7 @@ from typing import Callable, Dict, Iterator, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bil_jax.data import holdout
 from bil_jax.data import image_io
 from bil_jax.data import registry
 from bil_jax.data import task_builder
@@ -97,10 +103,20 @@ def dataset_dir(data_cfg, key: str, subdir: str) -> str:
   return sub if data_cfg.manual_dir and os.path.isdir(sub) else data_cfg.manual_dir
 
 
+def queries_key(split: str) -> str:
+  """What the query count of a task of ``split`` is: data.queries ('train'),
+  data.eval_queries ('test'), the larger of the two ('val': it serves the training
+  monitor and tuning by evaluation)."""
+  return {'train': 'queries', 'test': 'eval_queries',
+          'val': 'max(queries, eval_queries)'}[split]
+
+
 def required_pairs(data_cfg, split: str) -> int:
-  """shots + queries ('train') or shots + eval_queries ('test')."""
-  q = data_cfg.queries if split == 'train' else data_cfg.eval_queries
-  return int(data_cfg.shots) + int(q)
+  """shots + queries ('train'), shots + eval_queries ('test') or shots + the larger of
+  the two ('val')."""
+  q = {'train': int(data_cfg.queries), 'test': int(data_cfg.eval_queries),
+       'val': max(int(data_cfg.queries), int(data_cfg.eval_queries))}[split]
+  return int(data_cfg.shots) + q
 
 
 def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
@@ -110,19 +126,21 @@ def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
   Args:
     taskset: the loaded tasks.
     data_cfg: config.data (shots, queries, eval_queries, reuse_pairs).
-    split: 'train' or 'test'.
+    split: 'train', 'val' or 'test'.
     source: task name -> the file or folder to name in the message.
   """
   if data_cfg.get('reuse_pairs', False):
     return taskset
   need = required_pairs(data_cfg, split)
-  q = 'queries' if split == 'train' else 'eval_queries'
+  q = queries_key(split)
+  lower = ('data.shots/data.' + q if split != 'val'
+           else 'data.shots/data.queries/data.eval_queries')
   for t, n in enumerate(taskset.task_sizes()):
     if n < need:
       name = taskset.names[t]
       raise DataError(source(name), f'task {name!r} ({split}) has {n} pairs, '
                       f'fewer than shots + {q} = {need}; add pairs, lower '
-                      'data.shots/data.' + q + ' or set data.reuse_pairs=True')
+                      f'{lower} or set data.reuse_pairs=True')
   return taskset
 
 
@@ -135,7 +153,7 @@ def path_hash(path: str) -> str:
 # Paired folders
 # ---------------------------------------------------------------------------
 
-SPLITS = ('train', 'test')
+SPLITS = holdout.SPLITS
 
 
 def read_pair(image_path: str, label_path: str, num_classes: int,
@@ -172,17 +190,32 @@ def task_pairs(task_dir: str) -> Dict[str, Tuple[str, str]]:
   return {n: (images[n], labels[n]) for n in sorted(images)}
 
 
-def generate_tasks(root: str, split: str, num_classes: int, height: int,
-                   width: int) -> Iterator[Task]:
-  """Yields (task name, maps uint8 [n,H,W], images uint8 [n,H,W,3])."""
-  split_dir = os.path.join(root, split)
+def task_folders(root: str, folder: str) -> list:
+  """Sorted task folder names of ROOT/<folder>; DataError if it is missing or empty."""
+  split_dir = os.path.join(root, folder)
   if not os.path.isdir(split_dir):
     raise DataError(split_dir, 'missing; expected ROOT/{train,test}/<task>/'
-                    '{images,labels}/')
+                    '{images,labels}/ (and optionally ROOT/val/)')
   names = sorted(d for d in os.listdir(split_dir)
                  if os.path.isdir(os.path.join(split_dir, d)))
   if not names:
     raise DataError(split_dir, 'has no task folders')
+  return names
+
+
+def split_folder(split: str, val_fraction: float) -> str:
+  """The folder of ROOT the tasks of ``split`` come from (``val_fraction`` 0: ROOT/val)."""
+  return split if split == 'test' or not val_fraction else 'train'
+
+
+def generate_tasks(root: str, split: str, num_classes: int, height: int,
+                   width: int, val_fraction: float = 0.0) -> Iterator[Task]:
+  """Yields (task name, maps uint8 [n,H,W], images uint8 [n,H,W,3]) of builder split
+  ``split``; ``val_fraction`` 0 reads ROOT/val/ for 'val', else holds out that fraction
+  of ROOT/train/ (:func:`holdout.items`)."""
+  folder, names = holdout.items(split, lambda f: task_folders(root, f), not val_fraction,
+                                val_fraction, lambda f: os.path.join(root, f))
+  split_dir = os.path.join(root, folder)
   for name in names:
     pairs = task_pairs(os.path.join(split_dir, name))
     maps, images = zip(*(read_pair(ip, lp, num_classes, height, width)
@@ -193,17 +226,22 @@ def generate_tasks(root: str, split: str, num_classes: int, height: int,
 @dataclasses.dataclass(eq=False)
 class PairedFolderConfig(task_builder.TaskConfig):
   num_classes: int = 2
+  val_fraction: float = 0.0  # 0: validation tasks from ROOT/val/
 
 
 def make_builder_config(num_classes: int, height: int, width: int,
-                        root: str) -> PairedFolderConfig:
-  name = f'c{num_classes}_h{height}_w{width}_{path_hash(root)}'
+                        root: str, val_fraction: float = 0.1) -> PairedFolderConfig:
+  """The config of ROOT; its ``val_fraction`` is 0 when ROOT/val/ exists."""
+  val_folder = holdout.has_val_folder(root)
+  name = (f'c{num_classes}_h{height}_w{width}_{path_hash(root)}_'
+          f'{holdout.source_tag(val_folder, val_fraction)}')
   return PairedFolderConfig(name=name, description=f'Paired folder {root}',
-                            num_classes=num_classes, height=height, width=width)
+                            num_classes=num_classes, height=height, width=width,
+                            val_fraction=0.0 if val_folder else val_fraction)
 
 
 class PairedFolderTasks(ManualTaskBuilder):
-  """Tasks from ROOT/{train,test}/<task>/{images,labels}/ (one task/example)."""
+  """Tasks from ROOT/{train,val,test}/<task>/{images,labels}/ (one task/example)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put ROOT/{train,test}/<task>/images/<name>.png and '
@@ -216,7 +254,7 @@ class PairedFolderTasks(ManualTaskBuilder):
   def _generate_examples(self, root: str, split: str):
     cfg = self.builder_config
     yield from task_builder.examples(generate_tasks(
-        root, split, cfg.num_classes, cfg.height, cfg.width))
+        root, split, cfg.num_classes, cfg.height, cfg.width, cfg.val_fraction))
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
@@ -224,7 +262,8 @@ def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
   root = data_cfg.manual_dir
   config = make_builder_config(int(data_cfg.num_classes),
                                int(data_cfg.image_height),
-                               int(data_cfg.image_width), root)
+                               int(data_cfg.image_width), root,
+                               holdout.val_fraction(data_cfg))
   builder = prepare(PairedFolderTasks, config,
                     default_data_dir(data_cfg, workdir), root,
                     'ROOT/{train,test}/<task>/{images,labels}/ (see '
@@ -239,5 +278,6 @@ def load_paired_folder(data_cfg, split: str,
   builder = prepare_data(data_cfg, workdir)[split]
   ts = tasks_lib.taskset_from_tfds(builder, split, int(data_cfg.num_classes))
   root = data_cfg.manual_dir or '<manual_dir>'
+  folder = split_folder(split, builder.builder_config.val_fraction)
   return check_task_sizes(ts, data_cfg, split,
-                          lambda name: os.path.join(root, split, name))
+                          lambda name: os.path.join(root, folder, name))
