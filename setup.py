@@ -13,9 +13,11 @@ setuptools.setup(
     # Compatible ranges; constraints.txt holds the tested set (pip install -c constraints.txt).
     # Nothing here needs TensorFlow: prepared datasets are read (and the built-in ones
     # prepared) through tfds and ArrayRecord, summaries are written by tensorboard. On
-    # GPUs/TPUs add the matching jax extra, e.g. "jax[cuda12]" (docs/accelerators.md).
+    # GPUs/TPUs add the matching jax extra, e.g. "jax[cuda12]" or "jax[cuda13]"
+    # (docs/accelerators.md).
     install_requires=[
-        "jax>=0.10,<0.11",
+        # 0.11 too: jax 0.11.2 and flax 0.12.10 ran the benchmark unchanged (docs/benchmark.md).
+        "jax>=0.10,<0.12",
         "flax>=0.12.8,<0.13",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",

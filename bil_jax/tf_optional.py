@@ -4,13 +4,13 @@ Nothing at run time needs TensorFlow: prepared datasets are read from ArrayRecor
 (``tfds`` data sources) and summaries are written by tensorboard alone. What stands in the
 way is clu: ``clu.metric_writers`` imports its TensorFlow summary writer when the package
 is imported, and ``clu.periodic_actions`` imports that package, so neither imports on a
-machine without TensorFlow (a JAX GPU image, a TPU VM). :func:`install` (run by ``import bil_jax``) puts a
-finder in front of ``sys.meta_path`` that answers for that one module,
-``clu.metric_writers.summary_writer``, only when ``import tensorflow`` fails: it then serves
-a module whose ``SummaryWriter`` builds a :class:`bil_jax.summary.EventFileWriter`, which
-writes the same TensorBoard event files through tensorboard alone. clu's
-``create_default_writer`` then works unchanged. Where TensorFlow imports, the finder steps
-aside and clu loads its own module.
+machine without TensorFlow (a JAX GPU image, a TPU VM). :func:`install` (run by
+``import bil_jax``) puts a finder in front of ``sys.meta_path`` that answers for that one
+module, ``clu.metric_writers.summary_writer``, only when ``import tensorflow`` fails: it
+then serves a module whose ``SummaryWriter`` builds a
+:class:`bil_jax.summary.EventFileWriter`, which writes the same TensorBoard event files
+through tensorboard alone. clu's ``create_default_writer`` then works unchanged. Where
+TensorFlow imports, the finder steps aside and clu loads its own module.
 """
 import importlib.abc
 import importlib.machinery

@@ -8,6 +8,7 @@ None and ``import tensorflow`` raises ModuleNotFoundError. ``python -m bil_jax.m
 session's compilation cache. Its TensorBoard files are read back with tensorboard's
 EventAccumulator.
 """
+import io
 import json
 import os
 import shutil
@@ -15,10 +16,13 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+from bil_jax import summary
 from bil_jax.data import synthetic
 from tests.test_estimators_cli import REPO, SMALL
 from tests.test_estimators_cli import pretrained  # pylint: disable=unused-import (fixture)
@@ -106,7 +110,46 @@ def _tensors(logdir):
           for tag in acc.Tags()[event_accumulator.TENSORS]}
 
 
-def test_main_and_report_run_without_tensorflow(pretrained, env, tmp_path):  # pylint: disable=redefined-outer-name
+def _decoded(plugin, value):
+  """Images as pixel arrays [N,H,W,C] (PNG bytes decoded), anything else as it is."""
+  if plugin != "images":
+    return value
+  return np.stack([np.asarray(Image.open(io.BytesIO(png))) for png in value[2:]])
+
+
+def test_event_file_writer_writes_what_clus_tensorflow_writer_writes(tmp_path):
+  from clu.metric_writers.tf import summary_writer  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  images = {"rgb": rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8),
+            "float": rng.random((4, 6, 3)).astype(np.float32),  # [H,W,C], floats in [0, 1]
+            "gray": rng.integers(0, 256, (1, 3, 4, 1), dtype=np.uint8)}
+  for name, writer in (("tf", summary_writer.SummaryWriter(str(tmp_path / "tf"))),
+                       ("tb", summary.EventFileWriter(str(tmp_path / "tb")))):
+    writer.write_hparams({"lr": 1e-3, "model": "pg2", "steps": 5, "remat": False})
+    writer.write_scalars(3, {"loss": 0.25, "count": np.int32(4)})
+    writer.write_images(3, images)
+    writer.write_texts(7, {"table": "| a | b |\n|---|---|"})
+    writer.close()
+  tf_tensors, tb_tensors = _tensors(str(tmp_path / "tf")), _tensors(str(tmp_path / "tb"))
+  assert set(tf_tensors) == set(tb_tensors)
+  for tag, (plugin, values) in tf_tensors.items():
+    assert tb_tensors[tag][0] == plugin, tag
+    (step, want), = values
+    (tb_step, got), = tb_tensors[tag][1]
+    assert tb_step == step and got.dtype == want.dtype, tag
+    np.testing.assert_array_equal(_decoded(plugin, got), _decoded(plugin, want), err_msg=tag)
+  acc = [event_accumulator.EventAccumulator(str(tmp_path / d)) for d in ("tf", "tb")]
+  hparams = []
+  for a in acc:
+    a.Reload()
+    content = a.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    info = hparams_metadata.parse_session_start_info_plugin_data(content)
+    hparams.append({k: v for k, v in info.hparams.items()})
+  assert hparams[0] == hparams[1] and len(hparams[0]) == 4
+
+
+# pylint: disable-next=redefined-outer-name
+def test_main_and_report_run_without_tensorflow(pretrained, env, tmp_path):
   workdir = tmp_path / "w"
   shutil.copytree(pretrained / "tfds", workdir / "tfds")  # prepared with TensorFlow
   _run(env, "-m", "bil_jax.main", "--config=configs/synthetic.py", f"--workdir={workdir}",
