@@ -137,7 +137,8 @@ def _iter_examples(builder, split: str):
   """Yields decoded numpy examples of a prepared builder's split.
 
   ArrayRecord datasets are read with ``as_data_source`` (no TensorFlow import,
-  which takes seconds); other formats through ``tfds.as_numpy(as_dataset)``.
+  which takes seconds); other formats through ``tfds.as_numpy(as_dataset)``, which needs
+  TensorFlow: without it, a one-line ValueError naming the dataset and its folder.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   fmt = getattr(builder.info, 'file_format', None)
@@ -146,6 +147,13 @@ def _iter_examples(builder, split: str):
     for i in range(len(source)):
       yield source[i]
   else:
+    from bil_jax import tf_optional  # pylint: disable=g-import-not-at-top
+    if not tf_optional.tensorflow_importable():
+      raise ValueError(
+          f'{builder.data_dir}: dataset {builder.name!r} is stored as '
+          f'{getattr(fmt, "value", fmt)} files, which only TensorFlow reads: install '
+          'tensorflow-cpu here, or prepare it elsewhere (as array_record, the default) and '
+          'point data.data_dir at it')
     yield from tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
 
 
