@@ -12,6 +12,7 @@ Exit status:
       ``error: ...`` on stderr, no traceback. Unexpected errors keep their traceback.
   75  stopped by SIGTERM/SIGINT after checkpointing the current step; rerun the same
       command to resume (docs/reliability.md).
+  130 Ctrl-C outside a training step (start-up, data building, evaluation): one line.
 """
 import os
 import sys
@@ -27,17 +28,12 @@ FLAGS = flags.FLAGS
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-one_line = cli.one_line
-_fail = cli.fail
-_bad_override = cli.bad_override
-
-
 try:
   # The config flag reads --config.* overrides from sys.argv as it is defined.
   config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
                                   lock_config=True)
 except (AttributeError, KeyError, TypeError, ValueError) as e:
-  _bad_override(e, sys.argv)
+  cli.bad_override(e, sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "evaluate", "all"], "What to run.")
 flags.mark_flags_as_required(["workdir"])
@@ -75,12 +71,12 @@ def parse_flags(argv):
     rest = FLAGS(argv)
     FLAGS.config.keys()  # loads the config file: a missing one fails here
     return rest
-  except flags.Error as e:
-    _fail(e)
+  except flags.Error as e:  # also a config file whose get_config raised: its last line
+    cli.fail(cli.error_text(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    _bad_override(e, argv)
+    cli.bad_override(e, argv)
   except OSError as e:  # --config file missing or unreadable
-    _fail(f"--config: {e}")
+    cli.fail(f"--config: {e}")
 
 
 def main(argv):
@@ -94,11 +90,16 @@ def main(argv):
   try:
     parallel.initialize_distributed(int(config.meta.num_hosts))
   except (RuntimeError, ValueError) as e:  # e.g. the coordinator cannot be reached
-    _fail(f"jax.distributed.initialize: {one_line(e)}")
+    cli.fail(f"jax.distributed.initialize: {e}")
   compile_cache.enable(config.compilation_cache)
   timer = compile_cache.CompileTimer()
-  from bil_jax import reliability, train  # pylint: disable=g-import-not-at-top
-  logging.info("config:\n%s", config)
+  from bil_jax import reliability, train, validate  # pylint: disable=g-import-not-at-top
+  try:  # every fault of the config, one line each, before anything is written
+    validate.check(config, workdir, FLAGS.mode)
+  except validate.ConfigError as e:
+    for line in e.lines:
+      print(f"error: {line}", file=sys.stderr)
+    return 1
   try:
     try:
       train.train_and_evaluate(config, workdir, FLAGS.mode)
@@ -112,13 +113,19 @@ def main(argv):
     if not is_expected(e):
       raise
     logging.info("stopping on an expected error", exc_info=False)
-    _fail(e)
+    cli.fail(e)
   return 0
 
 
 def run():
-  """Console-script entry point (``bil-jax``)."""
-  app.run(main, flags_parser=parse_flags)
+  """Console-script entry point (``bil-jax``); Ctrl-C outside a training step (start-up,
+  data building, evaluation) ends with one line and exit status 130."""
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    print("interrupted (Ctrl-C); checkpoints already saved are kept: rerun the same command "
+          "to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -138,12 +138,6 @@ reached_preemption_sync_point` is true on all of them at the same step, with no
     return bool(np.any(flags))
 
 
-def check_options(config) -> None:
-  """One-line errors for reliability options with invalid values."""
-  if config.nonfinite not in NONFINITE_MODES:
-    raise ValueError(f"nonfinite={config.nonfinite!r} is not one of {NONFINITE_MODES}")
-
-
 def flat_config(config) -> dict:
   """{'a.b': value} of a ConfigDict (JSON-normalised: tuples become lists)."""
   return io_utils.flatten(json.loads(config.to_json_best_effort()))

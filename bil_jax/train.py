@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta,
-                     nonfinite, parallel, reliability, streams, visualize)
+                     nonfinite, parallel, reliability, streams, validate, visualize)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -245,10 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   written by process 0, and checkpoints are saved and restored by all of them together.
   """
   parallel.initialize_distributed(int(config.meta.num_hosts))
-  reliability.check_options(config)
+  validate.check(config, workdir, mode)  # every fault in one go, before any work
   reliability.check_workdir(config, workdir)
-  if mode in ("metatrain", "all"):
-    meta_mesh(config)  # a device count that cannot split the meta-batch fails here, at once
   parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
   params = None
   if mode in ("pretrain", "all"):
