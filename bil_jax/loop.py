@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import signal
+import time
 from typing import Any, Callable, List, Optional, Tuple
 
 import jax
@@ -24,7 +25,7 @@ import numpy as np
 from clu import metric_writers
 from clu import periodic_actions
 
-from bil_jax import checkpoint, io_utils, nonfinite, reliability, visualize
+from bil_jax import checkpoint, console, io_utils, nonfinite, reliability, visualize
 
 GRID_ROWS = 10
 
@@ -48,6 +49,8 @@ class Phase:
       default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
+    description: what runs, for the phase's first log line ("Pix2pix 32x32, batch 5").
+    compile_note: logged before the first step compiles ("" = nothing).
   """
   name: str
   title: str
@@ -59,6 +62,8 @@ class Phase:
   probe_every: int
   place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+  description: str = ""
+  compile_note: str = ""
 
 
 def default_place(state: dict) -> dict:
@@ -110,6 +115,7 @@ class _Run:
     self.ckpt = checkpoint.Checkpointer(os.path.join(out, "checkpoints"))
     self.history: List[Tuple[int, dict]] = []
     self.skips = 0
+    self.first, self.t_first = 0, None  # start step; time the first step ended
 
   def probe(self, done: int, params, grid: bool) -> dict:
     scalars, columns = self.phase.probe(params)
@@ -145,7 +151,10 @@ class _Run:
       scalars.update(self.probe(done, params, grid=image_due))
     if scalars:
       self.writer.write_scalars(done, scalars)
-      logging.info("%s step %d: %s", self.phase.name, done, scalars)
+      elapsed = time.time() - (self.t_first or time.time())
+      logging.info("%s %s: %s", self.phase.name,
+                   console.progress(done, self.total, self.first, elapsed),
+                   console.metric_line(scalars))
 
   def finish(self, first_step: int, completed: bool) -> None:
     self.writer.flush()
@@ -180,9 +189,14 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
   state, at = run.ckpt.restore(phase.initial_state)
   if state is None:
     state = phase.initial_state
-  else:
-    logging.info("Resuming %s from step %d", phase.title, at)
   start = int(state["step"])
+  logging.info("%s: %d steps%s", phase.title, run.total,
+               f", {phase.description}" if phase.description else "")
+  if start:
+    logging.info("Resuming %s from step %d", phase.title, start)
+  if phase.compile_note and start < run.total:
+    logging.info("%s", phase.compile_note)
+  run.first = start
   placed = phase.place(state)
   params, opt_state = placed["params"], placed["opt_state"]
   run.skips = nonfinite.skip_count(opt_state)
@@ -197,6 +211,8 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
       batch = fault_hook(phase.name, done, phase.sample(step))
       params, opt_state, metrics = phase.step(params, opt_state, batch, step)
       run.check_finite(done, opt_state)
+      if done == start + 1:
+        run.t_first = time.time()
       report(done)
       run.report(done, metrics, params, opt_state)
       if _due(done, phase.schedule.checkpoint_every, run.total):

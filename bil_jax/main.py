@@ -22,7 +22,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from bil_jax import cli
+from bil_jax import cli, console
 
 FLAGS = flags.FLAGS
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -37,13 +37,6 @@ except (AttributeError, KeyError, TypeError, ValueError) as e:
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "evaluate", "all"], "What to run.")
 flags.mark_flags_as_required(["workdir"])
-
-class _QuietLibraries:
-  """Drops INFO records of chatty libraries (Orbax logs every file it writes)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno > 20 or "orbax" not in record.pathname
-
 
 def _raised_in_project(err: BaseException) -> bool:
   """Whether the innermost frame of ``err``'s traceback is bil_jax code."""
@@ -82,8 +75,10 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   config, workdir = FLAGS.config, FLAGS.workdir
+  if FLAGS.verbosity <= 0:  # before TensorFlow, TFDS or a JAX backend is loaded
+    console.quiet_libraries()
+  console.setup(logging.get_absl_handler(), FLAGS.verbosity)
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from bil_jax import compile_cache, parallel  # pylint: disable=g-import-not-at-top
   # Several processes: join them before anything touches a JAX device.
@@ -100,6 +95,9 @@ def main(argv):
     for line in e.lines:
       print(f"error: {line}", file=sys.stderr)
     return 1
+  logging.info("config: %s (all values; --verbosity=1 also logs them here)",
+               os.path.join(workdir, reliability.CONFIG_FILE))
+  logging.debug("config:\n%s", config)
   try:
     try:
       train.train_and_evaluate(config, workdir, FLAGS.mode)
@@ -114,6 +112,8 @@ def main(argv):
       raise
     logging.info("stopping on an expected error", exc_info=False)
     cli.fail(e)
+  for line in console.outputs(workdir, FLAGS.mode):
+    logging.info("%s", line)
   return 0
 
 

@@ -43,6 +43,12 @@ def _map_columns(spec: gan.GanSpec, pairs: dict) -> list:
           + ([pairs["ref"]] if spec.uses_reference else []))
 
 
+def _model_text(config: ml_collections.ConfigDict) -> str:
+  """'pix2pix 32x32' for a phase's first log line."""
+  h, w = builders.image_hw(config)
+  return f"{config.model.name} {h}x{w}"
+
+
 def initial_state(params: dict, opt_state) -> dict:
   """The state at step 0: parameters and a fresh optimizer state."""
   return {"step": np.asarray(0, np.int64), "params": params, "opt_state": opt_state}
@@ -99,7 +105,9 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
       sample=lambda step: sampler.pairs(train_tasks, rows,
                                         streams.episode_rng(config.seed, "pretrain", step),
                                         rows=local),
-      step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record)
+      step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record,
+      description=f"{_model_text(config)}, batch {rows} from {train_tasks.num_tasks} tasks",
+      compile_note="compiling the training step (first run: up to a minute; cached after)")
 
 
 def pretrained_params(workdir: str) -> dict:
@@ -180,7 +188,10 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
                                           streams.episode_rng(config.seed, "meta", s),
                                           rows=local),
       step=step, probe=probe, probe_every=config.meta.image_every, place=place,
-      record=record)
+      record=record,
+      description=(f"{_model_text(config)}, {config.meta.estimator} meta-gradient through "
+                   f"K={inner.steps} inner steps, {m} tasks per meta-batch"),
+      compile_note="compiling the meta-step (first run: about a minute; cached after)")
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -255,5 +266,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     metatrain(config, workdir, initial_params=params)
   if mode in ("evaluate", "all"):
     from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
-    logging.info("evaluating %s", workdir)
     evaluate.evaluate(config, workdir)
