@@ -332,6 +332,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   per_task = {name: [] for name in names.values()}
   t_first = None
   grid_cols = {k: [] for k in GRID_COLUMNS}
+  grid_rows = []  # the task name of each grid row
   aux_log = []
   for start in range(0, len(positions), num_devices):
     chunk = positions[start:start + num_devices]
@@ -351,6 +352,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
         grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES],
                                                    spec.num_classes))
         grid_cols["target"].append(query["image"][:GRID_QUERIES])
+        grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
       t_first = t_first or time.time()
       logging.info("evaluated test task %d/%d (%s)%s", t + 1, len(eps), test_tasks.names[t],
                    _eta(time.time() - t_first, t + 1, len(eps)))
@@ -365,15 +367,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
             "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
+  samples = None
+  if grid_cols["map"]:
+    labels = {"map": "map", "target": "target", **names}
+    samples = visualize.labeled_grid([np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
+                                     [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4,
+                                     row_labels=grid_rows)
+    writer.write_images(0, {"samples": samples[None]})
   write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
   if parallel.is_main_process():  # every process gathered the same table
     io_utils.write_atomic(os.path.join(out, "results.json"),
                           json.dumps(result, indent=1, default=str))
     io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
     if grid_cols["map"]:
-      labels = {"map": "map", "target": "target", **names}
-      visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
-          [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
-          [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
+      visualize.save_png(os.path.join(out, "samples.png"), samples)
   logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
   return rows

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -49,6 +49,8 @@ class Phase:
       default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
+    grid_columns: headers of the probe's image columns ("map", "output", "target").
+    grid_rows: a label per row of the probe's columns (the held-out task names).
     description: what runs, for the phase's first log line ("Pix2pix 32x32, batch 5").
     compile_note: logged before the first step compiles ("" = nothing).
   """
@@ -62,6 +64,8 @@ class Phase:
   probe_every: int
   place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+  grid_columns: Sequence[str] = ()
+  grid_rows: Sequence[str] = ()
   description: str = ""
   compile_note: str = ""
 
@@ -96,12 +100,26 @@ def _state(done: int, params, opt_state) -> dict:
   return {"step": np.asarray(done, np.int64), "params": params, "opt_state": opt_state}
 
 
-def write_grid(writer, out: str, name: str, step: int, columns: list) -> None:
-  """A sample grid of image columns [R,H,W,3] as ``out/<name>_<step>.png`` and a summary."""
-  image = visualize.grid([np.asarray(c)[:GRID_ROWS] for c in columns])
+def write_grid(writer, out: str, name: str, step: int, columns: list,
+               headers: Sequence[str] = (), rows: Sequence[str] = ()) -> None:
+  """A sample grid of image columns [R,H,W,3] (first :data:`GRID_ROWS` rows) as
+  ``out/<name>_<step>.png`` and an image summary; with ``headers``, tiles of at least
+  96 px under column headers and, with ``rows``, a label per row."""
+  columns = [np.asarray(c)[:GRID_ROWS] for c in columns]
+  if headers:
+    image = visualize.labeled_grid(columns, headers, min_width=96,
+                                   row_labels=list(rows)[:GRID_ROWS])
+  else:
+    image = visualize.grid(columns)
   if jax.process_index() == 0:
     io_utils.write_png(os.path.join(out, f"{name}_{step:07d}.png"), image)
   writer.write_images(step, {name: image[None]})
+
+
+def hparams(config) -> dict:
+  """The flat config as TensorBoard hyperparameters (lists and None as text)."""
+  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in reliability.flat_config(config).items()}
 
 
 class _Run:
@@ -112,6 +130,7 @@ class _Run:
     self.total = int(phase.schedule.steps)
     self.writer = metric_writers.create_default_writer(
         out, just_logging=jax.process_index() > 0)  # process 0 writes the summaries
+    self.writer.write_hparams(hparams(config))  # so curves can be filtered by them
     self.ckpt = checkpoint.Checkpointer(os.path.join(out, "checkpoints"))
     self.history: List[Tuple[int, dict]] = []
     self.skips = 0
@@ -121,7 +140,8 @@ class _Run:
     scalars, columns = self.phase.probe(params)
     self.history.append((done, scalars))
     if grid:
-      write_grid(self.writer, self.out, f"{self.phase.name}_samples", done, columns)
+      write_grid(self.writer, self.out, f"{self.phase.name}_samples", done, columns,
+                 self.phase.grid_columns, self.phase.grid_rows)
     return scalars
 
   def check_finite(self, done: int, opt_state) -> None:

@@ -43,6 +43,17 @@ def _map_columns(spec: gan.GanSpec, pairs: dict) -> list:
           + ([pairs["ref"]] if spec.uses_reference else []))
 
 
+def _grid_headers(spec: gan.GanSpec, *outputs: str) -> tuple:
+  """Headers of :func:`_map_columns` plus ``outputs`` and the target."""
+  return ("map",) + (("reference",) if spec.uses_reference else ()) + outputs + ("target",)
+
+
+def _heldout_names(test_tasks, per_task: int = 1) -> list:
+  """The names of the held-out tasks of :func:`heldout_episodes`, each ``per_task`` times."""
+  n = min(HELDOUT_TASKS, test_tasks.num_tasks)
+  return [test_tasks.names[i] for i in range(n) for _ in range(per_task)]
+
+
 def _model_text(config: ml_collections.ConfigDict) -> str:
   """'pix2pix 32x32' for a phase's first log line."""
   h, w = builders.image_hw(config)
@@ -106,6 +117,8 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
                                         streams.episode_rng(config.seed, "pretrain", step),
                                         rows=local),
       step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record,
+      grid_columns=_grid_headers(spec, "output"),
+      grid_rows=_heldout_names(test_tasks, int(config.data.queries)),
       description=f"{_model_text(config)}, batch {rows} from {train_tasks.num_tasks} tasks",
       compile_note="compiling the training step (first run: up to a minute; cached after)")
 
@@ -164,10 +177,10 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
 
   def probe(p):
     r = evaluate_adaptation(jax.device_get(p), heldout, eval_key, frozen)
-    q = jax.tree.map(lambda x: np.asarray(x[0]), heldout["query"])  # held-out task 0
+    q = jax.tree.map(lambda x: np.asarray(x[:, 0]), heldout["query"])  # each task's first
     return ({"heldout_l1_before": float(r["l1_before"].mean()),
              "heldout_l1_after": float(r["l1_after"].mean())},
-            _map_columns(spec, q) + [r["gp"][0], r["fake"][0], q["image"]])
+            _map_columns(spec, q) + [r["gp"][:, 0], r["fake"][:, 0], q["image"]])
 
   def record(out, history, first_step, completed):
     summary = {"start": v for s, v in history if s == 0}
@@ -188,7 +201,8 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
                                           streams.episode_rng(config.seed, "meta", s),
                                           rows=local),
       step=step, probe=probe, probe_every=config.meta.image_every, place=place,
-      record=record,
+      record=record, grid_columns=_grid_headers(spec, "GP", "adapted"),
+      grid_rows=_heldout_names(test_tasks),
       description=(f"{_model_text(config)}, {config.meta.estimator} meta-gradient through "
                    f"K={inner.steps} inner steps, {m} tasks per meta-batch"),
       compile_note="compiling the meta-step (first run: about a minute; cached after)")
