@@ -49,6 +49,8 @@ class Phase:
       default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
+    step_offset: steps of the run before this phase's step 0 (the phases before it), so
+      that the preemption sync point grows by one per step across phases.
     grid_columns: headers of the probe's image columns ("map", "output", "target").
     grid_rows: a label per row of the probe's columns (the held-out task names).
     description: what runs, for the phase's first log line ("Pix2pix 32x32, batch 5").
@@ -64,6 +66,7 @@ class Phase:
   probe_every: int
   place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+  step_offset: int = 0
   grid_columns: Sequence[str] = ()
   grid_rows: Sequence[str] = ()
   description: str = ""
@@ -80,12 +83,6 @@ def fault_hook(phase: str, done: int, batch: Any) -> Any:
   of the update that produces step ``done``."""
   del phase, done
   return batch
-
-
-def _sync_offset(phase: Phase, config) -> int:
-  """Steps of the run before ``phase``'s step 0, for the preemption sync point: 0 for
-  pre-training, ``pretrain.steps`` for meta-training (step numbers grow across phases)."""
-  return int(config.pretrain.steps) if phase.name == "meta" else 0
 
 
 def _due(done: int, every: int, total: int) -> bool:
@@ -237,7 +234,7 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
       run.report(done, metrics, params, opt_state)
       if _due(done, phase.schedule.checkpoint_every, run.total):
         run.ckpt.save(done, _state(done, params, opt_state))
-      if signals.any_host_received(_sync_offset(phase, config) + done):
+      if signals.any_host_received(phase.step_offset + done):
         run.ckpt.save(done, _state(done, params, opt_state))
         run.finish(start, completed=False)
         raise reliability.Preempted(phase.name, done, signals.received or signal.SIGTERM)

@@ -201,7 +201,8 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
                                           streams.episode_rng(config.seed, "meta", s),
                                           rows=local),
       step=step, probe=probe, probe_every=config.meta.image_every, place=place,
-      record=record, grid_columns=_grid_headers(spec, "GP", "adapted"),
+      record=record, step_offset=int(config.pretrain.steps),
+      grid_columns=_grid_headers(spec, "GP", "adapted"),
       grid_rows=_heldout_names(test_tasks),
       description=(f"{_model_text(config)}, {config.meta.estimator} meta-gradient through "
                    f"K={inner.steps} inner steps, {m} tasks per meta-batch"),
