@@ -155,8 +155,9 @@ def check_workdir(config, workdir: str) -> None:
   overwrites. Whether it can be created at all is checked by :mod:`bil_jax.validate`.
 
   Raises WorkdirError if its ``config.json`` comes from a config that differs in a key
-  outside :data:`RESUMABLE_KEYS`. With ``config.overwrite=True`` the latter deletes the workdir's run folders
-  (:data:`RUN_FOLDERS`) and ``config.json`` instead, so the run starts afresh.
+  outside :data:`RESUMABLE_KEYS`. With ``config.overwrite=True`` the latter deletes the
+  workdir's run folders (:data:`RUN_FOLDERS`) and ``config.json`` instead, so the run
+  starts afresh.
   """
   if not workdir:
     raise WorkdirError("--workdir is empty")
