@@ -79,8 +79,13 @@ def _estimator(key: str, name: str, options_text: str = "") -> None:
   if ":" not in str(name):
     _one_of(key, name, estimators.names())
   fn = estimators.get(name)
-  if options_text:
+  try:
     estimators.parse_options(fn, options_text, name)
+  except ValueError as e:
+    given = [t.partition("=")[0].strip() for t in str(options_text).split(",")]
+    unknown = [g for g in given if g and g not in estimators.options(fn)]
+    hint = did_you_mean(unknown[0], estimators.options(fn)) if unknown else ""
+    raise ValueError(f"{e}{hint}") from None
 
 
 def _architecture(config) -> None:

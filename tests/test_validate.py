@@ -27,7 +27,8 @@ def _smoke(**overrides):
 @pytest.mark.parametrize("overrides,mode,expected", [
     ({"meta.estimator": "secnd_order"}, "all",
      "meta.estimator='secnd_order' is not one of"),
-    ({"meta.estimator_options": "backprop_step=2"}, "all", "meta.estimator_options"),
+    ({"meta.estimator": "truncated", "meta.estimator_options": "backprop_step=2"}, "all",
+     "did you mean 'backprop_steps'"),
     ({"meta.inner_optimizer.name": "adamm"}, "all",
      "meta.inner_optimizer.name='adamm' is not an optax optimizer"),
     ({"optim.schedule.name": "cosine_decay_schedul"}, "all",
