@@ -3,6 +3,7 @@
 An expected failure (a bad flag, config override or value) prints one line
 ``error: ...`` on stderr and exits with status 1, without a traceback.
 """
+import re
 import sys
 
 
@@ -17,11 +18,34 @@ def fail(message) -> None:
   sys.exit(1)
 
 
+def error_text(err: BaseException) -> str:
+  """The message of ``err`` as written, not its repr: a KeyError's (or a wrapped one's)
+  first argument, and of a message that embeds a traceback, only its last line."""
+  inner = err.args[0] if err.args and isinstance(err.args[0], BaseException) else err
+  text = (str(inner.args[0]) if isinstance(inner, KeyError) and inner.args
+          else str(inner))
+  if "Traceback (most recent call last)" in text:
+    lines = [line for line in text.splitlines() if line.strip()]
+    head = text.split("Traceback (most recent call last)")[0].strip()
+    text = f"{head} {lines[-1].strip()}" if head else lines[-1].strip()
+  return text
+
+
+def _missing_key(text: str) -> str:
+  """The key a config KeyError names, plus its "did you mean" hint if it has one."""
+  match = re.search(r'Key "([^"]+)" does not exist', text) or re.match(r"'([^']+)'", text)
+  key = match.group(1) if match else text.splitlines()[0].strip("'\" ")
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  return f"no key {key!r}" + (f"; did you mean {hint.group(1)!r}?" if hint else "")
+
+
 def bad_override(err: Exception, argv) -> None:
   """One-line error for a ``--config.a.b=v`` override that names no key or has a bad value."""
   overrides = [a for a in argv[1:] if a.startswith("--config.")]
-  key = str(err).strip("'\" ")
+  text = error_text(err)
+  missing = _missing_key(text) if isinstance(err, (AttributeError, KeyError)) else ""
+  key = missing[len("no key '"):].split("'")[0] if missing else ""
   culprit = next((a for a in overrides if key and key in a), " ".join(overrides))
-  if isinstance(err, (AttributeError, KeyError)):
-    fail(f"unknown config key in {culprit} (no key {key!r})")
-  fail(f"bad value in {culprit}: {type(err).__name__}: {err}")
+  if missing:
+    fail(f"unknown config key in {culprit} ({missing})")
+  fail(f"bad value in {culprit}: {type(err).__name__}: {text}")

@@ -52,8 +52,8 @@ import optax
 from clu import metric_writers, periodic_actions
 from jax.sharding import PartitionSpec as P
 
-from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, meta, metrics,
-                     parallel, report, retrieval, streams, visualize)
+from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, io_utils, meta,
+                     metrics, parallel, report, retrieval, streams, visualize)
 from bil_jax.data import episodes, loading
 
 ROW_IDS = ("x", "x_nshot", "bil_noaux", "bil", "gp")
@@ -286,6 +286,14 @@ def write_summaries(writer, config, summary: dict, table: str, row_ids: Dict[str
   writer.flush()
 
 
+def _eta(since_first: float, done: int, total: int) -> str:
+  """', ETA 2m10s' after ``done`` of ``total`` tasks, from the pace since the first task
+  (which includes the compile); '' before there is a pace or when done."""
+  if done < 2 or done >= total:
+    return ""
+  return f", ETA {console.duration(since_first / (done - 1) * (total - done))}"
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
   """Runs Alg. 2 on the test tasks and writes the ablation table; returns its rows.
 
@@ -317,10 +325,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   num_devices = mesh.devices.size
   positions = padded_positions(len(eps), num_devices)
   local = parallel.local_task_slice(num_devices)
-  logging.info("evaluating %d test tasks on %d devices (%d processes)", len(eps), num_devices,
-               jax.process_count())
+  logging.info("test phase: %d test tasks on %d devices (%d processes), %d IS steps, %d Aux "
+               "steps on %d retrieved tasks; compiling its programs (first run: about a "
+               "minute; cached after)", len(eps), num_devices, jax.process_count(),
+               config.eval.is_steps, config.eval.aux_steps, config.eval.aux_tasks)
   per_task = {name: [] for name in names.values()}
+  t_first = None
   grid_cols = {k: [] for k in GRID_COLUMNS}
+  grid_rows = []  # the task name of each grid row
   aux_log = []
   for start in range(0, len(positions), num_devices):
     chunk = positions[start:start + num_devices]
@@ -340,7 +352,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
         grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES],
                                                    spec.num_classes))
         grid_cols["target"].append(query["image"][:GRID_QUERIES])
-      logging.info("evaluated test task %d/%d (%s)", t + 1, len(eps), test_tasks.names[t])
+        grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
+      t_first = t_first or time.time()
+      logging.info("evaluated test task %d/%d (%s)%s", t + 1, len(eps), test_tasks.names[t],
+                   _eta(time.time() - t_first, t + 1, len(eps)))
       progress(t + 1)
 
   rows = _mean_rows(per_task)
@@ -352,15 +367,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
             "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
+  samples = None
+  if grid_cols["map"]:
+    labels = {"map": "map", "target": "target", **names}
+    samples = visualize.labeled_grid([np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
+                                     [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4,
+                                     row_labels=grid_rows)
+    writer.write_images(0, {"samples": samples[None]})
   write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
   if parallel.is_main_process():  # every process gathered the same table
     io_utils.write_atomic(os.path.join(out, "results.json"),
                           json.dumps(result, indent=1, default=str))
     io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
     if grid_cols["map"]:
-      labels = {"map": "map", "target": "target", **names}
-      visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
-          [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
-          [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
+      visualize.save_png(os.path.join(out, "samples.png"), samples)
   logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
   return rows

@@ -17,14 +17,15 @@ import dataclasses
 import logging
 import os
 import signal
-from typing import Any, Callable, List, Optional, Tuple
+import time
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 from clu import metric_writers
 from clu import periodic_actions
 
-from bil_jax import checkpoint, io_utils, nonfinite, reliability, visualize
+from bil_jax import checkpoint, console, io_utils, nonfinite, reliability, visualize
 
 GRID_ROWS = 10
 
@@ -48,6 +49,12 @@ class Phase:
       default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
+    step_offset: steps of the run before this phase's step 0 (the phases before it), so
+      that the preemption sync point grows by one per step across phases.
+    grid_columns: headers of the probe's image columns ("map", "output", "target").
+    grid_rows: a label per row of the probe's columns (the held-out task names).
+    description: what runs, for the phase's first log line ("Pix2pix 32x32, batch 5").
+    compile_note: logged before the first step compiles ("" = nothing).
   """
   name: str
   title: str
@@ -59,6 +66,11 @@ class Phase:
   probe_every: int
   place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+  step_offset: int = 0
+  grid_columns: Sequence[str] = ()
+  grid_rows: Sequence[str] = ()
+  description: str = ""
+  compile_note: str = ""
 
 
 def default_place(state: dict) -> dict:
@@ -73,12 +85,6 @@ def fault_hook(phase: str, done: int, batch: Any) -> Any:
   return batch
 
 
-def _sync_offset(phase: Phase, config) -> int:
-  """Steps of the run before ``phase``'s step 0, for the preemption sync point: 0 for
-  pre-training, ``pretrain.steps`` for meta-training (step numbers grow across phases)."""
-  return int(config.pretrain.steps) if phase.name == "meta" else 0
-
-
 def _due(done: int, every: int, total: int) -> bool:
   return done % int(every) == 0 or done == total
 
@@ -91,12 +97,26 @@ def _state(done: int, params, opt_state) -> dict:
   return {"step": np.asarray(done, np.int64), "params": params, "opt_state": opt_state}
 
 
-def write_grid(writer, out: str, name: str, step: int, columns: list) -> None:
-  """A sample grid of image columns [R,H,W,3] as ``out/<name>_<step>.png`` and a summary."""
-  image = visualize.grid([np.asarray(c)[:GRID_ROWS] for c in columns])
+def write_grid(writer, out: str, name: str, step: int, columns: list,
+               headers: Sequence[str] = (), rows: Sequence[str] = ()) -> None:
+  """A sample grid of image columns [R,H,W,3] (first :data:`GRID_ROWS` rows) as
+  ``out/<name>_<step>.png`` and an image summary; with ``headers``, tiles of at least
+  96 px under column headers and, with ``rows``, a label per row."""
+  columns = [np.asarray(c)[:GRID_ROWS] for c in columns]
+  if headers:
+    image = visualize.labeled_grid(columns, headers, min_width=96,
+                                   row_labels=list(rows)[:GRID_ROWS])
+  else:
+    image = visualize.grid(columns)
   if jax.process_index() == 0:
     io_utils.write_png(os.path.join(out, f"{name}_{step:07d}.png"), image)
   writer.write_images(step, {name: image[None]})
+
+
+def hparams(config) -> dict:
+  """The flat config as TensorBoard hyperparameters (lists and None as text)."""
+  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in reliability.flat_config(config).items()}
 
 
 class _Run:
@@ -107,15 +127,18 @@ class _Run:
     self.total = int(phase.schedule.steps)
     self.writer = metric_writers.create_default_writer(
         out, just_logging=jax.process_index() > 0)  # process 0 writes the summaries
+    self.writer.write_hparams(hparams(config))  # so curves can be filtered by them
     self.ckpt = checkpoint.Checkpointer(os.path.join(out, "checkpoints"))
     self.history: List[Tuple[int, dict]] = []
     self.skips = 0
+    self.first, self.t_first = 0, None  # start step; time the first step ended
 
   def probe(self, done: int, params, grid: bool) -> dict:
     scalars, columns = self.phase.probe(params)
     self.history.append((done, scalars))
     if grid:
-      write_grid(self.writer, self.out, f"{self.phase.name}_samples", done, columns)
+      write_grid(self.writer, self.out, f"{self.phase.name}_samples", done, columns,
+                 self.phase.grid_columns, self.phase.grid_rows)
     return scalars
 
   def check_finite(self, done: int, opt_state) -> None:
@@ -145,7 +168,10 @@ class _Run:
       scalars.update(self.probe(done, params, grid=image_due))
     if scalars:
       self.writer.write_scalars(done, scalars)
-      logging.info("%s step %d: %s", self.phase.name, done, scalars)
+      elapsed = time.time() - (self.t_first or time.time())
+      logging.info("%s %s: %s", self.phase.name,
+                   console.progress(done, self.total, self.first, elapsed),
+                   console.metric_line(scalars))
 
   def finish(self, first_step: int, completed: bool) -> None:
     self.writer.flush()
@@ -180,9 +206,14 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
   state, at = run.ckpt.restore(phase.initial_state)
   if state is None:
     state = phase.initial_state
-  else:
-    logging.info("Resuming %s from step %d", phase.title, at)
   start = int(state["step"])
+  logging.info("%s: %d steps%s", phase.title, run.total,
+               f", {phase.description}" if phase.description else "")
+  if start:
+    logging.info("Resuming %s from step %d", phase.title, start)
+  if phase.compile_note and start < run.total:
+    logging.info("%s", phase.compile_note)
+  run.first = start
   placed = phase.place(state)
   params, opt_state = placed["params"], placed["opt_state"]
   run.skips = nonfinite.skip_count(opt_state)
@@ -197,11 +228,13 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
       batch = fault_hook(phase.name, done, phase.sample(step))
       params, opt_state, metrics = phase.step(params, opt_state, batch, step)
       run.check_finite(done, opt_state)
+      if done == start + 1:
+        run.t_first = time.time()
       report(done)
       run.report(done, metrics, params, opt_state)
       if _due(done, phase.schedule.checkpoint_every, run.total):
         run.ckpt.save(done, _state(done, params, opt_state))
-      if signals.any_host_received(_sync_offset(phase, config) + done):
+      if signals.any_host_received(phase.step_offset + done):
         run.ckpt.save(done, _state(done, params, opt_state))
         run.finish(start, completed=False)
         raise reliability.Preempted(phase.name, done, signals.received or signal.SIGTERM)

@@ -12,6 +12,7 @@ Exit status:
       ``error: ...`` on stderr, no traceback. Unexpected errors keep their traceback.
   75  stopped by SIGTERM/SIGINT after checkpointing the current step; rerun the same
       command to resume (docs/reliability.md).
+  130 Ctrl-C outside a training step (start-up, data building, evaluation): one line.
 """
 import os
 import sys
@@ -21,15 +22,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from bil_jax import cli
+from bil_jax import cli, console
 
 FLAGS = flags.FLAGS
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-one_line = cli.one_line
-_fail = cli.fail
-_bad_override = cli.bad_override
 
 
 try:
@@ -37,17 +33,10 @@ try:
   config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
                                   lock_config=True)
 except (AttributeError, KeyError, TypeError, ValueError) as e:
-  _bad_override(e, sys.argv)
+  cli.bad_override(e, sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "evaluate", "all"], "What to run.")
 flags.mark_flags_as_required(["workdir"])
-
-class _QuietLibraries:
-  """Drops INFO records of chatty libraries (Orbax logs every file it writes)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno > 20 or "orbax" not in record.pathname
-
 
 def _raised_in_project(err: BaseException) -> bool:
   """Whether the innermost frame of ``err``'s traceback is bil_jax code."""
@@ -75,30 +64,40 @@ def parse_flags(argv):
     rest = FLAGS(argv)
     FLAGS.config.keys()  # loads the config file: a missing one fails here
     return rest
-  except flags.Error as e:
-    _fail(e)
+  except flags.Error as e:  # also a config file whose get_config raised: its last line
+    cli.fail(cli.error_text(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    _bad_override(e, argv)
+    cli.bad_override(e, argv)
   except OSError as e:  # --config file missing or unreadable
-    _fail(f"--config: {e}")
+    cli.fail(f"--config: {e}")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   config, workdir = FLAGS.config, FLAGS.workdir
+  if FLAGS.verbosity <= 0:  # before TensorFlow, TFDS or a JAX backend is loaded
+    console.quiet_libraries()
+  console.setup(logging.get_absl_handler(), FLAGS.verbosity)
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from bil_jax import compile_cache, parallel  # pylint: disable=g-import-not-at-top
   # Several processes: join them before anything touches a JAX device.
   try:
     parallel.initialize_distributed(int(config.meta.num_hosts))
   except (RuntimeError, ValueError) as e:  # e.g. the coordinator cannot be reached
-    _fail(f"jax.distributed.initialize: {one_line(e)}")
+    cli.fail(f"jax.distributed.initialize: {e}")
   compile_cache.enable(config.compilation_cache)
   timer = compile_cache.CompileTimer()
-  from bil_jax import reliability, train  # pylint: disable=g-import-not-at-top
-  logging.info("config:\n%s", config)
+  from bil_jax import reliability, train, validate  # pylint: disable=g-import-not-at-top
+  try:  # every fault of the config, one line each, before anything is written
+    validate.check(config, workdir, FLAGS.mode)
+  except validate.ConfigError as e:
+    for line in e.lines:
+      print(f"error: {line}", file=sys.stderr)
+    return 1
+  logging.info("config: %s (all values; --verbosity=1 also logs them here)",
+               os.path.join(workdir, reliability.CONFIG_FILE))
+  logging.debug("config:\n%s", config)
   try:
     try:
       train.train_and_evaluate(config, workdir, FLAGS.mode)
@@ -112,13 +111,21 @@ def main(argv):
     if not is_expected(e):
       raise
     logging.info("stopping on an expected error", exc_info=False)
-    _fail(e)
+    cli.fail(e)
+  for line in console.outputs(workdir, FLAGS.mode):
+    logging.info("%s", line)
   return 0
 
 
 def run():
-  """Console-script entry point (``bil-jax``)."""
-  app.run(main, flags_parser=parse_flags)
+  """Console-script entry point (``bil-jax``); Ctrl-C outside a training step (start-up,
+  data building, evaluation) ends with one line and exit status 130."""
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    print("interrupted (Ctrl-C); checkpoints already saved are kept: rerun the same command "
+          "to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -138,12 +138,6 @@ reached_preemption_sync_point` is true on all of them at the same step, with no
     return bool(np.any(flags))
 
 
-def check_options(config) -> None:
-  """One-line errors for reliability options with invalid values."""
-  if config.nonfinite not in NONFINITE_MODES:
-    raise ValueError(f"nonfinite={config.nonfinite!r} is not one of {NONFINITE_MODES}")
-
-
 def flat_config(config) -> dict:
   """{'a.b': value} of a ConfigDict (JSON-normalised: tuples become lists)."""
   return io_utils.flatten(json.loads(config.to_json_best_effort()))
@@ -156,29 +150,17 @@ def config_differences(old: dict, new: dict) -> list:
           and not any(fnmatch.fnmatchcase(k, p) for p in RESUMABLE_KEYS)]
 
 
-def _check_writable(workdir: str) -> None:
-  """WorkdirError unless ``workdir`` is (or can be created as) a writable directory."""
-  path = os.path.abspath(workdir)
-  probe = path
-  while not os.path.exists(probe):
-    probe = os.path.dirname(probe)
-  if not os.path.isdir(probe):
-    raise WorkdirError(f"workdir {workdir}: {probe} is not a directory")
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise WorkdirError(f"workdir {workdir}: {probe} is not writable")
-
-
 def check_workdir(config, workdir: str) -> None:
-  """Checks that ``workdir`` can hold this run; writes nothing unless it overwrites.
+  """Checks that ``workdir`` was made by this config (or is new); writes nothing unless it
+  overwrites. Whether it can be created at all is checked by :mod:`bil_jax.validate`.
 
-  Raises WorkdirError if ``workdir`` cannot be written, or if its ``config.json`` comes
-  from a config that differs in a key outside :data:`RESUMABLE_KEYS`. With
-  ``config.overwrite=True`` the latter deletes the workdir's run folders
-  (:data:`RUN_FOLDERS`) and ``config.json`` instead, so the run starts afresh.
+  Raises WorkdirError if its ``config.json`` comes from a config that differs in a key
+  outside :data:`RESUMABLE_KEYS`. With ``config.overwrite=True`` the latter deletes the
+  workdir's run folders (:data:`RUN_FOLDERS`) and ``config.json`` instead, so the run
+  starts afresh.
   """
   if not workdir:
     raise WorkdirError("--workdir is empty")
-  _check_writable(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     return

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta,
-                     nonfinite, parallel, reliability, streams, visualize)
+                     nonfinite, parallel, reliability, streams, validate, visualize)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -42,6 +42,23 @@ def _map_columns(spec: gan.GanSpec, pairs: dict) -> list:
   """The input columns of a sample grid: colourised map [R,H,W,3], [reference]."""
   return ([visualize.colorize(pairs["map"], spec.num_classes)]
           + ([pairs["ref"]] if spec.uses_reference else []))
+
+
+def _grid_headers(spec: gan.GanSpec, *outputs: str) -> tuple:
+  """Headers of :func:`_map_columns` plus ``outputs`` and the target."""
+  return ("map",) + (("reference",) if spec.uses_reference else ()) + outputs + ("target",)
+
+
+def _heldout_names(test_tasks, per_task: int = 1) -> list:
+  """The names of the held-out tasks of :func:`heldout_episodes`, each ``per_task`` times."""
+  n = min(HELDOUT_TASKS, test_tasks.num_tasks)
+  return [test_tasks.names[i] for i in range(n) for _ in range(per_task)]
+
+
+def _model_text(config: ml_collections.ConfigDict) -> str:
+  """'pix2pix 32x32' for a phase's first log line."""
+  h, w = builders.image_hw(config)
+  return f"{config.model.name} {h}x{w}"
 
 
 def initial_state(params: dict, opt_state) -> dict:
@@ -100,7 +117,11 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
       sample=lambda step: sampler.pairs(train_tasks, rows,
                                         streams.episode_rng(config.seed, "pretrain", step),
                                         rows=local),
-      step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record)
+      step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record,
+      grid_columns=_grid_headers(spec, "output"),
+      grid_rows=_heldout_names(test_tasks, int(config.data.queries)),
+      description=f"{_model_text(config)}, batch {rows} from {train_tasks.num_tasks} tasks",
+      compile_note="compiling the training step (first run: up to a minute; cached after)")
 
 
 def pretrained_params(workdir: str) -> dict:
@@ -157,10 +178,10 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
 
   def probe(p):
     r = evaluate_adaptation(jax.device_get(p), heldout, eval_key, frozen)
-    q = jax.tree.map(lambda x: np.asarray(x[0]), heldout["query"])  # held-out task 0
+    q = jax.tree.map(lambda x: np.asarray(x[:, 0]), heldout["query"])  # each task's first
     return ({"heldout_l1_before": float(r["l1_before"].mean()),
              "heldout_l1_after": float(r["l1_after"].mean())},
-            _map_columns(spec, q) + [r["gp"][0], r["fake"][0], q["image"]])
+            _map_columns(spec, q) + [r["gp"][:, 0], r["fake"][:, 0], q["image"]])
 
   def record(out, history, first_step, completed):
     summary = {"start": v for s, v in history if s == 0}
@@ -181,7 +202,12 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
                                           streams.episode_rng(config.seed, "meta", s),
                                           rows=local),
       step=step, probe=probe, probe_every=config.meta.image_every, place=place,
-      record=record)
+      record=record, step_offset=int(config.pretrain.steps),
+      grid_columns=_grid_headers(spec, "GP", "adapted"),
+      grid_rows=_heldout_names(test_tasks),
+      description=(f"{_model_text(config)}, {config.meta.estimator} meta-gradient through "
+                   f"K={inner.steps} inner steps, {m} tasks per meta-batch"),
+      compile_note="compiling the meta-step (first run: about a minute; cached after)")
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -246,10 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   written by process 0, and checkpoints are saved and restored by all of them together.
   """
   parallel.initialize_distributed(int(config.meta.num_hosts))
-  reliability.check_options(config)
+  validate.check(config, workdir, mode)  # every fault in one go, before any work
   reliability.check_workdir(config, workdir)
-  if mode in ("metatrain", "all"):
-    meta_mesh(config)  # a device count that cannot split the meta-batch fails here, at once
   parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
   params = None
   if mode in ("pretrain", "all"):
@@ -258,5 +282,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     metatrain(config, workdir, initial_params=params)
   if mode in ("evaluate", "all"):
     from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
-    logging.info("evaluating %s", workdir)
     evaluate.evaluate(config, workdir)

@@ -62,29 +62,47 @@ def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list:
 
 
 def labeled_grid(columns: Sequence[np.ndarray], labels: Sequence[str], min_width: int = 96,
-                 pad: int = 2) -> np.ndarray:
+                 pad: int = 2, row_labels: Sequence[str] = ()) -> np.ndarray:
   """:func:`grid` of columns [R,H,W,3] in [-1,1], each enlarged (nearest neighbour) to at
-  least ``min_width`` px wide and headed with its label (wrapped).
+  least ``min_width`` px wide and headed with its label (wrapped); with ``row_labels``
+  (R strings, e.g. task names) a left margin names each row.
 
-  Returns uint8 [header + R*(H'+p)+p, K*(W'+p)+p, 3] with H', W' the enlarged sizes.
+  Returns uint8 [header + R*(H'+p)+p, margin + K*(W'+p)+p, 3] with H', W' the enlarged
+  sizes.
   """
   if len(labels) != len(columns):
     raise ValueError(f"{len(labels)} labels for {len(columns)} columns")
+  rows = len(columns[0])
+  if row_labels and len(row_labels) != rows:
+    raise ValueError(f"{len(row_labels)} row labels for {rows} rows")
   body = grid([upscale(np.asarray(c), min_width) for c in columns], pad)
   col_w = (body.shape[1] - pad) // len(columns) - pad
+  row_h = (body.shape[0] - pad) // rows - pad
   font = _font()
   probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
   wrapped = [_wrap(label, col_w, probe, font) for label in labels]
   line_h = font.getbbox("Ag")[3] + 2
   header_h = max(len(w) for w in wrapped) * line_h + 2 * pad
-  canvas = Image.new("RGB", (body.shape[1], header_h + body.shape[0]), (255, 255, 255))
-  canvas.paste(Image.fromarray(body), (0, header_h))
+  margin_w = 0
+  if row_labels:
+    margin_w = int(min(max(probe.textlength(t.replace("_", "_ "), font=font)
+                           for t in row_labels),
+                       col_w)) + 3 * pad
+  row_wrapped = [_wrap(t.replace("_", "_ "), margin_w - 2 * pad, probe, font)
+                 for t in row_labels]
+  canvas = Image.new("RGB", (margin_w + body.shape[1], header_h + body.shape[0]),
+                     (255, 255, 255))
+  canvas.paste(Image.fromarray(body), (margin_w, header_h))
   draw = ImageDraw.Draw(canvas)
   for j, lines in enumerate(wrapped):
-    x0 = pad + j * (col_w + pad)
+    x0 = margin_w + pad + j * (col_w + pad)
     for i, line in enumerate(lines):
       x = x0 + max(0, (col_w - draw.textlength(line, font=font)) / 2)
       draw.text((x, pad + i * line_h), line, fill=(0, 0, 0), font=font)
+  for r, lines in enumerate(row_wrapped):
+    y0 = header_h + pad + r * (row_h + pad) + max(0, (row_h - len(lines) * line_h) // 2)
+    for i, line in enumerate(lines):
+      draw.text((pad, y0 + i * line_h), line.replace("_ ", "_"), fill=(0, 0, 0), font=font)
   return np.asarray(canvas)
 
 

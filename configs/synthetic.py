@@ -41,7 +41,7 @@ def get_config(arg: str = "pix2pix"):
   # step on a CPU, so the same time buys 150 meta-steps instead of 30; with the GP
   # learning rate raised to 1e-3 (Adam moves each parameter at most ~lr per step, and 30
   # steps at 2e-4 barely moved the GP) the meta-trained GP adapts far better than the
-  # fine-tuned conventional model (README, "Results on the synthetic dataset"). The IS
+  # fine-tuned conventional model (docs/results.md). The IS
   # learning rate 1e-3 (from the paper's 1e-4) lets 5 (and at test time 20) steps adapt a
   # scene's colours; X (n-shot) and BiL-X share it and the 20 test-time IS steps.
   c.meta.estimator = "first_order"

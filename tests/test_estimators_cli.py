@@ -62,7 +62,7 @@ def _run_main(pretrained, workdir, *overrides, env_extra=None):
   proc = _main(workdir, "all", *overrides, env_extra=env_extra)
   # The copied pre-training was found complete and resumed, not run again.
   assert f"Resuming pre-training from step {PRE_STEPS}" in proc.stderr, proc.stderr[-3000:]
-  assert "pretrain step 1:" not in proc.stderr
+  assert "pretrain step 1/" not in proc.stderr
   with open(os.path.join(workdir, "eval", "results.json")) as f:
     return json.load(f), proc
 

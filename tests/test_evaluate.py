@@ -178,7 +178,8 @@ def test_evaluate_writes_per_task_results_tables_tensorboard_and_grid(tmp_path, 
   assert len([l for l in table.splitlines() if l.startswith("| ") and " − " in l]) == 9
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
   png = np.asarray(Image.open(out / "samples.png"))
-  assert png.shape[1] == 7 * (96 + 4) + 4  # map, target and the five rows, 4x4 -> 96 px
+  margin = png.shape[1] - (7 * (96 + 4) + 4)  # map, target and the five rows, 4x4 -> 96 px
+  assert 0 < margin < 96 and (png[40:, :margin] < 128).any()  # the task names of the rows
 
 
 def test_sample_grid_is_enlarged_and_headed():
@@ -188,6 +189,11 @@ def test_sample_grid_is_enlarged_and_headed():
   assert img.dtype == np.uint8 and img.shape[1] == 3 * (96 + 2) + 2 and img.shape[0] > body_h
   header = img[:img.shape[0] - body_h]
   assert (header < 128).any()  # dark header text on white
+  named = visualize.labeled_grid(cols, ["a", "b", "c"], row_labels=["task_1", "task_2"])
+  margin = named.shape[1] - img.shape[1]
+  assert margin > 0 and (named[-body_h:, :margin] < 128).any()
+  with pytest.raises(ValueError, match="1 row labels for 2 rows"):
+    visualize.labeled_grid(cols, ["a", "b", "c"], row_labels=["t"])
   np.testing.assert_array_equal(visualize.upscale(np.arange(4.).reshape(1, 2, 2, 1), 5)[0, :, :, 0],
                                 np.repeat(np.repeat(np.arange(4.).reshape(2, 2), 3, 0), 3, 1))
 

@@ -122,7 +122,7 @@ def interrupted_two(workdir, cache):
   logs = [f"{workdir}.all.p{i}.term.log" for i in (0, 1)]
   procs = _start_two(workdir, "all", cache, logs)
   pids0 = [procs[0].pid]
-  _wait_for(procs, logs[0], "] pretrain step 1:")
+  _wait_for(procs, logs[0], " pretrain step 1/")
   procs[1].send_signal(signal.SIGTERM)
   codes, texts = _statuses(procs, logs)
   if codes != [75, 75]:
@@ -132,7 +132,7 @@ def interrupted_two(workdir, cache):
   logs = [f"{workdir}.all.p{i}.kill.log" for i in (0, 1)]
   procs = _start_two(workdir, "all", cache, logs)
   pids0.append(procs[0].pid)
-  _wait_for(procs, logs[0], "] meta step ")
+  _wait_for(procs, logs[0], " meta step ")
   for p in procs:
     p.kill()
   codes, _ = _statuses(procs, logs)

@@ -97,7 +97,7 @@ def run(shared, workdir, mode, *extra, timeout=420, nan_step=None):
 def signal_at_step(proc, phase, step, sig, timeout=420):
   """Sends ``sig`` once the log shows ``phase`` step ``step``; returns (status, output)."""
   deadline = time.monotonic() + timeout
-  needle = f"] {phase} step {step}:"
+  needle = f" {phase} step {step}/"
   while time.monotonic() < deadline:
     with open(proc.log) as f:
       text = f.read()

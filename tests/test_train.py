@@ -1,5 +1,6 @@
 """Conventional training (issue 2): learning, checkpoint round trip, the pretrain entry point."""
 import functools
+import glob
 import os
 import subprocess
 import sys
@@ -95,7 +96,12 @@ def test_pretrain_mode_writes_a_png_grid(tmp_path):
   png = os.path.join(workdir, "pretrain", "pretrain_samples_0000002.png")
   image = np.asarray(Image.open(png))
   assert image.ndim == 3 and image.shape[2] == 3
-  assert image.shape[0] >= 16 and image.shape[1] >= 3 * 16  # map, output, target columns
+  # map, output and target columns of >= 96 px tiles under headers, rows named by task
+  assert image.shape[0] > 2 * 96 and image.shape[1] > 3 * 96
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  tags = {v.tag for path in glob.glob(os.path.join(workdir, "pretrain", "events.out.*"))
+          for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value}
+  assert {"_hparams_/session_start_info", "pretrain_samples"} <= tags, tags
   assert os.path.isdir(os.path.join(workdir, "pretrain", "checkpoints", "2"))
   assert os.path.isfile(os.path.join(workdir, "config.json"))
 
