@@ -53,22 +53,13 @@ from clu import metric_writers, periodic_actions
 from jax.sharding import PartitionSpec as P
 
 from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, meta, metrics,
-                     parallel, report, retrieval, streams, visualize)
+                     parallel, report, retrieval, rows, streams, visualize)
 from bil_jax.data import episodes, loading
 
-ROW_IDS = ("x", "x_nshot", "bil_noaux", "bil", "gp")
-GRID_COLUMNS = ("map", "target") + ROW_IDS
+# The rows task_outputs computes, in rows.ROW_IDS order.
+COMPUTED_ROWS = rows.in_table_order(("x", "x_nshot", "bil_noaux", "bil", "gp"))
+GRID_COLUMNS = ("map", "target") + COMPUTED_ROWS
 GRID_QUERIES = 2  # query images per task in the sample grid
-METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
-DISPLAY_NAMES = {"pix2pix": "Pix2pix", "pg2": "PG2"}
-
-
-def row_names(model_name: str, shots: int) -> Dict[str, str]:
-  """The five ablation rows for model X with n shots, keyed by a short id."""
-  x = DISPLAY_NAMES.get(model_name, model_name)
-  return {"x": x, "x_nshot": f"{x} ({shots}-shot)",
-          "bil_noaux": f"BiL-{x} w/o Aux ({shots}-shot)",
-          "bil": f"BiL-{x} ({shots}-shot)", "gp": f"BiL-{x} (GP)"}
 
 
 def load_params(workdir: str, phase: str) -> dict:
@@ -224,7 +215,7 @@ class _Programs:
     shots; BiL adapts the GP after Aux fine-tuning on the retrieved tasks.
 
     Returns:
-      'scores': {metric: [R, q]}, each row's per-query metrics (rows R in ROW_IDS order);
+      'scores': {metric: [R, q]}, each row's per-query metrics (rows R in COMPUTED_ROWS order);
       'grid': [R, g, H, W, 3], each row's first g = min(2, q) query images;
       'aux_tasks': int32 [K], passed through (gathered with the rows).
     """
@@ -237,7 +228,7 @@ class _Programs:
     fakes = {"x": self.generate(x_params, query),
              "x_nshot": self.adapt_generate(x_params, support, query, rng, frozen),
              "bil_noaux": bil_noaux, "bil": bil, "gp": self.generate(gp_params, query)}
-    fakes = jnp.stack([fakes[k] for k in ROW_IDS])
+    fakes = jnp.stack([fakes[k] for k in COMPUTED_ROWS])
     scores = jax.lax.map(lambda f: metrics.image_metrics(f, query["image"], consts["lpips"]),
                          fakes)
     return {"scores": scores, "grid": fakes[:, :GRID_QUERIES], "aux_tasks": task["aux_tasks"]}
@@ -245,16 +236,16 @@ class _Programs:
 
 def _mean_rows(per_task: Dict[str, List[dict]]) -> Dict[str, dict]:
   """Averages per-task metric dicts; 'lpips' is None when it was not computed."""
-  rows = {}
+  means = {}
   for name, scores in per_task.items():
-    rows[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
-                  for k in METRIC_KEYS}
-  return rows
+    means[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
+                   for k in rows.METRIC_KEYS}
+  return means
 
 
 def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List[float]]]:
   """{row: [metrics of task t]} -> {row: {metric: [value per task, in task order]}}."""
-  return {name: {k: [s[k] for s in scores] for k in METRIC_KEYS if k in scores[0]}
+  return {name: {k: [s[k] for s in scores] for k in rows.METRIC_KEYS if k in scores[0]}
           for name, scores in per_task.items()}
 
 
@@ -305,7 +296,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   x_params, gp_params, consts = parallel.replicate(mesh, (
       load_params(workdir, "pretrain"), load_params(workdir, "meta"),
       {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
-  names = row_names(config.model.name, config.data.shots)
+  names = {k: v for k, v in rows.row_names(config.model.name, config.data.shots).items()
+           if k in COMPUTED_ROWS}
   eps = test_episodes(config, test_tasks)
   sampler = episodes.Sampler.from_config(config.data)
 
@@ -330,12 +322,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
     for i, t in enumerate(range(start, min(start + num_devices, len(eps)))):
       aux_log.append({"task": test_tasks.names[t],
                       "aux_tasks": [train_tasks.names[a] for a in done["aux_tasks"][i]]})
-      for r, key in enumerate(ROW_IDS):
+      for r, key in enumerate(COMPUTED_ROWS):
         per_task[names[key]].append({k: float(np.mean(v[i, r]))
                                      for k, v in done["scores"].items()})
       if t < config.eval.grid_tasks:
         query = eps[t]["query"]
-        for r, key in enumerate(ROW_IDS):
+        for r, key in enumerate(COMPUTED_ROWS):
           grid_cols[key].append(done["grid"][i, r])
         grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES],
                                                    spec.num_classes))
@@ -343,11 +335,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       logging.info("evaluated test task %d/%d (%s)", t + 1, len(eps), test_tasks.names[t])
       progress(t + 1)
 
-  rows = _mean_rows(per_task)
+  means = _mean_rows(per_task)
   values = per_task_values(per_task)
   row_ids = dict(names)
   summary = report.run_summary(values, row_ids)
-  result = {"rows": rows, "per_task": values, "task_names": list(test_tasks.names[:len(eps)]),
+  result = {"rows": means, "per_task": values, "task_names": list(test_tasks.names[:len(eps)]),
             "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
             "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
@@ -362,5 +354,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
           [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
           [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
-  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
-  return rows
+  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(means))
+  return means
