@@ -31,14 +31,12 @@ LPIPS (AlexNet, v0.1) on [-1, 1] when ``eval.lpips_weights`` is set, else ``null
 Outputs in ``WORKDIR/eval/``: ``results.json`` with
 ``"rows"`` (``{name: {"lpips", "ssim", "mse", "psnr"}}``, means over tasks),
 ``"per_task"`` (``{name: {metric: [value per test task]}}``, in the order of ``"task_names"``),
-``"row_ids"`` (``{"x", "x_nshot", "bil_noaux", "bil", "gp"} -> name``), ``"summary"``
-(bootstrap intervals and paired differences, :mod:`bil_jax.report`) and ``"config"``;
-``results.md`` (the table with 95% bootstrap intervals over tasks, then the paired differences
-behind the paper's claims with Wilcoxon p-values) and ``samples.png`` (Fig. 3 layout).
+``"row_ids"`` (``{row id of bil_jax.rows: name}`` for the rows computed), ``"summary"``
+(:func:`bil_jax.results.summarize`) and ``"config"``; ``results.md`` and TensorBoard output
+(:func:`bil_jax.report.write_run`); ``samples.png`` (Fig. 3 layout).
 ``python -m bil_jax.report DIR ...`` pools several seeds.
 """
 import functools
-import json
 import logging
 import os
 import time
@@ -49,10 +47,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.sharding import PartitionSpec as P
 
-from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, meta, metrics,
+from bil_jax import (adapt, builders, checkpoint, estimators, gan, meta, metrics,
                      parallel, report, retrieval, rows, streams, visualize)
 from bil_jax.data import episodes, loading
 
@@ -249,34 +247,6 @@ def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List
           for name, scores in per_task.items()}
 
 
-def markdown_table(rows: Dict[str, dict]) -> str:
-  """The ablation table in the layout of the paper's Tables 1-3."""
-  lines = ["| Model | LPIPS↓ | SSIM↑ | MSE↓ | PSNR↑ |", "|---|---|---|---|---|"]
-  for name, r in rows.items():
-    lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
-    lines.append(f"| {name} | {lp} | {r['ssim']:.3f} | {r['mse']:.3f} | {r['psnr']:.3f} |")
-  return "\n".join(lines) + "\n"
-
-
-def write_summaries(writer, config, summary: dict, table: str, row_ids: Dict[str, str]) -> None:
-  """TensorBoard: hyperparameters, '<row id>/<metric>' means (and 95% interval ends),
-  'diff/<a>-<b>/<metric>' paired differences, and the Markdown table as text (step 0)."""
-  ids = {name: key for key, name in row_ids.items()}
-  scalars = {}
-  for name, row in summary["rows"].items():
-    for m, s in row.items():
-      scalars.update({f"{ids[name]}/{m}": s["mean"], f"{ids[name]}/{m}_ci_low": s["ci_low"],
-                      f"{ids[name]}/{m}_ci_high": s["ci_high"]})
-  for d in summary["differences"]:
-    scalars[f"diff/{d['claim']}/{d['metric']}"] = d["mean"]
-  flat = report.flatten(json.loads(config.to_json_best_effort()))
-  writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                        for k, v in flat.items()})
-  writer.write_scalars(0, scalars)
-  writer.write_texts(0, {"results": table})
-  writer.flush()
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
   """Runs Alg. 2 on the test tasks and writes the ablation table; returns its rows.
 
@@ -302,8 +272,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   sampler = episodes.Sampler.from_config(config.data)
 
   out = os.path.join(workdir, "eval")
-  writer = metric_writers.create_default_writer(out,
-                                                just_logging=not parallel.is_main_process())
   progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
                                              every_secs=None)
   num_devices = mesh.devices.size
@@ -336,23 +304,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       progress(t + 1)
 
   means = _mean_rows(per_task)
-  values = per_task_values(per_task)
-  row_ids = dict(names)
-  summary = report.run_summary(values, row_ids)
-  result = {"rows": means, "per_task": values, "task_names": list(test_tasks.names[:len(eps)]),
-            "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
-            "num_test_tasks": len(eps),
+  result = {"rows": means, "per_task": per_task_values(per_task),
+            "task_names": list(test_tasks.names[:len(eps)]), "row_ids": dict(names),
+            "config": config.to_dict(), "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
-  write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
-  if parallel.is_main_process():  # every process gathered the same table
-    io_utils.write_atomic(os.path.join(out, "results.json"),
-                          json.dumps(result, indent=1, default=str))
-    io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
-    if grid_cols["map"]:
-      labels = {"map": "map", "target": "target", **names}
-      visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
-          [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
-          [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
-  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(means))
+  # Every process gathered the same rows; process 0 writes the files.
+  table = report.write_run(out, result, config, write_files=parallel.is_main_process())
+  if parallel.is_main_process() and grid_cols["map"]:
+    labels = {"map": "map", "target": "target", **names}
+    visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
+        [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
+        [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
+  logging.info("results (%d test tasks):\n%s", len(eps), table)
   return means
