@@ -182,6 +182,8 @@ def main(argv=None) -> int:
   parser.add_argument("--resamples", type=int, default=stats.NUM_RESAMPLES,
                       help="bootstrap resamples")
   args = parser.parse_args(argv)
+  if args.resamples < 1:
+    parser.error(f"--resamples must be at least 1, got {args.resamples}")
   try:
     summary = summarize(load_results(args.dirs), num_resamples=args.resamples)
   except ReportError as e:
