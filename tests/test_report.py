@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -164,3 +165,37 @@ def test_report_refuses_runs_that_do_not_pool_in_one_line(tmp_path, capsys, bad,
   assert re.search(message, err)
   assert report.main([good, str(tmp_path / "missing")]) == 1
   assert "missing/eval/results.json: not found" in capsys.readouterr().err
+
+
+class _Writer:
+  """Records what report.write_summaries writes (the clu MetricWriter calls it makes)."""
+
+  def __init__(self):
+    self.scalars, self.texts, self.hparams = {}, {}, {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.update(scalars)
+
+  def write_texts(self, step, texts):
+    self.texts.update(texts)
+
+  def write_hparams(self, hparams):
+    self.hparams.update(hparams)
+
+  def flush(self):
+    pass
+
+
+def test_tensorboard_scalars_name_rows_differences_and_conditions():
+  summary = results.summarize([("r.json", fake_results(0))], num_resamples=100)
+  writer = _Writer()
+  report.write_summaries(writer, ml_collections.ConfigDict({"seed": 0, "data": {"shots": 5}}),
+                         summary, "the table")
+  s = writer.scalars
+  bil = summary["conditions"]["all"]["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
+  assert s["bil/ssim"] == bil["mean"] and s["bil/ssim_ci_low"] == bil["ci_low"]
+  assert "unseen/lookup_pixel/psnr" in s and "seen/bil/ssim_ci_high" in s
+  assert "diff/bil-strongest_baseline/ssim" in s and "diff/bil-xplus_nshot/ssim" not in s
+  assert "seen/diff/nearest_shot-best_lookup/ssim" not in s  # lookups are not n-shot rows
+  assert "seen/diff/bil-best_lookup/psnr" in s and not any("mse" in k for k in s)
+  assert writer.texts == {"results": "the table"} and writer.hparams["data.shots"] == 5
