@@ -31,14 +31,12 @@ LPIPS (AlexNet, v0.1) on [-1, 1] when ``eval.lpips_weights`` is set, else ``null
 Outputs in ``WORKDIR/eval/``: ``results.json`` with
 ``"rows"`` (``{name: {"lpips", "ssim", "mse", "psnr"}}``, means over tasks),
 ``"per_task"`` (``{name: {metric: [value per test task]}}``, in the order of ``"task_names"``),
-``"row_ids"`` (``{"x", "x_nshot", "bil_noaux", "bil", "gp"} -> name``), ``"summary"``
-(bootstrap intervals and paired differences, :mod:`bil_jax.report`) and ``"config"``;
-``results.md`` (the table with 95% bootstrap intervals over tasks, then the paired differences
-behind the paper's claims with Wilcoxon p-values) and ``samples.png`` (Fig. 3 layout).
+``"row_ids"`` (``{row id of bil_jax.rows: name}`` for the rows computed), ``"summary"``
+(:func:`bil_jax.results.summarize`) and ``"config"``; ``results.md`` and TensorBoard output
+(:func:`bil_jax.report.write_run`); ``samples.png`` (Fig. 3 layout).
 ``python -m bil_jax.report DIR ...`` pools several seeds.
 """
 import functools
-import json
 import logging
 import os
 import time
@@ -49,26 +47,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.sharding import PartitionSpec as P
 
-from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, io_utils, meta,
-                     metrics, parallel, report, retrieval, streams, visualize)
+from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, meta, metrics,
+                     parallel, report, retrieval, rows, streams, visualize)
 from bil_jax.data import episodes, loading
 
-ROW_IDS = ("x", "x_nshot", "bil_noaux", "bil", "gp")
-GRID_COLUMNS = ("map", "target") + ROW_IDS
+# The rows task_outputs computes, in rows.ROW_IDS order.
+COMPUTED_ROWS = rows.in_table_order(("x", "x_nshot", "bil_noaux", "bil", "gp"))
+GRID_COLUMNS = ("map", "target") + COMPUTED_ROWS
 GRID_QUERIES = 2  # query images per task in the sample grid
-METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
-DISPLAY_NAMES = {"pix2pix": "Pix2pix", "pg2": "PG2"}
-
-
-def row_names(model_name: str, shots: int) -> Dict[str, str]:
-  """The five ablation rows for model X with n shots, keyed by a short id."""
-  x = DISPLAY_NAMES.get(model_name, model_name)
-  return {"x": x, "x_nshot": f"{x} ({shots}-shot)",
-          "bil_noaux": f"BiL-{x} w/o Aux ({shots}-shot)",
-          "bil": f"BiL-{x} ({shots}-shot)", "gp": f"BiL-{x} (GP)"}
 
 
 def load_params(workdir: str, phase: str) -> dict:
@@ -224,7 +213,7 @@ class _Programs:
     shots; BiL adapts the GP after Aux fine-tuning on the retrieved tasks.
 
     Returns:
-      'scores': {metric: [R, q]}, each row's per-query metrics (rows R in ROW_IDS order);
+      'scores': {metric: [R, q]}, each row's per-query metrics (rows R in COMPUTED_ROWS order);
       'grid': [R, g, H, W, 3], each row's first g = min(2, q) query images;
       'aux_tasks': int32 [K], passed through (gathered with the rows).
     """
@@ -237,7 +226,7 @@ class _Programs:
     fakes = {"x": self.generate(x_params, query),
              "x_nshot": self.adapt_generate(x_params, support, query, rng, frozen),
              "bil_noaux": bil_noaux, "bil": bil, "gp": self.generate(gp_params, query)}
-    fakes = jnp.stack([fakes[k] for k in ROW_IDS])
+    fakes = jnp.stack([fakes[k] for k in COMPUTED_ROWS])
     scores = jax.lax.map(lambda f: metrics.image_metrics(f, query["image"], consts["lpips"]),
                          fakes)
     return {"scores": scores, "grid": fakes[:, :GRID_QUERIES], "aux_tasks": task["aux_tasks"]}
@@ -245,45 +234,17 @@ class _Programs:
 
 def _mean_rows(per_task: Dict[str, List[dict]]) -> Dict[str, dict]:
   """Averages per-task metric dicts; 'lpips' is None when it was not computed."""
-  rows = {}
+  means = {}
   for name, scores in per_task.items():
-    rows[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
-                  for k in METRIC_KEYS}
-  return rows
+    means[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
+                   for k in rows.METRIC_KEYS}
+  return means
 
 
 def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List[float]]]:
   """{row: [metrics of task t]} -> {row: {metric: [value per task, in task order]}}."""
-  return {name: {k: [s[k] for s in scores] for k in METRIC_KEYS if k in scores[0]}
+  return {name: {k: [s[k] for s in scores] for k in rows.METRIC_KEYS if k in scores[0]}
           for name, scores in per_task.items()}
-
-
-def markdown_table(rows: Dict[str, dict]) -> str:
-  """The ablation table in the layout of the paper's Tables 1-3."""
-  lines = ["| Model | LPIPS↓ | SSIM↑ | MSE↓ | PSNR↑ |", "|---|---|---|---|---|"]
-  for name, r in rows.items():
-    lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
-    lines.append(f"| {name} | {lp} | {r['ssim']:.3f} | {r['mse']:.3f} | {r['psnr']:.3f} |")
-  return "\n".join(lines) + "\n"
-
-
-def write_summaries(writer, config, summary: dict, table: str, row_ids: Dict[str, str]) -> None:
-  """TensorBoard: hyperparameters, '<row id>/<metric>' means (and 95% interval ends),
-  'diff/<a>-<b>/<metric>' paired differences, and the Markdown table as text (step 0)."""
-  ids = {name: key for key, name in row_ids.items()}
-  scalars = {}
-  for name, row in summary["rows"].items():
-    for m, s in row.items():
-      scalars.update({f"{ids[name]}/{m}": s["mean"], f"{ids[name]}/{m}_ci_low": s["ci_low"],
-                      f"{ids[name]}/{m}_ci_high": s["ci_high"]})
-  for d in summary["differences"]:
-    scalars[f"diff/{d['claim']}/{d['metric']}"] = d["mean"]
-  flat = report.flatten(json.loads(config.to_json_best_effort()))
-  writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                        for k, v in flat.items()})
-  writer.write_scalars(0, scalars)
-  writer.write_texts(0, {"results": table})
-  writer.flush()
 
 
 def _eta(since_first: float, done: int, total: int) -> str:
@@ -313,13 +274,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   x_params, gp_params, consts = parallel.replicate(mesh, (
       load_params(workdir, "pretrain"), load_params(workdir, "meta"),
       {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
-  names = row_names(config.model.name, config.data.shots)
+  names = {k: v for k, v in rows.row_names(config.model.name, config.data.shots).items()
+           if k in COMPUTED_ROWS}
   eps = test_episodes(config, test_tasks)
   sampler = episodes.Sampler.from_config(config.data)
 
   out = os.path.join(workdir, "eval")
-  writer = metric_writers.create_default_writer(out,
-                                                just_logging=not parallel.is_main_process())
   progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
                                              every_secs=None)
   num_devices = mesh.devices.size
@@ -342,12 +302,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
     for i, t in enumerate(range(start, min(start + num_devices, len(eps)))):
       aux_log.append({"task": test_tasks.names[t],
                       "aux_tasks": [train_tasks.names[a] for a in done["aux_tasks"][i]]})
-      for r, key in enumerate(ROW_IDS):
+      for r, key in enumerate(COMPUTED_ROWS):
         per_task[names[key]].append({k: float(np.mean(v[i, r]))
                                      for k, v in done["scores"].items()})
       if t < config.eval.grid_tasks:
         query = eps[t]["query"]
-        for r, key in enumerate(ROW_IDS):
+        for r, key in enumerate(COMPUTED_ROWS):
           grid_cols[key].append(done["grid"][i, r])
         grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES],
                                                    spec.num_classes))
@@ -358,13 +318,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
                    _eta(time.time() - t_first, t + 1, len(eps)))
       progress(t + 1)
 
-  rows = _mean_rows(per_task)
-  values = per_task_values(per_task)
-  row_ids = dict(names)
-  summary = report.run_summary(values, row_ids)
-  result = {"rows": rows, "per_task": values, "task_names": list(test_tasks.names[:len(eps)]),
-            "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
-            "num_test_tasks": len(eps),
+  means = _mean_rows(per_task)
+  result = {"rows": means, "per_task": per_task_values(per_task),
+            "task_names": list(test_tasks.names[:len(eps)]), "row_ids": dict(names),
+            "config": config.to_dict(), "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
   samples = None
@@ -373,13 +330,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
     samples = visualize.labeled_grid([np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
                                      [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4,
                                      row_labels=grid_rows)
-    writer.write_images(0, {"samples": samples[None]})
-  write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
-  if parallel.is_main_process():  # every process gathered the same table
-    io_utils.write_atomic(os.path.join(out, "results.json"),
-                          json.dumps(result, indent=1, default=str))
-    io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
-    if grid_cols["map"]:
-      visualize.save_png(os.path.join(out, "samples.png"), samples)
-  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
-  return rows
+  # Every process gathered the same rows; process 0 writes the files.
+  table = report.write_run(out, result, config, write_files=parallel.is_main_process(),
+                           images={} if samples is None else {"samples": samples[None]})
+  if parallel.is_main_process() and samples is not None:
+    visualize.save_png(os.path.join(out, "samples.png"), samples)
+  logging.info("results (%d test tasks):\n%s", len(eps), table)
+  return means
