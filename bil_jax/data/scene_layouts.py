@@ -21,8 +21,9 @@ SHAPE_KIND_PROBS = (0.3, 0.3, 0.25, 0.15)  # rectangle, ellipse, polygon, stripe
 # Motion per unit of data.motion, over the whole clip (t from -1/2 to 1/2): the std of
 # an object's displacement (image sides), rotation (radians) and log scale, and of the
 # camera's shift (image sides) and log zoom.
-OBJECT_SHIFT, OBJECT_TURN, OBJECT_GROW = 0.3, 0.8, 0.3
-CAMERA_SHIFT, CAMERA_ZOOM = 0.15, 0.25
+OBJECT_SHIFT, OBJECT_TURN, OBJECT_GROW = 0.9, 2.4, 0.9
+CAMERA_SHIFT, CAMERA_ZOOM = 0.45, 0.75
+WOBBLE = 0.09  # amplitude of an object's wobble around its drift (image sides)
 
 
 def f32(x) -> np.ndarray:
@@ -89,7 +90,7 @@ def sample_motion(rng: np.random.Generator, n: int, num_objects: int,
   drift = lambda std, size: t * rng.normal(0, std * amount, size)[None]
   wobble_f = rng.uniform(1.0, 3.0, (2, s))
   wobble_p = rng.uniform(0, 2 * np.pi, (2, s))
-  wobble = 0.03 * amount * np.sin(2 * np.pi * wobble_f[:, None] * t[None] + wobble_p[:, None])
+  wobble = WOBBLE * amount * np.sin(2 * np.pi * wobble_f[:, None] * t[None] + wobble_p[:, None])
   cam = lambda std: (t[:, 0] * rng.normal(0, std * amount))
   return {
       't': f32(t[:, 0]),

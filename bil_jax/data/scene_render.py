@@ -19,7 +19,7 @@ from bil_jax.data import scene_layouts
 BEVEL_PX = 3
 # Per-frame light, per unit of data.motion: std of the direction's drift over the clip
 # and of its frame-to-frame jitter (radians), of the log strength and of the log gain.
-LIGHT_DRIFT, LIGHT_JITTER, LIGHT_STRENGTH, LIGHT_GAIN = 0.6, 0.15, 0.15, 0.05
+LIGHT_DRIFT, LIGHT_JITTER, LIGHT_STRENGTH, LIGHT_GAIN = 1.8, 0.45, 0.45, 0.15
 LIGHT_ELEVATION = np.pi / 4
 f32 = scene_layouts.f32
 
