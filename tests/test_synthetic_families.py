@@ -148,10 +148,10 @@ def test_reference_source_other_uses_another_pair_of_the_same_task():
 
 def test_memorising_the_shots_does_not_predict_a_new_frame():
   """On default-config scenes (families, unseen families, motion 1), looking the query
-  up in 5 shots pixel by pixel gains little over each label's mean colour, and the
-  shot with the most similar map is worse than both: objects, camera and light move
-  between frames, and texture moves with them. (The image-anchored generator this
-  replaced gave the per-pixel lookup about 0.2 SSIM over the label mean.)"""
+  up in 5 shots pixel by pixel gains less than 0.1 SSIM over each label's mean colour,
+  and the shot with the most similar map is worse than the label mean: objects, camera
+  and light move between frames, and texture moves with them. (A generator with
+  texture on image coordinates gives the per-pixel lookup about 0.2 over the mean.)"""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from bil_jax import lookups, metrics  # pylint: disable=g-import-not-at-top
   cfg = synthetic.make_builder_config(C, H, W, 1, 1, 15, 0, num_families=F,
@@ -166,5 +166,5 @@ def test_memorising_the_shots_does_not_predict_a_new_frame():
       scores[k].append(float(metrics.ssim(jnp.asarray(p), jnp.asarray(to_float(images[q])))
                              .mean()))
   m = {k: np.mean(v) for k, v in scores.items()}
-  assert m['lookup_pixel'] < m['lookup_label'] + 0.05, m
+  assert m['lookup_pixel'] < m['lookup_label'] + 0.1, m
   assert m['nearest_shot'] < m['lookup_label'], m

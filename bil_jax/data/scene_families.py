@@ -63,10 +63,10 @@ def sample_family(seed: int, family: int, num_classes: int,
       'hue': hue, 'sat': sat, 'val': val,
       'tex_dhue': rng.uniform(-0.3, 0.3, c), 'tex_sat': rng.uniform(0.5, 1.3, c),
       'tex_val': rng.uniform(0.35, 0.8, c),
-      'freq': rng.uniform(2.0, 6.0, c), 'angle': rng.uniform(0, np.pi, c),
+      'freq': rng.uniform(1.0, 3.5, c), 'angle': rng.uniform(0, np.pi, c),
       'phase': rng.uniform(0, 2 * np.pi, c),
-      'contrast': rng.uniform(0.25, 0.9, c),
-      'light_angle': rng.uniform(0, 2 * np.pi), 'light_strength': rng.uniform(0.15, 0.45),
+      'contrast': rng.uniform(0.5, 1.0, c),
+      'light_angle': rng.uniform(0, 2 * np.pi), 'light_strength': rng.uniform(0.3, 0.6),
   }
   return {'layout': layout, 'look': look}
 

@@ -19,7 +19,7 @@ from bil_jax.data import scene_layouts
 BEVEL_PX = 3
 # Per-frame light, per unit of data.motion: std of the direction's drift over the clip
 # and of its frame-to-frame jitter (radians), of the log strength and of the log gain.
-LIGHT_DRIFT, LIGHT_JITTER, LIGHT_STRENGTH, LIGHT_GAIN = 1.8, 0.45, 0.45, 0.15
+LIGHT_DRIFT, LIGHT_JITTER, LIGHT_STRENGTH, LIGHT_GAIN = 0.9, 0.15, 0.3, 0.1
 LIGHT_ELEVATION = np.pi / 4
 f32 = scene_layouts.f32
 
@@ -99,12 +99,12 @@ def sample_appearance(rng: np.random.Generator, num_classes: int,
   return {
       'base': f32(base),
       'tex': f32(tex),
-      'freq': f32(rng.uniform(2.0, 6.0, c)),
+      'freq': f32(rng.uniform(1.0, 3.5, c)),
       'angle': f32(rng.uniform(0, np.pi, c)),
       'phase': f32(rng.uniform(0, 2 * np.pi, c)),
-      'contrast': f32(rng.uniform(0.25, 0.9, c)),
+      'contrast': f32(rng.uniform(0.5, 1.0, c)),
       'light_angle': f32(rng.uniform(0, 2 * np.pi)),
-      'light_strength': f32(rng.uniform(0.15, 0.45)),
+      'light_strength': f32(rng.uniform(0.3, 0.6)),
   }
 
 
