@@ -22,7 +22,7 @@ SHAPE_KIND_PROBS = (0.3, 0.3, 0.25, 0.15)  # rectangle, ellipse, polygon, stripe
 # an object's displacement (image sides), rotation (radians) and log scale, and of the
 # camera's shift (image sides) and log zoom.
 OBJECT_SHIFT, OBJECT_TURN, OBJECT_GROW = 0.9, 2.4, 0.9
-CAMERA_SHIFT, CAMERA_ZOOM = 0.45, 0.75
+CAMERA_SHIFT, CAMERA_ZOOM = 0.9, 0.75
 WOBBLE = 0.09  # amplitude of an object's wobble around its drift (image sides)
 
 
