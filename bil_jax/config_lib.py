@@ -62,8 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
                                 # {split}_seen_{i:05d}
   d.family_appearance_jitter = 0.1  # a scene's hue shift around its family's (and
                                 # proportional saturation/value/texture/light jitter)
-  d.family_layout_jitter = 0.06 # std of a shape's centre around its family slot
+  d.family_layout_jitter = 0.1  # std of an object's centre around its family slot
                                 # (units of the image side); sizes/angles scale with it
+  d.motion = 1.0                # the pairs of a scene are frames of a clip: objects move,
+                                # turn and scale, the camera shifts and zooms, the light
+                                # changes; this scales all of it (0: frames alike)
   # Augmentation (Sec. 5.3): horizontal flip, crop and rotation.
   d.augment = a = ml_collections.ConfigDict()
   a.flip = True

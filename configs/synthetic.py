@@ -20,7 +20,9 @@ def get_config(arg: str = "pix2pix"):
   c.model.name = models[0] if models else "pix2pix"
   # Scenes come in families (like the clips of one city or identity): a family shares
   # layout statistics and a look, each scene jitters around it (bil_jax/data/synthetic.py).
+  # Val and test each add 3 families never seen in training: half of their scenes.
   c.data.num_families = 10
+  c.data.unseen_families = 3
   # PG²'s reference is another image of the same scene (as in the original PG², another
   # photo of the same person), in pre-training, support and query alike.
   c.data.augment.reference_source = "other"
@@ -68,5 +70,6 @@ def get_config(arg: str = "pix2pix"):
   if "smoke" in tokens:
     config_lib.make_smoke(c, height=32, width=32, pairs_per_task=8)
     c.data.num_families = 2
+    c.data.unseen_families = 1
   c.lock()
   return c

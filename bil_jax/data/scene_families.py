@@ -1,8 +1,11 @@
 """Families of synthetic scenes (like cities or identities).
 
-A family fixes a layout template (slots of shapes with typical positions and
-sizes) and a look (class colours, textures, lighting); its scenes jitter
-both.  Deterministic in (seed, family); independent of the split.
+A family fixes a layout template (slots of objects with typical positions and
+sizes) and a look (class colours, textures, lighting); each of its scenes draws
+its objects from the template and its look around the family's, both jittered.
+Deterministic in (seed, family); independent of the split.  Val and test add
+families never seen in training (ids beyond the training ones, see
+:func:`bil_jax.data.synthetic.task_family`).
 """
 from typing import Any, Dict, Optional
 
@@ -15,11 +18,8 @@ f32 = scene_render.f32
 
 
 def family_of(index: int, num_families: int) -> int:
-  """The family of task ``index`` (train and test alike): index % num_families.
-
-  Train and test tasks of one index residue share a family, so test scenes are new
-  scenes of known families and every family is equally frequent in both splits.
-  """
+  """The training family of task ``index`` (train, val and test alike):
+  index % num_families, so every training family is equally frequent in each split."""
   return int(index) % int(num_families)
 
 
@@ -31,8 +31,8 @@ def sample_family(seed: int, family: int, num_classes: int,
   up to 3 more), each with a shape kind, a typical centre, size, aspect, angle and a
   probability of appearing in a map.  Appearance: per-class hue/saturation/value
   (the dataset-wide class prior with a family shift), texture frequency, angle,
-  contrast and ring centre, the texture colour's offsets and a lighting direction
-  and strength.
+  contrast and phase, the texture colour's offsets and a lighting direction and
+  strength.
 
   Deterministic in (seed, family); independent of the split.
   """
@@ -43,7 +43,7 @@ def sample_family(seed: int, family: int, num_classes: int,
   priors = priors if priors is not None else scene_render.class_priors(seed, c)
   m = int(rng.integers(min(3, c - 1), min(5, c - 1) + 1))
   fg = 1 + rng.choice(c - 1, size=m, replace=False)
-  s = min(scene_layouts.MAX_SHAPES, m + int(rng.integers(0, 4)))
+  s = min(scene_layouts.MAX_OBJECTS, m + int(rng.integers(0, 4)))
   slot_class = np.concatenate([fg, rng.choice(fg, size=s - m)])
   rng.shuffle(slot_class)
   layout = {
@@ -63,38 +63,39 @@ def sample_family(seed: int, family: int, num_classes: int,
       'hue': hue, 'sat': sat, 'val': val,
       'tex_dhue': rng.uniform(-0.3, 0.3, c), 'tex_sat': rng.uniform(0.5, 1.3, c),
       'tex_val': rng.uniform(0.35, 0.8, c),
-      'freq': rng.uniform(2.0, 6.0, c), 'angle': rng.uniform(0, np.pi, c),
-      'contrast': rng.uniform(0.25, 0.9, c), 'ring_center': rng.uniform(0, 1, (c, 2)),
-      'light_angle': rng.uniform(0, 2 * np.pi), 'light_strength': rng.uniform(0.15, 0.45),
+      'freq': rng.uniform(1.0, 3.5, c), 'angle': rng.uniform(0, np.pi, c),
+      'phase': rng.uniform(0, 2 * np.pi, c),
+      'contrast': rng.uniform(0.5, 1.0, c),
+      'light_angle': rng.uniform(0, 2 * np.pi), 'light_strength': rng.uniform(0.3, 0.6),
   }
   return {'layout': layout, 'look': look}
 
 
-def sample_family_layouts(rng: np.random.Generator, family: Dict[str, Any], n: int,
-                          height: int, width: int, jitter: float) -> np.ndarray:
-  """n maps of one family: each slot appears with its probability, jittered.
+def sample_family_objects(rng: np.random.Generator, family: Dict[str, Any],
+                          height: int, width: int, jitter: float) -> Dict[str, np.ndarray]:
+  """One scene's objects (as :func:`scene_layouts.sample_objects`) from its family.
 
-  A slot's centre moves by N(0, jitter) (in units of the shorter side), its size by a
-  factor exp(N(0, 2 * jitter)) and its angle by N(0, 3 * jitter) radians; kinds,
-  classes and occlusion order are the family's.  Every map has at least one slot.
-
-  Returns:
-    uint8 [n, H, W] class ids.
+  Each slot is an object of the scene with its probability (at least one is); its
+  centre moves by N(0, jitter) (units of the shorter side), its size by a factor
+  exp(N(0, 2 * jitter)) and its angle by N(0, 3 * jitter) radians; kinds, classes
+  and occlusion order are the family's.
   """
   lay = family['layout']
   s = lay['cls'].shape[0]
   ext_y, ext_x = scene_layouts.extent(height, width)
-  active = rng.random((n, s)) < lay['p'][None]
-  active[np.arange(n), np.argmax(lay['p'])] |= ~active.any(1)
-  cy = f32((lay['cy'][None] + rng.normal(0, jitter, (n, s))) * ext_y)
-  cx = f32((lay['cx'][None] + rng.normal(0, jitter, (n, s))) * ext_x)
-  a = f32(lay['a'][None] * np.exp(rng.normal(0, 2 * jitter, (n, s))))
-  b = f32(a * lay['ratio'][None] * np.exp(rng.normal(0, 2 * jitter, (n, s))))
-  theta = f32(lay['theta'][None] + rng.normal(0, 3 * jitter, (n, s)))
-  rep = lambda v: np.broadcast_to(v[None], (n,) + v.shape)
-  return scene_layouts.paint_shapes(
-      height, width, rep(lay['kind']), active, rep(lay['cls']), cy, cx, a, b,
-      theta, rep(lay['sides']), rep(lay['side_jitter']), rep(lay['side_radius']))
+  active = rng.random(s) < lay['p']
+  active[np.argmax(lay['p'])] |= ~active.any()
+  a = lay['a'] * np.exp(rng.normal(0, 2 * jitter, s))
+  obj = {
+      'cls': lay['cls'], 'kind': lay['kind'],
+      'cy': f32((lay['cy'] + rng.normal(0, jitter, s)) * ext_y),
+      'cx': f32((lay['cx'] + rng.normal(0, jitter, s)) * ext_x),
+      'a': f32(a), 'b': f32(a * lay['ratio'] * np.exp(rng.normal(0, 2 * jitter, s))),
+      'theta': f32(lay['theta'] + rng.normal(0, 3 * jitter, s)),
+      'sides': lay['sides'], 'side_jitter': lay['side_jitter'],
+      'side_radius': lay['side_radius'],
+  }
+  return {k: v[active] for k, v in obj.items()}
 
 
 def sample_family_appearance(rng: np.random.Generator, family: Dict[str, Any],
@@ -103,8 +104,9 @@ def sample_family_appearance(rng: np.random.Generator, family: Dict[str, Any],
 
   Per class: hue shifted by U(-jitter, jitter), saturation and value scaled by
   U(1 -+ 2 jitter) and U(1 -+ 1.5 jitter); texture frequency, angle and contrast
-  jittered proportionally, texture phase the scene's own; lighting direction
+  jittered proportionally, texture phase shifted by U(-+ 4 jitter); lighting direction
   shifted by U(-+ 4 jitter) radians and strength scaled by U(1 -+ 2 jitter).
+  (Each frame's light then varies around the scene's, see scene_render.)
   """
   lk = family['look']
   c = lk['hue'].shape[0]
@@ -118,9 +120,8 @@ def sample_family_appearance(rng: np.random.Generator, family: Dict[str, Any],
       'base': f32(base), 'tex': f32(tex),
       'freq': f32(lk['freq'] * (1 + u(jitter))),
       'angle': f32(lk['angle'] + u(2 * jitter)),
-      'phase': f32(rng.uniform(0, 2 * np.pi, c)),
+      'phase': f32(lk['phase'] + u(4 * jitter)),
       'contrast': f32(np.clip(lk['contrast'] * (1 + u(2 * jitter)), 0.1, 1.0)),
-      'ring_center': f32(lk['ring_center'] + u(jitter, (c, 2))),
       'light_angle': f32(lk['light_angle'] + u(4 * jitter, None)),
       'light_strength': f32(lk['light_strength'] * (1 + u(2 * jitter, None))),
   }

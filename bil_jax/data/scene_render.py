@@ -1,10 +1,14 @@
 """Synthetic-scene appearance (colours, textures, lighting) and rendering.
 
-A scene's appearance is hidden from its maps: per-class base and texture
-colours, texture frequency, orientation, phase and contrast, and a lighting
-gradient.  Shared by all scenes: the texture kind of a class (id % 3:
-stripes, checks, rings), dark 1-pixel outlines and a bevel along class
-boundaries, and mild pixel noise.
+A scene's look is hidden from its maps: per-class base and texture colours, and
+texture frequency, orientation, phase and contrast.  Texture and shading are
+anchored to the objects (computed in each object's own frame, see
+:func:`bil_jax.data.scene_layouts.paint`) and the background's texture to the
+world, so they move with the objects and the camera.  Every frame has its own
+light: a direction and strength around the scene's, and an overall gain.  Shared
+by all scenes: the texture kind of a class (id % 3: stripes, checks, rings around
+the object's centre), each object's dome-like shading under the frame's light,
+dark 1-pixel outlines and a bevel along class boundaries, and mild pixel noise.
 """
 from typing import Any, Dict, Optional, Tuple
 
@@ -13,6 +17,11 @@ import numpy as np
 from bil_jax.data import scene_layouts
 
 BEVEL_PX = 3
+# Per-frame light, per unit of data.motion: std of the direction's drift over the clip
+# and of its frame-to-frame jitter (radians), of the log strength and of the log gain.
+LIGHT_DRIFT, LIGHT_JITTER, LIGHT_STRENGTH, LIGHT_GAIN = 0.9, 0.15, 0.3, 0.1
+LIGHT_ELEVATION = np.pi / 4
+f32 = scene_layouts.f32
 
 
 def hsv_to_rgb(h, s, v):
@@ -21,11 +30,6 @@ def hsv_to_rgb(h, s, v):
   k = np.stack([(5 + h6) % 6, (3 + h6) % 6, (1 + h6) % 6], -1)
   return v[..., None] - (v * s)[..., None] * np.clip(
       np.minimum(k, 4 - k), 0, 1)
-
-
-def f32(x) -> np.ndarray:
-  """x as a float32 array."""
-  return np.asarray(x, np.float32)
 
 
 def class_priors(seed: int, num_classes: int) -> Dict[str, np.ndarray]:
@@ -78,8 +82,8 @@ def sample_appearance(rng: np.random.Generator, num_classes: int,
 
   Returns:
     dict of float32 arrays: 'base' [C,3] and 'tex' [C,3] RGB colours in [0,1];
-    'freq', 'angle', 'phase', 'contrast' [C]; 'ring_center' [C,2];
-    'light_angle', 'light_strength' scalars.
+    'freq', 'angle', 'phase', 'contrast' [C]; 'light_angle', 'light_strength'
+    scalars.
   """
   c = num_classes
   if priors is None:
@@ -95,38 +99,77 @@ def sample_appearance(rng: np.random.Generator, num_classes: int,
   return {
       'base': f32(base),
       'tex': f32(tex),
-      'freq': f32(rng.uniform(2.0, 6.0, c)),
+      'freq': f32(rng.uniform(1.0, 3.5, c)),
       'angle': f32(rng.uniform(0, np.pi, c)),
       'phase': f32(rng.uniform(0, 2 * np.pi, c)),
-      'contrast': f32(rng.uniform(0.25, 0.9, c)),
-      'ring_center': f32(rng.uniform(0, 1, (c, 2))),
+      'contrast': f32(rng.uniform(0.5, 1.0, c)),
       'light_angle': f32(rng.uniform(0, 2 * np.pi)),
-      'light_strength': f32(rng.uniform(0.15, 0.45)),
+      'light_strength': f32(rng.uniform(0.3, 0.6)),
   }
 
 
-def texture_fields(app: Dict[str, Any], height: int,
-                   width: int) -> np.ndarray:
-  """Per-class texture intensity in [0, 1] over the image: float32 [C, H, W].
+def sample_lighting(rng: np.random.Generator, look: Dict[str, Any], t: np.ndarray,
+                    amount: float) -> Dict[str, np.ndarray]:
+  """Each frame's light around the scene's: 'angle', 'strength', 'gain', each [n].
 
-  The texture kind is shared by all scenes (class id % 3: stripes, checks,
-  rings); frequency, orientation, phase are the scene's.
+  The direction drifts linearly over the clip (frame times ``t`` [n]) and jitters
+  per frame; strength and gain vary per frame; ``amount`` scales every change.
   """
-  ys, xs = scene_layouts.pixel_grid(height, width)
-  c = app['freq'].shape[0]
-  e = lambda v: v[:, None, None]
-  w = 2 * np.pi * e(app['freq'])
-  u = e(np.cos(app['angle'])) * xs + e(np.sin(app['angle'])) * ys
-  v = e(np.cos(app['angle'])) * ys - e(np.sin(app['angle'])) * xs
-  stripes = 0.5 + 0.5 * np.sin(w * u + e(app['phase']))
-  checks = 0.5 + 0.5 * np.tanh(4 * np.sin(w * u + e(app['phase'])) *
-                               np.sin(w * v))
-  r = np.sqrt((ys - e(app['ring_center'][:, 0])) ** 2 +
-              (xs - e(app['ring_center'][:, 1])) ** 2)
-  rings = 0.5 + 0.5 * np.sin(w * r + e(app['phase']))
-  kind = e(np.arange(c) % 3)
-  return np.select([kind == 0, kind == 1], [stripes, checks],
-                   rings).astype(np.float32)
+  n = t.shape[0]
+  angle = (look['light_angle'] + t * rng.normal(0, LIGHT_DRIFT * amount)
+           + rng.normal(0, LIGHT_JITTER * amount, n))
+  strength = look['light_strength'] * np.exp(rng.normal(0, LIGHT_STRENGTH * amount, n))
+  gain = np.exp(rng.normal(0, LIGHT_GAIN * amount, n))
+  return {'angle': f32(angle), 'strength': f32(np.clip(strength, 0, 0.8)),
+          'gain': f32(gain)}
+
+
+def texture_fields(look: Dict[str, Any], frame: Dict[str, Any]) -> np.ndarray:
+  """Texture intensity in [0, 1] of every pixel: float32 [n, H, W].
+
+  An object's pixel uses its class's texture in the object's frame (u, v); a
+  background pixel uses the background class's texture in world coordinates.  The
+  kind is shared by all scenes (class id % 3: stripes, checks, rings around the
+  object's centre); frequency, orientation and phase are the scene's.
+  """
+  maps = frame['maps'].astype(np.intp)
+  on = frame['top'] >= 0
+  ext_y, ext_x = scene_layouts.extent(*maps.shape[1:])
+  u = np.where(on, frame['u'], frame['wx'] - ext_x / 2)
+  v = np.where(on, frame['v'], frame['wy'] - ext_y / 2)
+  w = 2 * np.pi * look['freq'][maps]
+  cos, sin = np.cos(look['angle'])[maps], np.sin(look['angle'])[maps]
+  phase = look['phase'][maps]
+  su = np.sin(w * (cos * u + sin * v) + phase)
+  stripes = 0.5 + 0.5 * su
+  checks = 0.5 + 0.5 * np.tanh(4 * su * np.sin(w * (cos * v - sin * u)))
+  rings = 0.5 + 0.5 * np.sin(w * np.sqrt(u * u + v * v) + phase)
+  kind = maps % 3
+  return np.select([kind == 0, kind == 1], [stripes, checks], rings).astype(np.float32)
+
+
+def shading(frame: Dict[str, Any], light: Dict[str, np.ndarray], height: int,
+            width: int) -> np.ndarray:
+  """Light on every pixel: float32 [n, H, W], about 1 on average.
+
+  An object is lit as a dome over its shape (normal from its normalised frame
+  coordinates, turned with the object) under the frame's light direction at 45
+  degrees elevation; the background gets a linear gradient along the direction.
+  """
+  e = lambda x: x[:, None, None]
+  nu, nv, ang = frame['nu'], frame['nv'], frame['angle']
+  h = np.sqrt(np.clip(1.0 - nu * nu - nv * nv, 0.05, 1.0))
+  nx = nu * np.cos(ang) - nv * np.sin(ang)
+  ny = nu * np.sin(ang) + nv * np.cos(ang)
+  ce, se = np.cos(LIGHT_ELEVATION), np.sin(LIGHT_ELEVATION)
+  lx, ly = e(np.cos(light['angle'])) * ce, e(np.sin(light['angle'])) * ce
+  diffuse = np.maximum(0.0, (nx * lx + ny * ly + h * se) / np.sqrt(nx * nx + ny * ny + h * h))
+  s = e(light['strength'])
+  dome = 1.0 - s + s * diffuse / se
+  ext_y, ext_x = scene_layouts.extent(height, width)
+  proj = (lx * (frame['wx'] - ext_x / 2) + ly * (frame['wy'] - ext_y / 2)) / ce
+  flat = 1.0 + s * proj / (0.5 * max(ext_x, ext_y))
+  return np.where(frame['top'] >= 0, dome, flat).astype(np.float32)
 
 
 def boundary_distance(maps: np.ndarray, cap: int = BEVEL_PX) -> np.ndarray:
@@ -162,34 +205,28 @@ def boundary_distance(maps: np.ndarray, cap: int = BEVEL_PX) -> np.ndarray:
   return dist
 
 
-def render(maps: np.ndarray, app: Dict[str, Any],
+def render(frame: Dict[str, Any], look: Dict[str, Any], light: Dict[str, np.ndarray],
            rng: np.random.Generator) -> np.ndarray:
-  """Renders maps with a scene appearance.
+  """Renders the frames of a clip with a scene's look.
 
   Args:
-    maps: uint8 [n, H, W] class ids < C.
-    app: output of sample_appearance for C classes.
+    frame: output of :func:`bil_jax.data.scene_layouts.paint` (maps [n, H, W]).
+    look: output of sample_appearance for C classes.
+    light: output of :func:`sample_lighting` for the n frames.
     rng: numpy Generator for the pixel noise.
 
   Returns:
     uint8 [n, H, W, 3].
   """
+  maps = frame['maps']
   n, height, width = maps.shape
-  ys, xs = scene_layouts.pixel_grid(height, width)
-  tex = texture_fields(app, height, width) * app['contrast'][:, None, None]
-  base, tcol = app['base'][:, None, None], app['tex'][:, None, None]
-  fields = base + (tcol - base) * tex[..., None]  # [C,H,W,3] per-class colours
-  pix = np.arange(height * width).reshape(height, width)
-  img = fields.reshape(-1, 3)[maps.astype(np.intp) * (height * width) + pix]
-  # Scene lighting: a smooth linear gradient in the scene's direction.
-  ext_y, ext_x = scene_layouts.extent(height, width)
-  proj = (np.cos(app['light_angle']) * (xs - ext_x / 2) +
-          np.sin(app['light_angle']) * (ys - ext_y / 2))
-  light = 1.0 + app['light_strength'] * proj / (0.5 * max(ext_x, ext_y))
-  # Shared structure: outlines and a bevel near class boundaries.
+  tex = texture_fields(look, frame) * look['contrast'][maps]
+  base = look['base'][maps]
+  img = base + (look['tex'][maps] - base) * tex[..., None]
   d = boundary_distance(maps)
   bevel = np.where(d == 0, 0.4, 0.8 + 0.2 * d / BEVEL_PX).astype(np.float32)
-  img *= (light.astype(np.float32)[None] * bevel)[..., None]
+  light_map = shading(frame, light, height, width) * bevel * light['gain'][:, None, None]
+  img = img * light_map[..., None]
   # Uniform noise with standard deviation 0.02 (cheaper than Gaussian).
   img += np.float32(0.02 * np.sqrt(12.0)) * (
       rng.random(img.shape, dtype=np.float32) - np.float32(0.5))

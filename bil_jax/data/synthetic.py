@@ -1,33 +1,32 @@
 """Synthetic scenes: a locally generated, download-free few-shot I2I dataset.
 
-Each task is a *scene*: many segmentation-map / image pairs that share one
-appearance.  The map of a pair is a random layout of the C classes (class 0
-background, then 3-8 occluding shapes of classes 1..C-1: rotated rectangles,
-ellipses, convex polygons and stripes of varied size).  The image renders the
-map with the scene's appearance, which the map does NOT reveal:
+Each task is a *scene*: a clip of segmentation-map / image pairs (its frames).
+A scene is 3-8 objects of classes 1..C-1 over background 0 (rotated rectangles,
+ellipses, convex polygons and stripes, later ones occluding earlier ones).  From
+frame to frame, as in a face or street clip, every object moves, turns and
+scales, the camera shifts and zooms and the light changes (direction, strength,
+gain).  The image renders the map with the scene's look, which the map does NOT
+reveal:
 
-* scene-specific (never shared):
-  - a colour palette: two colours per class (a base and a texture colour),
-    drawn in HSV with uniform hue, so the mean image over scenes is far from
-    any scene;
-  - per-class texture frequency, orientation, phase and contrast;
-  - a lighting direction and strength (a smooth linear shading gradient).
-* shared by ALL scenes (what a general-purpose model can learn):
-  - the texture *kind* of a class (id % 3: stripes, checks, rings);
-  - dark 1-pixel outlines along class boundaries and a bevel that darkens
-    pixels within 3 pixels of a boundary;
-  - mild pixel noise (uniform, standard deviation 0.02).
+* scene-specific: per-class base and texture colours (around dataset-wide class
+  priors, or around the scene's family's look), texture frequency, orientation,
+  phase and contrast, and the light around which the frames vary;
+* shared by ALL scenes (what a general-purpose model can learn): the texture
+  *kind* of a class (id % 3: stripes, checks, rings around the object's centre),
+  dome-like shading of every object under the frame's light, dark 1-pixel
+  outlines and a bevel along class boundaries, mild pixel noise.
 
-So a model needs the n support pairs of a scene to get its colours, textures
-and lighting right, while edges, bevel and texture kinds transfer across
-scenes.  Textures are anchored to image coordinates, so they are consistent
-across the pairs of a scene.
+Texture and shading are anchored to each object (computed in the object's own
+frame) and the background's texture to the world, so they move with the objects
+and the camera and never stay on image coordinates: a per-pixel lookup of the
+shots does not predict a new frame, while a model that learned how maps render
+can.
 
 Layouts are in :mod:`bil_jax.data.scene_layouts`, appearance and rendering
 in :mod:`bil_jax.data.scene_render`, families in
 :mod:`bil_jax.data.scene_families`; this module draws whole tasks and holds
-the TFDS builder.  Everything is vectorised numpy; one task of 30 pairs at
-32x32 renders in about a millisecond.
+the TFDS builder.  Everything is vectorised numpy over the frames, objects and
+pixels of a task.
 
 Splits: 'train', 'val' (the monitor and every tuning decision) and 'test' (the
 final evaluation only).  Generation is deterministic from (seed, split, task
@@ -60,15 +59,17 @@ from bil_jax.data import tasks as tasks_lib
 
 # Re-exported: the generator's parts live in scene_layouts, scene_render and
 # scene_families; callers keep importing them from here.
-sample_layouts = scene_layouts.sample_layouts
+sample_objects = scene_layouts.sample_objects
+sample_motion = scene_layouts.sample_motion
+paint = scene_layouts.paint
 class_priors = scene_render.class_priors
 sample_appearance = scene_render.sample_appearance
-texture_fields = scene_render.texture_fields
+sample_lighting = scene_render.sample_lighting
 boundary_distance = scene_render.boundary_distance
 render = scene_render.render
 family_of = scene_families.family_of
 sample_family = scene_families.sample_family
-sample_family_layouts = scene_families.sample_family_layouts
+sample_family_objects = scene_families.sample_family_objects
 sample_family_appearance = scene_families.sample_family_appearance
 
 # Seed-stream codes of the splits (2 is taken by scene_families.sample_family).
@@ -145,16 +146,30 @@ def task_rng(seed: int, split: str, index: int,
   return np.random.default_rng(np.random.SeedSequence(key))
 
 
+def render_clip(rng: np.random.Generator, objects, look, num_pairs: int, height: int,
+                width: int, motion: float) -> Tuple[np.ndarray, np.ndarray]:
+  """The frames of one scene: (maps uint8 [P,H,W], images uint8 [P,H,W,3]).
+
+  Objects move, turn and scale, the camera shifts and zooms and the light changes
+  from frame to frame, all scaled by ``motion``.
+  """
+  moves = sample_motion(rng, num_pairs, objects['cls'].shape[0], motion)
+  frame = paint(objects, moves, height, width)
+  light = sample_lighting(rng, look, moves['t'], motion)
+  return frame['maps'], render(frame, look, light, rng)
+
+
 def generate_task(seed: int, split: str, index: int, num_classes: int,
                   height: int, width: int, num_pairs: int, num_families: int = 0,
-                  appearance_jitter: float = 0.1, layout_jitter: float = 0.06,
-                  condition: str = 'all', unseen_families: int = 0
-                  ) -> Tuple[str, np.ndarray, np.ndarray]:
-  """One scene: (name, maps uint8 [P,H,W], images uint8 [P,H,W,3]).
+                  appearance_jitter: float = 0.1, layout_jitter: float = 0.1,
+                  condition: str = 'all', unseen_families: int = 0,
+                  motion: float = 1.0) -> Tuple[str, np.ndarray, np.ndarray]:
+  """One scene, a clip of num_pairs frames: (name, maps uint8 [P,H,W], images uint8
+  [P,H,W,3]).
 
-  num_families = 0: independent scenes (random layouts, appearance around the class
+  num_families = 0: independent scenes (random objects, look around the class
   priors).  num_families > 0: the scene belongs to family :func:`task_family` and
-  draws its layouts and appearance around the family's (see :func:`sample_family`).
+  draws its objects and look around the family's (see :func:`sample_family`).
   ``condition`` ('all', 'seen', 'unseen') is one of :func:`split_conditions`.
   """
   if condition == 'unseen' and (num_families <= 0 or unseen_families <= 0):
@@ -167,12 +182,12 @@ def generate_task(seed: int, split: str, index: int, num_classes: int,
   if num_families > 0:
     family = task_family(split, condition, index, num_families, unseen_families)
     fam = sample_family(seed, family, num_classes, priors)
-    app = sample_family_appearance(rng, fam, appearance_jitter)
-    maps = sample_family_layouts(rng, fam, num_pairs, height, width, layout_jitter)
+    look = sample_family_appearance(rng, fam, appearance_jitter)
+    objects = sample_family_objects(rng, fam, height, width, layout_jitter)
   else:
-    app = sample_appearance(rng, num_classes, priors)
-    maps = sample_layouts(rng, num_pairs, num_classes, height, width)
-  images = render(maps, app, rng)
+    look = sample_appearance(rng, num_classes, priors)
+    objects = sample_objects(rng, num_classes, height, width)
+  maps, images = render_clip(rng, objects, look, num_pairs, height, width, motion)
   return task_name(split, condition, index), maps, images
 
 
@@ -193,7 +208,8 @@ class SyntheticScenesConfig(task_builder.TaskConfig):
   num_families: int = 0
   unseen_families: int = 0
   appearance_jitter: float = 0.1
-  layout_jitter: float = 0.06
+  layout_jitter: float = 0.1
+  motion: float = 1.0
 
   def num_tasks(self, split: str) -> int:
     return {'train': self.num_train_tasks, 'val': self.num_val_tasks,
@@ -204,12 +220,14 @@ def make_builder_config(num_classes: int, height: int, width: int,
                         num_train_tasks: int, num_test_tasks: int,
                         pairs_per_task: int, seed: int, num_families: int = 0,
                         appearance_jitter: float = 0.1,
-                        layout_jitter: float = 0.06, num_val_tasks: int = 20,
-                        unseen_families: int = 0) -> SyntheticScenesConfig:
+                        layout_jitter: float = 0.1, num_val_tasks: int = 20,
+                        unseen_families: int = 0,
+                        motion: float = 1.0) -> SyntheticScenesConfig:
   """A config whose name encodes every parameter (separate caches).
 
   Without families (num_families=0) the name is
-  'c{C}_h{H}_w{W}_tr{train}_va{val}_te{test}_p{pairs}_s{seed}'; with families it adds
+  'c{C}_h{H}_w{W}_tr{train}_va{val}_te{test}_p{pairs}_m{motion}_s{seed}'; with families
+  it adds
   '_f{F}_u{unseen}_aj{appearance}_lj{layout}'.
   """
   for key, value in (('num_train_tasks', num_train_tasks),
@@ -218,10 +236,12 @@ def make_builder_config(num_classes: int, height: int, width: int,
                      ('pairs_per_task', pairs_per_task)):
     if int(value) < 1:
       raise ValueError(f'data.{key}={value}: the synthetic dataset needs at least 1')
+  if motion < 0:
+    raise ValueError(f'data.motion={motion}: must be >= 0')
   if unseen_families > 0 and num_families <= 0:
     raise ValueError(f'data.unseen_families={unseen_families} needs data.num_families > 0')
   name = (f'c{num_classes}_h{height}_w{width}_tr{num_train_tasks}'
-          f'_va{num_val_tasks}_te{num_test_tasks}_p{pairs_per_task}_s{seed}')
+          f'_va{num_val_tasks}_te{num_test_tasks}_p{pairs_per_task}_m{motion:g}_s{seed}')
   if num_families > 0:
     name += (f'_f{num_families}_u{unseen_families}'
              f'_aj{appearance_jitter:g}_lj{layout_jitter:g}')
@@ -231,7 +251,8 @@ def make_builder_config(num_classes: int, height: int, width: int,
       num_train_tasks=num_train_tasks, num_val_tasks=int(num_val_tasks),
       num_test_tasks=num_test_tasks, pairs_per_task=pairs_per_task, seed=seed,
       num_families=int(num_families), unseen_families=int(unseen_families),
-      appearance_jitter=float(appearance_jitter), layout_jitter=float(layout_jitter))
+      appearance_jitter=float(appearance_jitter), layout_jitter=float(layout_jitter),
+      motion=float(motion))
 
 
 def builder_config_from_data_cfg(data_cfg) -> SyntheticScenesConfig:
@@ -247,7 +268,8 @@ def builder_config_from_data_cfg(data_cfg) -> SyntheticScenesConfig:
       num_families=int(data_cfg.get('num_families', 0)),
       unseen_families=int(data_cfg.get('unseen_families', 0)),
       appearance_jitter=float(data_cfg.get('family_appearance_jitter', 0.1)),
-      layout_jitter=float(data_cfg.get('family_layout_jitter', 0.06)))
+      layout_jitter=float(data_cfg.get('family_layout_jitter', 0.1)),
+      motion=float(data_cfg.get('motion', 1.0)))
 
 
 def generate_split(cfg: SyntheticScenesConfig, split: str):
@@ -258,7 +280,7 @@ def generate_split(cfg: SyntheticScenesConfig, split: str):
         cfg.seed, split, i, cfg.num_classes, cfg.height, cfg.width,
         cfg.pairs_per_task, cfg.num_families, cfg.appearance_jitter,
         cfg.layout_jitter, condition=condition,
-        unseen_families=cfg.unseen_families)
+        unseen_families=cfg.unseen_families, motion=cfg.motion)
 
 
 class SyntheticScenes(task_builder.TaskBuilder):
