@@ -48,6 +48,9 @@ class Phase:
       default device; e.g. replicated over a mesh).
     record: ``(out_dir, history, first_step, completed)`` writes the probe ``history``
       [(step, scalars)] of this run (process 0 only).
+    sync_offset: steps of the run before this phase's step 0, for the preemption sync
+      point (step numbers grow across the phases of a run); None: 0 for pre-training,
+      ``pretrain.steps`` for meta-training.
   """
   name: str
   title: str
@@ -59,6 +62,7 @@ class Phase:
   probe_every: int
   place: Callable[[dict], dict] = lambda state: default_place(state)
   record: Optional[Callable[[str, List, int, bool], None]] = None
+  sync_offset: Optional[int] = None
 
 
 def default_place(state: dict) -> dict:
@@ -74,8 +78,11 @@ def fault_hook(phase: str, done: int, batch: Any) -> Any:
 
 
 def _sync_offset(phase: Phase, config) -> int:
-  """Steps of the run before ``phase``'s step 0, for the preemption sync point: 0 for
-  pre-training, ``pretrain.steps`` for meta-training (step numbers grow across phases)."""
+  """Steps of the run before ``phase``'s step 0, for the preemption sync point: its
+  ``sync_offset``, else 0 for pre-training, ``pretrain.steps`` for meta-training (step
+  numbers grow across phases)."""
+  if phase.sync_offset is not None:
+    return int(phase.sync_offset)
   return int(config.pretrain.steps) if phase.name == "meta" else 0
 
 
