@@ -62,37 +62,22 @@ from clu import metric_writers, periodic_actions
 from jax.sharding import PartitionSpec as P
 
 from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, lookups, meta,
-                     metrics, parallel, report, streams, tuning, visualize)
+                     metrics, parallel, report, rows, streams, tuning, visualize)
 from bil_jax import xplus as xplus_lib
 from bil_jax.data import episodes, loading
 from bil_jax.data import tasks as tasks_lib
 from bil_jax.eval_inputs import (num_evaluated, padded_positions, random_aux_tasks,  # pylint: disable=unused-import
                                  retrieve_aux_tasks, stack_tasks, task_inputs, test_episodes)
 
-ROW_IDS = ("x", "x_nshot", "xplus", "xplus_nshot", "bil_noaux", "bil", "bil_aux_random",
-           "bil_aux_merged", "gp", "lookup_label", "lookup_pixel", "nearest_shot")
+ROW_IDS = rows.ROW_IDS  # every row of the table, computed by task_outputs in this order
 GRID_COLUMNS = ("map", "target") + ROW_IDS
 GRID_QUERIES = 2  # query images per task in the sample grid
-METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
-DISPLAY_NAMES = {"pix2pix": "Pix2pix", "pg2": "PG2"}
 # The rows adapted on the shots from one stacked program, and the parameters each starts
 # from ('aux': the GP after Aux fine-tuning on the retrieved tasks, 'aux_random': on
 # random ones).
 IS_ROWS = ("x_nshot", "xplus_nshot", "bil_noaux", "bil", "bil_aux_random")
 STARTS = {"x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux",
           "bil_aux_random": "aux_random"}
-
-
-def row_names(model_name: str, shots: int) -> Dict[str, str]:
-  """The rows of the table for model X with n shots, keyed by a short id (ROW_IDS order)."""
-  x = DISPLAY_NAMES.get(model_name, model_name)
-  n = f"({shots}-shot)"
-  return {"x": x, "x_nshot": f"{x} {n}", "xplus": f"{x}+", "xplus_nshot": f"{x}+ {n}",
-          "bil_noaux": f"BiL-{x} w/o Aux {n}", "bil": f"BiL-{x} {n}",
-          "bil_aux_random": f"BiL-{x}, Aux on random tasks {n}",
-          "bil_aux_merged": f"BiL-{x}, Aux pairs merged into IS {n}",
-          "gp": f"BiL-{x} (GP)", "lookup_label": f"Label-mean lookup {n}",
-          "lookup_pixel": f"Label×pixel lookup {n}", "nearest_shot": f"Nearest shot {n}"}
 
 
 def load_params(workdir: str, phase: str) -> dict:
@@ -278,16 +263,16 @@ def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks) -> 
 
 def _mean_rows(per_task: Dict[str, List[dict]]) -> Dict[str, dict]:
   """Averages per-task metric dicts; 'lpips' is None when it was not computed."""
-  rows = {}
+  means = {}
   for name, scores in per_task.items():
-    rows[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
-                  for k in METRIC_KEYS}
-  return rows
+    means[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
+                   for k in rows.METRIC_KEYS}
+  return means
 
 
 def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List[float]]]:
   """{row: [metrics of task t]} -> {row: {metric: [value per task, in task order]}}."""
-  return {name: {k: [s[k] for s in scores] for k in METRIC_KEYS if k in scores[0]}
+  return {name: {k: [s[k] for s in scores] for k in rows.METRIC_KEYS if k in scores[0]}
           for name, scores in per_task.items()}
 
 
@@ -344,7 +329,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val)
   settings = {r: (c["is_lr"], c["is_steps"]) for r, c in tuned["chosen"].items()}
   progs = _Programs(config, spec, settings, mesh)
-  names = row_names(config.model.name, config.data.shots)
+  names = rows.row_names(config.model.name, config.data.shots)
   test_tasks = data.test
   eps = test_episodes(config, test_tasks)
   sampler = episodes.Sampler.from_config(config.data)
@@ -378,12 +363,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
     logging.info("evaluated test task %d/%d (%s)", t + 1, len(eps), test_tasks.names[t])
     progress(t + 1)
 
-  rows = _mean_rows(per_task)
+  means = _mean_rows(per_task)
   values = per_task_values(per_task)
   row_ids = dict(names)
   summary = report.run_summary(values, row_ids)
   task_names = list(test_tasks.names[:len(eps)])
-  result = {"rows": rows, "per_task": values, "task_names": task_names,
+  result = {"rows": means, "per_task": values, "task_names": task_names,
             "task_conditions": [tasks_lib.task_condition(n) for n in task_names],
             "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
             "tuning": tuned, "strongest_baseline": tuning.strongest_baseline(tuned["chosen"]),
@@ -402,5 +387,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
           [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
           [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
-  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(rows))
-  return rows
+  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(means))
+  return means

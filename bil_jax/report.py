@@ -22,15 +22,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from bil_jax import stats
+from bil_jax import rows, stats
 from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
 
-METRICS = ("lpips", "ssim", "mse", "psnr")
-LABELS = {"lpips": "LPIPS↓", "ssim": "SSIM↑", "mse": "MSE↓", "psnr": "PSNR↑"}
-LOWER_IS_BETTER = {"lpips": True, "ssim": False, "mse": True, "psnr": False}
-# PSNR is already a log ratio (dB): its difference is the meaningful relative measure.
-RELATIVE = {"lpips": True, "ssim": True, "mse": True, "psnr": False}
-ROW_IDS = ("x", "x_nshot", "bil_noaux", "bil", "gp")
+METRICS = rows.METRIC_KEYS
+LABELS, LOWER_IS_BETTER, RELATIVE = rows.LABELS, rows.LOWER_IS_BETTER, rows.RELATIVE
 # (a, b): the differences a - b behind the paper's claims (Tables 1-3).
 CLAIMS = (("bil", "x_nshot"), ("bil", "bil_noaux"), ("x_nshot", "x"))
 IGNORED_CONFIG_KEYS = ("seed", "overwrite", "meta.num_hosts", "compilation_cache")
@@ -47,8 +43,8 @@ def metrics_of(per_task: Dict[str, Dict[str, list]]) -> Tuple[str, ...]:
 
 
 def row_ids_of(result: dict) -> Dict[str, str]:
-  """{'x', 'x_nshot', 'bil_noaux', 'bil', 'gp'} -> row name of a results.json dict."""
-  return dict(result.get("row_ids") or zip(ROW_IDS, result["rows"]))
+  """{row id (rows.ROW_IDS): row name} of a results.json dict."""
+  return dict(result["row_ids"])
 
 
 def summarize_rows(per_task: Dict[str, Dict[str, list]]) -> Dict[str, Dict[str, dict]]:
@@ -142,7 +138,7 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, dict]]:
       raise ReportError(f"{f}: not found (run --mode=evaluate first)") from None
     except (OSError, json.JSONDecodeError) as e:
       raise ReportError(f"{f}: unreadable ({e})") from None
-    if not isinstance(r, dict) or "per_task" not in r or "config" not in r:
+    if not isinstance(r, dict) or not {"per_task", "row_ids", "config"} <= set(r):
       raise ReportError(f"{f}: no per_task values (written by an older bil_jax; "
                         "re-run --mode=evaluate)")
     loaded.append((f, r))

@@ -10,7 +10,7 @@ from PIL import Image
 
 import jax
 from bil_jax import (adapt, builders, config_lib, evaluate, gan, meta, metrics, parallel,
-                     streams, visualize)
+                     rows, streams, visualize)
 from bil_jax.data import episodes, tasks
 
 import tiny
@@ -19,10 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_row_names_follow_the_paper():
-  names = evaluate.row_names("pix2pix", 5)
-  assert list(names.values()) == ["Pix2pix", "Pix2pix (5-shot)", "BiL-Pix2pix w/o Aux (5-shot)",
-                                  "BiL-Pix2pix (5-shot)", "BiL-Pix2pix (GP)"]
-  assert evaluate.row_names("pg2", 1)["bil"] == "BiL-PG2 (1-shot)"
+  names = rows.row_names("pix2pix", 5)
+  assert [names[k] for k in evaluate.COMPUTED_ROWS] == [
+      "Pix2pix", "Pix2pix (5-shot)", "BiL-Pix2pix w/o Aux (5-shot)", "BiL-Pix2pix (5-shot)",
+      "BiL-Pix2pix (GP)"]
+  assert list(names) == list(rows.ROW_IDS)
+  assert rows.row_names("pg2", 1)["bil"] == "BiL-PG2 (1-shot)"
 
 
 def test_rows_average_and_lpips_is_never_made_up():
@@ -146,11 +148,11 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
       "gp": gan.generate(spec, gp_params["G"], q, rng, train=False),
   }
   assert out["grid"].shape == (5, 2, tiny.H, tiny.W, 3)
-  for r, key in enumerate(evaluate.ROW_IDS):
+  for r, key in enumerate(evaluate.COMPUTED_ROWS):
     np.testing.assert_allclose(out["grid"][r], direct[key][:2], atol=1e-5, err_msg=key)
     for m, want in metrics.image_metrics(direct[key], q["image"]).items():
       np.testing.assert_allclose(out["scores"][m][r], want, rtol=1e-5, atol=1e-5, err_msg=key)
-  grid = dict(zip(evaluate.ROW_IDS, out["grid"]))
+  grid = dict(zip(evaluate.COMPUTED_ROWS, out["grid"]))
   for a, b in (("x", "gp"), ("x", "x_nshot"), ("bil", "bil_noaux")):
     assert not np.allclose(grid[a], grid[b], atol=1e-4), (a, b)
 
