@@ -39,14 +39,23 @@ def base_config() -> ml_collections.ConfigDict:
   d.eval_queries = 20           # query pairs per test task at evaluation (Sec. 5.2)
   d.reuse_pairs = False         # tasks with fewer pairs than shots+queries reuse pairs
                                 # (BDD100K: every task is one pair) instead of failing
-  # Synthetic-scenes generator (ignored by other datasets).
+  # Synthetic-scenes generator (ignored by other datasets; docs/datasets.md).
   d.num_train_tasks = 200
-  d.num_test_tasks = 20
+  d.num_val_tasks = 20          # validation scenes: the monitor and every tuning decision
+  d.num_test_tasks = 20         # test scenes: read by the final evaluation only
   d.pairs_per_task = 30
-  d.synthetic_seed = 1234
+  d.synthetic_seed = -1         # -1: the data follow config.seed (each seed draws its own
+                                # scenes and families); any value >= 0 pins the data
+  d.config_seed = c.get_ref("seed")  # always equals config.seed (a reference): set seed,
+                                # not this; the generator reads it when synthetic_seed=-1
   d.num_families = 0            # >0: scenes come in families (like cities/identities)
-                                # sharing layout statistics and look; task i is in
-                                # family i % num_families, in train and test alike
+                                # sharing layout statistics and look; train, val and test
+                                # task i is in family i % num_families ("seen" families)
+  d.unseen_families = 0         # >0 (with num_families>0): val and test each get this many
+                                # families never seen in training (val's and test's
+                                # disjoint); half of their tasks (the later N//2) are scenes
+                                # of them, named {split}_unseen_{i:05d}, the rest
+                                # {split}_seen_{i:05d}
   d.family_appearance_jitter = 0.1  # a scene's hue shift around its family's (and
                                 # proportional saturation/value/texture/light jitter)
   d.family_layout_jitter = 0.06 # std of a shape's centre around its family slot
@@ -224,6 +233,7 @@ def make_smoke(c: ml_collections.ConfigDict, height: int, width: int,
   d.name = "synthetic"
   d.image_height, d.image_width = height, width
   d.num_train_tasks, d.num_test_tasks, d.pairs_per_task = 6, 2, pairs_per_task
+  d.num_val_tasks = 2
   d.queries = d.eval_queries = 2
   c.model.ngf = c.model.ndf = 8
   c.loss.lambda_b = 0.0

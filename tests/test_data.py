@@ -23,6 +23,7 @@ def small_data_cfg(data_dir: str) -> ml_collections.ConfigDict:
   d.num_classes = C
   d.image_height, d.image_width = HW
   d.num_train_tasks = 8
+  d.num_val_tasks = 3
   d.num_test_tasks = 4
   d.pairs_per_task = 12
   return d
@@ -34,8 +35,8 @@ def built(tmp_path_factory):
   out = []
   for k in range(2):
     d = small_data_cfg(str(tmp_path_factory.mktemp(f'tfds{k}')))
-    out.append({s: registry.load_tasks(d, s, workdir='/nonexistent')
-                for s in ('train', 'test')})
+    out.append({s: synthetic.load_synthetic(d, s, workdir='/nonexistent')
+                for s in synthetic.SPLITS})
   return out
 
 
@@ -73,7 +74,7 @@ def decode(images: np.ndarray):
 
 def test_dataset_is_deterministic(built):
   a, b = built
-  for split in ('train', 'test'):
+  for split in synthetic.SPLITS:
     assert a[split].names == b[split].names
     np.testing.assert_array_equal(a[split].maps, b[split].maps)
     np.testing.assert_array_equal(a[split].images, b[split].images)
@@ -81,7 +82,7 @@ def test_dataset_is_deterministic(built):
 
 
 def test_shapes_dtypes_and_classes(built):
-  for split, num in (('train', 8), ('test', 4)):
+  for split, num in (('train', 8), ('val', 3), ('test', 4)):
     ts = built[0][split]
     assert ts.num_tasks == num and ts.num_classes == C
     assert ts.maps.shape == (num * 12,) + HW and ts.maps.dtype == np.uint8
@@ -99,13 +100,38 @@ def test_shapes_dtypes_and_classes(built):
     assert ts.images.min() < 40 and ts.images.max() > 215
 
 
-def test_train_and_test_tasks_are_disjoint(built):
-  tr, te = built[0]['train'], built[0]['test']
+@pytest.mark.parametrize('a, b', [('train', 'val'), ('train', 'test'), ('val', 'test')])
+def test_splits_are_disjoint(built, a, b):
+  tr, te = built[0][a], built[0][b]
   assert not set(tr.names) & set(te.names)
   seen = {x.tobytes() for x in tr.images}
   assert not any(x.tobytes() in seen for x in te.images)
   seen = {x.tobytes() for x in tr.maps}
   assert not any(x.tobytes() in seen for x in te.maps)
+
+
+def test_synthetic_seed_minus_one_follows_config_seed():
+  """-1 (the default): the data seed is config.seed, also when set after the config
+  is built (as --config.seed does); any other value pins the data."""
+  cfg = config_lib.base_config()
+  cfg.lock()
+  assert cfg.data.synthetic_seed == -1
+  names = set()
+  for seed in (0, 1):
+    cfg.seed = seed
+    assert synthetic.data_seed(cfg.data) == seed
+    names.add(synthetic.builder_config_from_data_cfg(cfg.data).name)
+  assert len(names) == 2
+  cfg.data.synthetic_seed = 7
+  assert synthetic.data_seed(cfg.data) == 7
+  cfg.data.synthetic_seed = -2
+  with pytest.raises(ValueError, match='data.synthetic_seed=-2'):
+    synthetic.data_seed(cfg.data)
+
+
+def test_unknown_split_is_refused():
+  with pytest.raises(ValueError, match="split must be one of .*'nope'"):
+    synthetic.load_synthetic(small_data_cfg(''), 'nope', '/tmp')
 
 
 def test_same_layout_looks_different_in_two_scenes():
@@ -173,7 +199,8 @@ def test_builder_config_name_encodes_parameters():
   c1 = synthetic.make_builder_config(8, 32, 32, 200, 20, 30, 1234)
   c2 = synthetic.make_builder_config(8, 32, 32, 200, 20, 30, 1235)
   c3 = synthetic.make_builder_config(8, 64, 32, 200, 20, 30, 1234)
-  assert len({c1.name, c2.name, c3.name}) == 3
+  c4 = synthetic.make_builder_config(8, 32, 32, 200, 20, 30, 1234, num_val_tasks=5)
+  assert len({c1.name, c2.name, c3.name, c4.name}) == 4
 
 
 def test_generation_is_fast_and_works_at_128x256():

@@ -33,6 +33,7 @@ def test_generation_is_deterministic_and_splits_differ():
   np.testing.assert_array_equal(a[1], b[1])
   np.testing.assert_array_equal(a[2], b[2])
   c = _task('test', 3)  # same family (3 % F), another scene
+  assert c[0] == 'test_seen_00003'
   assert not np.array_equal(a[1], c[1]) and not np.array_equal(a[2], c[2])
   d = synthetic.generate_task(1234, 'train', 3, C, H, W, 10)  # no families: other data
   assert not np.array_equal(a[1], d[1])
@@ -44,10 +45,31 @@ def test_builder_config_name_encodes_family_parameters():
            synthetic.make_builder_config(*base, num_families=10).name,
            synthetic.make_builder_config(*base, num_families=12).name,
            synthetic.make_builder_config(*base, num_families=10, appearance_jitter=0.2).name,
-           synthetic.make_builder_config(*base, num_families=10, layout_jitter=0.1).name}
-  assert len(names) == 5
-  # Without families the name (and so the cache) is the independent-scenes one.
-  assert synthetic.make_builder_config(*base).name == 'c8_h32_w32_tr200_te20_p30_s1234'
+           synthetic.make_builder_config(*base, num_families=10, layout_jitter=0.1).name,
+           synthetic.make_builder_config(*base, num_families=10, unseen_families=2).name}
+  assert len(names) == 6
+  assert (synthetic.make_builder_config(*base).name ==
+          'c8_h32_w32_tr200_va20_te20_p30_s1234')
+
+
+def test_val_and_test_have_seen_and_unseen_family_scenes():
+  """Names follow the condition; unseen families are new, and val's differ from test's."""
+  cfg = synthetic.make_builder_config(C, H, W, 6, 5, 4, 1234, num_families=3,
+                                      num_val_tasks=4, unseen_families=2)
+  names = {s: [t[0] for t in synthetic.generate_split(cfg, s)] for s in synthetic.SPLITS}
+  assert names['train'] == [f'train_{i:05d}' for i in range(6)]
+  assert names['val'] == ['val_seen_00000', 'val_seen_00001', 'val_unseen_00000',
+                          'val_unseen_00001']
+  assert [tasks.task_condition(n) for n in names['test']] == ['seen'] * 3 + ['unseen'] * 2
+  assert tasks.task_condition('train_00003') == tasks.task_condition('clip_7') == 'all'
+  fams = {s: {synthetic.task_family(s, c, i, 3, 2)
+              for c, i in synthetic.split_conditions(s, 5, 3, 2)} for s in ('val', 'test')}
+  assert fams['val'] == {0, 1, 2, 3, 4} and fams['test'] == {0, 1, 2, 5, 6}
+  # An unseen-family scene uses its family's classes, which a training family's need not.
+  _, maps, _ = synthetic.generate_task(1234, 'test', 0, C, H, W, 6, **KW,
+                                       condition='unseen', unseen_families=2)
+  allowed = set(synthetic.sample_family(1234, F + 2, C)['layout']['cls'].tolist()) | {0}
+  assert set(np.unique(maps).tolist()) <= allowed
 
 
 def test_a_family_uses_its_own_classes_in_train_and_test():

@@ -9,6 +9,7 @@ BDD100K, CamVid, paired folders) uses :func:`TASK_FEATURES`: one TFDS example
 is one whole task.  :func:`taskset_from_tfds` reads a prepared builder's split.
 """
 import dataclasses
+import re
 from typing import Iterable, Sequence, Tuple
 
 import numpy as np
@@ -79,6 +80,20 @@ class TaskSet:
     """A TaskSet with only the given tasks, in the given order."""
     return from_tasks(((self.names[t], self.task_maps(t), self.task_images(t))
                        for t in task_indices), self.num_classes)
+
+
+_CONDITION = re.compile(r'^[a-z]+_(seen|unseen)_\d+$')
+
+
+def task_condition(name: str) -> str:
+  """The test condition of a task name: 'seen', 'unseen' or 'all'.
+
+  Synthetic val/test scenes with families are named '{split}_seen_{i:05d}' (a scene
+  of a training family) or '{split}_unseen_{i:05d}' (a family never seen in
+  training); every other name (no families, other datasets) is 'all'.
+  """
+  m = _CONDITION.match(str(name))
+  return m.group(1) if m else 'all'
 
 
 def from_tasks(tasks: Iterable[Tuple[str, np.ndarray, np.ndarray]],
