@@ -122,7 +122,7 @@ def config_batches(config, workdir: str, num_seeds: int, meta_batch: int,
   batches = []
   if source == "config":
     from bil_jax.data import episodes, loading  # pylint: disable=import-outside-toplevel
-    train_tasks, _ = loading.load_data(config, workdir)
+    train_tasks = loading.load_data(config, workdir).train
     sampler = episodes.Sampler.from_config(config.data)
   for seed in range(num_seeds):
     if source == "config":

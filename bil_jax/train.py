@@ -29,11 +29,12 @@ from bil_jax.data import episodes, loading
 HELDOUT_TASKS = 8
 
 
-def heldout_episodes(sampler: episodes.Sampler, seed: int, test_tasks,
+def heldout_episodes(sampler: episodes.Sampler, seed: int, val_tasks,
                      num_tasks: int = HELDOUT_TASKS) -> dict:
-  """A fixed meta-batch of test-task episodes (no query augmentation) for monitoring."""
-  n = min(num_tasks, test_tasks.num_tasks)
-  return sampler.meta_batch(test_tasks, n, streams.episode_rng(seed, "heldout", 0),
+  """A fixed meta-batch of episodes of the first ``num_tasks`` validation tasks (no query
+  augmentation) for monitoring; the test split is never read before the final evaluation."""
+  n = min(num_tasks, val_tasks.num_tasks)
+  return sampler.meta_batch(val_tasks, n, streams.episode_rng(seed, "heldout", 0),
                             task_indices=list(range(n)), augment_query=False)
 
 
@@ -48,10 +49,10 @@ def initial_state(params: dict, opt_state) -> dict:
   return {"step": np.asarray(0, np.int64), "params": params, "opt_state": opt_state}
 
 
-def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
+def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
                    spec: gan.GanSpec, frozen, mesh=None, params: Optional[dict] = None,
                    stream: str = "pretrain") -> loop.Phase:
-  """Pre-training: pooled pairs, one guarded GAN step each; probe: held-out L1, no adaptation.
+  """Pre-training: pooled pairs, one guarded GAN step each; probe: validation L1, no adaptation.
 
   ``params``: the parameters at step 0 (default: a fresh initialisation); ``stream``: the
   episode and key streams (:mod:`bil_jax.streams`) of the batches and the dropout (X+
@@ -74,7 +75,7 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks,
   sampler = episodes.Sampler.from_config(config.data)
   step_fn = jax.jit(functools.partial(gan.gan_step, spec, opt), donate_argnums=(0, 1))
   key = streams.key(config.seed, stream)
-  heldout = heldout_episodes(sampler, config.seed, test_tasks)["query"]
+  heldout = heldout_episodes(sampler, config.seed, val_tasks)["query"]
   heldout = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), heldout)
   frozen_r = parallel.replicate(mesh, frozen)
 
@@ -132,10 +133,10 @@ def make_adaptation_eval(inner: adapt.InnerLoop):
   return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None)))
 
 
-def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec: gan.GanSpec,
+def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: gan.GanSpec,
                frozen, start_params: dict, mesh) -> loop.Phase:
   """Meta-training: task-parallel meta-steps with the guarded outer optimizer; probe: held-out
-  query L1 before and after IS adaptation on 8 test tasks.
+  query L1 before and after IS adaptation on the first ``HELDOUT_TASKS`` validation tasks.
 
   Each process samples only the tasks of the meta-batch it feeds (each slot has its own
   stream, :func:`episodes.sample_meta_batch`): the meta-batch does not depend on the
@@ -156,7 +157,7 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, test_tasks, spec:
                      parallel.shard_episodes(mesh, batch, m),
                      parallel.shard_tasks(mesh, rngs[local], m), frozen_r)
 
-  heldout = heldout_episodes(sampler, config.seed, test_tasks)
+  heldout = heldout_episodes(sampler, config.seed, val_tasks)
   evaluate_adaptation = make_adaptation_eval(inner)
   eval_key = streams.key(config.seed, "heldout")
 
@@ -198,10 +199,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Preempted: SIGTERM/SIGINT; the current step was checkpointed.
     NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
-  train_tasks, test_tasks = loading.load_data(config, workdir)
-  spec = builders.build_spec(config, train_tasks.num_classes)
+  data = loading.load_data(config, workdir)
+  spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
-  phase = pretrain_phase(config, train_tasks, test_tasks, spec, frozen)
+  phase = pretrain_phase(config, data.train, data.val, spec, frozen)
   return loop.run_phase(phase, config, workdir)
 
 
@@ -224,8 +225,8 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
     NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
   mesh = meta_mesh(config)
-  train_tasks, test_tasks = loading.load_data(config, workdir)
-  spec = builders.build_spec(config, train_tasks.num_classes)
+  data = loading.load_data(config, workdir)
+  spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
   if config.meta.from_scratch:
     start_params = builders.init_params(spec, config.seed, builders.image_hw(config))
@@ -237,7 +238,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   # state here, so they are updated, checkpointed and resumed with it.
   start_params = estimators.init_meta_parameters(config.meta.estimator, start_params)
   adapt.check_mask(builders.adapt_mask_patterns(config), start_params)
-  phase = meta_phase(config, train_tasks, test_tasks, spec, frozen, start_params, mesh)
+  phase = meta_phase(config, data.train, data.val, spec, frozen, start_params, mesh)
   return loop.run_phase(phase, config, workdir)
 
 

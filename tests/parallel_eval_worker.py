@@ -22,7 +22,7 @@ def main():
   workdir, num_test = sys.argv[1], int(sys.argv[2])
   c, train_ts, test_ts, spec = tiny_setup(num_test=num_test)
   params = {"pretrain": tiny.init_params(spec, 0), "meta": tiny.init_params(spec, 1)}
-  evaluate.loading.load_data = lambda *_: (train_ts, test_ts)
+  evaluate.loading.load_data = lambda *_: evaluate.loading.Splits(train_ts, None, test_ts)
   evaluate.builders.build_spec = lambda *_: spec
   evaluate.builders.load_frozen = lambda *_: None
   evaluate.load_params = lambda _, phase: params[phase]

@@ -162,7 +162,8 @@ def test_evaluate_writes_per_task_results_tables_tensorboard_and_grid(tmp_path, 
   c, train_ts, test_ts, spec = tiny_setup()
   c.eval.grid_tasks = 1
   params = {"pretrain": tiny.init_params(spec, 0), "meta": tiny.init_params(spec, 1)}
-  monkeypatch.setattr(evaluate.loading, "load_data", lambda *_: (train_ts, test_ts))
+  monkeypatch.setattr(evaluate.loading, "load_data",
+                      lambda *_: evaluate.loading.Splits(train_ts, None, test_ts))
   monkeypatch.setattr(evaluate.builders, "build_spec", lambda *_: spec)
   monkeypatch.setattr(evaluate.builders, "load_frozen", lambda *_: None)
   monkeypatch.setattr(evaluate, "load_params", lambda _, phase: params[phase])

@@ -40,11 +40,11 @@ config.model.ngf = config.model.ndf = 4
 config.model.d_layers, config.model.num_downs = 1, 2
 config.pretrain.batch_size = 4
 config.data.data_dir = sys.argv[2] + "/tfds"
-train_tasks, test_tasks = loading.load_data(config, sys.argv[2])
+train_tasks, val_tasks, _ = loading.load_data(config, sys.argv[2])
 spec = builders.build_spec(config, train_tasks.num_classes)
 out = {}
 for n in (1, 2, 4):
-  phase = train.pretrain_phase(config, train_tasks, test_tasks, spec, None,
+  phase = train.pretrain_phase(config, train_tasks, val_tasks, spec, None,
                                mesh=parallel.data_mesh(jax.devices()[:n]))
   placed = phase.place(phase.initial_state)
   params, opt_state = placed["params"], placed["opt_state"]

@@ -1,10 +1,11 @@
 """Dataset registry: ``data.name`` -> loader returning a TaskSet.
 
-A loader is ``fn(data_cfg, split, workdir) -> TaskSet`` with split 'train' or
-'test'.  Built-in loaders live in modules imported on first use (so that
-importing the registry does not import TensorFlow Datasets); a new dataset
-registers itself with ``@register('name')`` and, if it is built in, is added
-to ``_BUILTIN_MODULES``.
+A loader is ``fn(data_cfg, split, workdir) -> TaskSet`` with split 'train',
+'val' or 'test' (disjoint tasks; only the final evaluation reads 'test').
+Built-in loaders live in modules imported on first use (so that importing the
+registry does not import TensorFlow Datasets); a new dataset registers itself
+with ``@register('name')`` and, if it is built in, is added to
+``_BUILTIN_MODULES``.
 """
 import importlib
 from typing import Callable, Dict
@@ -21,7 +22,7 @@ _BUILTIN_MODULES: Dict[str, str] = {
     'bdd_camvid': 'bil_jax.data.camvid',
     'paired_folder': 'bil_jax.data.paired_folder',
 }
-_SPLITS = ('train', 'test')
+_SPLITS = ('train', 'val', 'test')
 
 
 def register(name: str) -> Callable[[Loader], Loader]:
@@ -53,7 +54,7 @@ def get_loader(name: str) -> Loader:
 
 
 def load_tasks(data_cfg, split: str, workdir: str):
-  """Loads split 'train' or 'test' of dataset ``data_cfg.name`` as a TaskSet."""
+  """Loads split 'train', 'val' or 'test' of dataset ``data_cfg.name`` as a TaskSet."""
   if split not in _SPLITS:
     raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
   return get_loader(data_cfg.name)(data_cfg, split, workdir)
