@@ -90,6 +90,7 @@ def xplus_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec:
   ``--mode=tune`` in ``WORKDIR/xplus_lr<tune_index>/``."""
   c = copy.deepcopy(config)
   c.optim.lr = float(lr)
+  start_params = jax.tree.map(np.asarray, start_params)  # host copies: the steps donate theirs
   base = train.pretrain_phase(c, train_tasks, val_tasks, spec, frozen, params=start_params,
                               stream="xplus")
   opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(c))
