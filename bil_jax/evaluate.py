@@ -39,15 +39,15 @@ LPIPS (AlexNet, v0.1) on [-1, 1] when ``eval.lpips_weights`` is set, else ``null
 Outputs in ``WORKDIR/eval/``: ``results.json`` with
 ``"rows"`` (``{name: {"lpips", "ssim", "mse", "psnr"}}``, means over tasks),
 ``"per_task"`` (``{name: {metric: [value per test task]}}``, in the order of ``"task_names"``),
-``"task_conditions"`` ('seen' | 'unseen' | 'all' per test task), ``"row_ids"`` (row id ->
-name), ``"tuning"`` (grid, choices and validation scores), ``"strongest_baseline"`` (the
-n-shot baseline better on validation), ``"pair_gradients"`` (per phase), ``"xplus_lr"``,
-``"summary"`` (bootstrap intervals and paired differences, :mod:`bil_jax.report`) and
-``"config"``; ``results.md`` and ``samples.png`` (Fig. 3 layout).
+``"task_conditions"`` ('seen' | 'unseen' | 'all' per test task), ``"row_ids"`` (``{row id
+of bil_jax.rows: name}``), ``"tuning"`` (grid, choices and validation scores),
+``"strongest_baseline"`` (the n-shot baseline better on validation), ``"pair_gradients"``
+(per phase), ``"xplus_lr"``, ``"summary"`` (:func:`bil_jax.results.summarize`) and
+``"config"``; ``results.md`` and TensorBoard output (:func:`bil_jax.report.write_run`);
+``samples.png`` (Fig. 3 layout).
 ``python -m bil_jax.report DIR ...`` pools several seeds.
 """
 import functools
-import json
 import logging
 import os
 import time
@@ -58,11 +58,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.sharding import PartitionSpec as P
 
-from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, lookups, meta,
-                     metrics, parallel, report, rows, streams, tuning, visualize)
+from bil_jax import (adapt, builders, checkpoint, estimators, gan, lookups, meta, metrics,
+                     parallel, report, rows, streams, tuning, visualize)
 from bil_jax import xplus as xplus_lib
 from bil_jax.data import episodes, loading
 from bil_jax.data import tasks as tasks_lib
@@ -276,34 +276,6 @@ def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List
           for name, scores in per_task.items()}
 
 
-def markdown_table(rows: Dict[str, dict]) -> str:
-  """The ablation table in the layout of the paper's Tables 1-3."""
-  lines = ["| Model | LPIPS↓ | SSIM↑ | MSE↓ | PSNR↑ |", "|---|---|---|---|---|"]
-  for name, r in rows.items():
-    lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
-    lines.append(f"| {name} | {lp} | {r['ssim']:.3f} | {r['mse']:.3f} | {r['psnr']:.3f} |")
-  return "\n".join(lines) + "\n"
-
-
-def write_summaries(writer, config, summary: dict, table: str, row_ids: Dict[str, str]) -> None:
-  """TensorBoard: hyperparameters, '<row id>/<metric>' means (and 95% interval ends),
-  'diff/<a>-<b>/<metric>' paired differences, and the Markdown table as text (step 0)."""
-  ids = {name: key for key, name in row_ids.items()}
-  scalars = {}
-  for name, row in summary["rows"].items():
-    for m, s in row.items():
-      scalars.update({f"{ids[name]}/{m}": s["mean"], f"{ids[name]}/{m}_ci_low": s["ci_low"],
-                      f"{ids[name]}/{m}_ci_high": s["ci_high"]})
-  for d in summary["differences"]:
-    scalars[f"diff/{d['claim']}/{d['metric']}"] = d["mean"]
-  flat = report.flatten(json.loads(config.to_json_best_effort()))
-  writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                        for k, v in flat.items()})
-  writer.write_scalars(0, scalars)
-  writer.write_texts(0, {"results": table})
-  writer.flush()
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
   """Tunes the n-shot rows on validation, runs Alg. 2 on the test tasks and writes the
   table; returns its rows.
@@ -335,8 +307,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   sampler = episodes.Sampler.from_config(config.data)
 
   out = os.path.join(workdir, "eval")
-  writer = metric_writers.create_default_writer(out,
-                                                just_logging=not parallel.is_main_process())
   progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
                                              every_secs=None)
   logging.info("evaluating %d test tasks on %d devices (%d processes)", len(eps),
@@ -364,28 +334,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
     progress(t + 1)
 
   means = _mean_rows(per_task)
-  values = per_task_values(per_task)
-  row_ids = dict(names)
-  summary = report.run_summary(values, row_ids)
   task_names = list(test_tasks.names[:len(eps)])
-  result = {"rows": means, "per_task": values, "task_names": task_names,
+  result = {"rows": means, "per_task": per_task_values(per_task), "task_names": task_names,
             "task_conditions": [tasks_lib.task_condition(n) for n in task_names],
-            "row_ids": row_ids, "summary": summary, "config": config.to_dict(),
+            "row_ids": dict(names), "config": config.to_dict(),
             "tuning": tuned, "strongest_baseline": tuning.strongest_baseline(tuned["chosen"]),
             "pair_gradients": xplus_lib.pair_gradients(config),
-            "xplus_lr": xplus_lib.trained_lr(workdir),
-            "num_test_tasks": len(eps),
+            "xplus_lr": xplus_lib.trained_lr(workdir), "num_test_tasks": len(eps),
             "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
             "aux_retrieval": aux_log, "seconds": time.time() - t0}
-  write_summaries(writer, config, summary, report.run_markdown(summary), row_ids)
-  if parallel.is_main_process():  # every process gathered the same table
-    io_utils.write_atomic(os.path.join(out, "results.json"),
-                          json.dumps(result, indent=1, default=str))
-    io_utils.write_atomic(os.path.join(out, "results.md"), report.run_markdown(summary))
-    if grid_cols["map"]:
-      labels = {"map": "map", "target": "target", **names}
-      visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
-          [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
-          [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
-  logging.info("ablation table (%d test tasks):\n%s", len(eps), markdown_table(means))
+  # Every process gathered the same rows; process 0 writes the files.
+  table = report.write_run(out, result, config, write_files=parallel.is_main_process())
+  if parallel.is_main_process() and grid_cols["map"]:
+    labels = {"map": "map", "target": "target", **names}
+    visualize.save_png(os.path.join(out, "samples.png"), visualize.labeled_grid(
+        [np.concatenate(grid_cols[k]) for k in GRID_COLUMNS],
+        [labels[k] for k in GRID_COLUMNS], min_width=96, pad=4))
+  logging.info("results (%d test tasks):\n%s", len(eps), table)
   return means

@@ -1,78 +1,47 @@
-"""Tables of evaluation results with their uncertainty: one run, or several seeds.
+"""The results table with its uncertainty, for one run or several seeds.
 
-One run (``evaluate`` writes it to ``WORKDIR/eval/results.md``): each row's mean over test
-tasks with a 95% bootstrap interval, and the paired differences that carry the paper's claims
-(:data:`CLAIMS`), each with mean, 95% bootstrap interval, relative change and a Wilcoxon
-signed-rank p-value over tasks.
+One run: ``evaluate`` calls :func:`write_run`, which writes ``WORKDIR/eval/results.json``
+(with the summary), ``results.md`` and TensorBoard scalars and text under ``WORKDIR/eval``.
 
 Several seeds::
 
   python -m bil_jax.report DIR [DIR ...] [--out FILE.md]
 
-reads each ``DIR/eval/results.json`` (runs of one config that differ only in ``seed``) and
-prints one table of each row's mean ± standard deviation over seeds, the paired differences
-pooled over seeds and tasks, and each seed's headline gain (relative SSIM of BiL-X (n-shot)
-over X (n-shot)). ``--out`` also writes the Markdown to FILE.md and the numbers to FILE.json.
+reads each ``DIR/eval/results.json`` (runs of one config that differ only in ``seed``, at
+least :data:`MIN_SEEDS` of them; fewer gives a one-line warning) and prints the same tables
+over all of them, then each seed's headline gain; ``--out`` also writes FILE.md and FILE.json.
+
+The numbers are :func:`bil_jax.results.summarize`'s: per condition (seen families, unseen
+families, all test tasks), each row's mean with its two-level bootstrap interval, and the
+paired differences of :data:`bil_jax.rows.COMPARISONS` with the two-level interval, the
+seed-level t-interval, the bootstrap p-value and its Holm adjustment.
 """
 import argparse
 import json
+import math
 import os
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Sequence
 
-import numpy as np
-
-from bil_jax import rows, stats
+from bil_jax import io_utils, rows, stats
 from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
+from bil_jax.results import ReportError, load_results, summarize
 
-METRICS = rows.METRIC_KEYS
-LABELS, LOWER_IS_BETTER, RELATIVE = rows.LABELS, rows.LOWER_IS_BETTER, rows.RELATIVE
-# (a, b): the differences a - b behind the paper's claims (Tables 1-3).
-CLAIMS = (("bil", "x_nshot"), ("bil", "bil_noaux"), ("x_nshot", "x"))
-IGNORED_CONFIG_KEYS = ("seed", "overwrite", "meta.num_hosts", "compilation_cache")
-
-
-class ReportError(ValueError):
-  """A results file that cannot be reported on; the message names the file."""
+MIN_SEEDS = 5
+CONDITION_TITLES = {"seen": "Seen families", "unseen": "Unseen families",
+                    "all": "All test tasks"}
+DIGITS = {"ssim": 3, "psnr": 2, "lpips": 3, "mse": 4}
 
 
-def metrics_of(per_task: Dict[str, Dict[str, list]]) -> Tuple[str, ...]:
-  """The metrics of METRICS that every row has values for (LPIPS only when computed)."""
-  return tuple(m for m in METRICS
-               if all(r.get(m) and None not in r[m] for r in per_task.values()))
+def _fmt(v, digits: int, signed: bool = False) -> str:
+  if v is None or not math.isfinite(v):
+    return "n/a"
+  return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
-def row_ids_of(result: dict) -> Dict[str, str]:
-  """{row id (rows.ROW_IDS): row name} of a results.json dict."""
-  return dict(result["row_ids"])
-
-
-def summarize_rows(per_task: Dict[str, Dict[str, list]]) -> Dict[str, Dict[str, dict]]:
-  """{row: {metric: stats.summarize(values over tasks)}}."""
-  ms = metrics_of(per_task)
-  return {name: {m: stats.summarize(vals[m]) for m in ms} for name, vals in per_task.items()}
-
-
-def differences(per_task: Dict[str, Dict[str, list]], row_ids: Dict[str, str]) -> List[dict]:
-  """The CLAIMS' paired differences a - b for every metric, over the tasks of per_task."""
-  out = []
-  for a, b in CLAIMS:
-    if row_ids.get(a) not in per_task or row_ids.get(b) not in per_task:
-      continue
-    for m in metrics_of(per_task):
-      d = stats.paired_difference(per_task[row_ids[a]][m], per_task[row_ids[b]][m],
-                                  lower_is_better=LOWER_IS_BETTER[m], relative=RELATIVE[m])
-      out.append({"a": row_ids[a], "b": row_ids[b], "claim": f"{a}-{b}", "metric": m, **d})
-  return out
-
-
-def run_summary(per_task: Dict[str, Dict[str, list]], row_ids: Dict[str, str]) -> dict:
-  """{'rows': summarize_rows, 'differences': differences} of one run."""
-  return {"rows": summarize_rows(per_task), "differences": differences(per_task, row_ids)}
-
-
-def _fmt_signed(v: float) -> str:
-  return f"{v:+.4f}"
+def _interval(s: dict, digits: int, signed: bool = False, prefix: str = "ci") -> str:
+  lo, hi = s[f"{prefix}_low"], s[f"{prefix}_high"]
+  return f"[{_fmt(lo, digits, signed)}, {_fmt(hi, digits, signed)}]"
 
 
 def _fmt_pct(v) -> str:
@@ -80,130 +49,129 @@ def _fmt_pct(v) -> str:
 
 
 def _fmt_p(p: float) -> str:
-  return "n/a" if not np.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+  return "n/a" if not math.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
-def differences_markdown(diffs: Sequence[dict], unit: str) -> str:
-  """Markdown table of paired differences (``unit``: what n counts, e.g. 'test tasks')."""
-  lines = [f"| Difference | Metric | Mean [95% CI] | Relative | Wilcoxon p | A better on |",
-           "|---|---|---|---|---|---|"]
-  for d in diffs:
+def protocol_lines(summary: dict) -> list:
+  """The two lines that state the protocol: what is resampled, which correction."""
+  k, b = len(summary["seeds"]), summary["num_resamples"]
+  level = ("seeds resampled, then test tasks within each seed; beside it the t-interval over "
+           f"the {k} per-seed means" if k > 1 else
+           "one seed, so test tasks resampled; pool seeds with python -m bil_jax.report")
+  return [f"Protocol: {k} seed(s); means are over seeds of each seed's mean over its test "
+          f"tasks; 95% intervals are percentile bootstraps ({b:,} resamples, fixed seed), "
+          f"{level}.",
+          "p: two-sided bootstrap p of A − B = 0 from the same resamples, Holm-adjusted across "
+          "the comparisons of each metric and condition. SSIM is the primary metric; PSNR "
+          "beside it (MSE is the same measurement); LPIPS where computed."]
+
+
+def seeds_warning(num_seeds: int) -> str:
+  """One line when there are fewer than MIN_SEEDS seeds, else ''."""
+  if num_seeds >= MIN_SEEDS:
+    return ""
+  return (f"warning: {num_seeds} seed(s); the protocol asks for at least {MIN_SEEDS} "
+          "(with fewer, between-seed variation is poorly estimated)")
+
+
+def rows_markdown(cond: dict, metrics: Sequence[str]) -> list:
+  """Lines of the table of row means [two-level 95% interval]."""
+  lines = ["| Model | " + " | ".join(rows.LABELS[m] for m in metrics) + " |",
+           "|---|" + "---|" * len(metrics)]
+  for name, r in cond["rows"].items():
+    cells = [f"{_fmt(r[m]['mean'], DIGITS[m])} {_interval(r[m], DIGITS[m])}" for m in metrics]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def differences_markdown(cond: dict, num_seeds: int) -> list:
+  """Lines of the table of paired differences A − B."""
+  seed_col = num_seeds > 1
+  lines = ["| Comparison | Difference | Metric | Mean [95% two-level] | "
+           + ("Seed-level t 95% | " if seed_col else "")
+           + "Relative | p | Holm p | A better on |",
+           "|---|---|---|---|" + ("---|" if seed_col else "") + "---|---|---|---|"]
+  for d in cond["differences"]:
+    digits = DIGITS[d["metric"]] + 1
+    seed = f"{_interval(d, digits, True, 'seed_ci')} | " if seed_col else ""
     lines.append(
-        f"| {d['a']} − {d['b']} | {LABELS[d['metric']]} | {_fmt_signed(d['mean'])} "
-        f"[{_fmt_signed(d['ci_low'])}, {_fmt_signed(d['ci_high'])}] | "
-        f"{_fmt_pct(d['relative_pct'])} | {_fmt_p(d['p_wilcoxon'])} | "
-        f"{d['a_better']}/{d['n']} {unit} |")
+        f"| {d['role']} | {d['a']} − {d['b']} | {rows.LABELS[d['metric']]} | "
+        f"{_fmt(d['mean'], digits, True)} {_interval(d, digits, True)} | {seed}"
+        f"{_fmt_pct(d['relative_pct'])} | {_fmt_p(d['p'])} | {_fmt_p(d['p_holm'])} | "
+        f"{d['a_better']}/{d['n']} |")
+  return lines
+
+
+def markdown(summary: dict) -> str:
+  """results.md / seeds.md: the protocol, then per condition the rows and the differences."""
+  k = len(summary["seeds"])
+  lines = protocol_lines(summary)
+  if k > 1 and seeds_warning(k):
+    lines.append(seeds_warning(k))
+  for name, cond in summary["conditions"].items():
+    counts = sorted(set(cond["num_tasks"]))
+    tasks = (f"{counts[0]} test tasks" if len(counts) == 1 else
+             f"{counts[0]}-{counts[-1]} test tasks") + (" per seed" if k > 1 else "")
+    lines += ["", f"### {CONDITION_TITLES[name]} ({tasks})", ""]
+    lines += rows_markdown(cond, summary["metrics"])
+    lines += ["", "Paired differences A − B on the same tasks (relative = mean difference / "
+              "|mean of B|; PSNR difference in dB).", ""]
+    lines += differences_markdown(cond, k)
+  if k > 1 and summary["headline"]:
+    lines += ["", f"Headline per seed (relative {rows.LABELS[summary['primary']]} of BiL over "
+              "the strongest baseline, all test tasks):", ""]
+    lines += [f"- seed {h['seed']}: {_fmt_pct(h['relative_pct'])} vs {h['baseline']} "
+              f"({h['file']})" for h in summary["headline"]]
   return "\n".join(lines) + "\n"
 
 
-def run_markdown(summary: dict) -> str:
-  """results.md of one run: rows with 95% bootstrap intervals, then the differences."""
-  rows = summary["rows"]
-  n = next((s["n"] for r in rows.values() for s in r.values()), 0)
-  head = "| Model | " + " | ".join(LABELS[m] for m in METRICS) + " |"
-  lines = [f"Mean over {n} test tasks [95% bootstrap interval over tasks].", "", head,
-           "|---|---|---|---|---|"]
-  for name, r in rows.items():
-    cells = [f"{r[m]['mean']:.3f} [{r[m]['ci_low']:.3f}, {r[m]['ci_high']:.3f}]"
-             if m in r else "n/a" for m in METRICS]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  lines += ["", "Paired differences A − B over the same test tasks (Wilcoxon signed-rank, "
-            "two-sided; relative = mean difference / |mean of B|; PSNR difference in dB).", ""]
-  return "\n".join(lines) + "\n" + differences_markdown(summary["differences"], "tasks")
+def json_safe(tree):
+  """The tree with every non-finite float replaced by None (strict JSON)."""
+  if isinstance(tree, dict):
+    return {k: json_safe(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [json_safe(v) for v in tree]
+  if isinstance(tree, float) and not math.isfinite(tree):
+    return None
+  return tree
 
 
-# ---- several seeds -----------------------------------------------------------------------
+def write_summaries(writer, config, summary: dict, table: str) -> None:
+  """TensorBoard: hyperparameters; '[condition/]<row id>/<metric>' means and interval ends;
+  '[condition/]diff/<a>-<b>/<metric>' paired differences; the Markdown as text (step 0)."""
+  scalars = {}
+  for cname, cond in summary["conditions"].items():
+    pre = "" if cname == "all" else f"{cname}/"
+    for r in cond["rows"].values():
+      for m in summary["metrics"]:
+        s = r[m]
+        scalars.update({f"{pre}{r['id']}/{m}": s["mean"], f"{pre}{r['id']}/{m}_ci_low":
+                        s["ci_low"], f"{pre}{r['id']}/{m}_ci_high": s["ci_high"]})
+    for d in cond["differences"]:
+      scalars[f"{pre}diff/{d['key']}/{d['metric']}"] = d["mean"]
+  flat = flatten(json.loads(config.to_json_best_effort()))
+  writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                        for k, v in flat.items()})
+  writer.write_scalars(0, scalars)
+  writer.write_texts(0, {"results": table})
+  writer.flush()
 
 
-def results_path(path: str) -> str:
-  """DIR (a workdir or its eval/ folder) or a results.json file -> the results.json path."""
-  if os.path.isfile(path):
-    return path
-  for candidate in (os.path.join(path, "eval", "results.json"),
-                    os.path.join(path, "results.json")):
-    if os.path.isfile(candidate):
-      return candidate
-  return os.path.join(path, "eval", "results.json")
-
-
-def load_results(paths: Sequence[str]) -> List[Tuple[str, dict]]:
-  """[(file, results.json dict)] of runs that differ only in seed; ReportError otherwise."""
-  loaded = []
-  for p in paths:
-    f = results_path(p)
-    try:
-      with open(f) as fh:
-        r = json.load(fh)
-    except FileNotFoundError:
-      raise ReportError(f"{f}: not found (run --mode=evaluate first)") from None
-    except (OSError, json.JSONDecodeError) as e:
-      raise ReportError(f"{f}: unreadable ({e})") from None
-    if not isinstance(r, dict) or not {"per_task", "row_ids", "config"} <= set(r):
-      raise ReportError(f"{f}: no per_task values (written by an older bil_jax; "
-                        "re-run --mode=evaluate)")
-    loaded.append((f, r))
-  f0, r0 = loaded[0]
-  c0 = {k: v for k, v in flatten(r0["config"]).items() if k not in IGNORED_CONFIG_KEYS}
-  seeds = {}
-  for f, r in loaded:
-    c = {k: v for k, v in flatten(r["config"]).items() if k not in IGNORED_CONFIG_KEYS}
-    for k in sorted(set(c0) | set(c)):
-      if c0.get(k) != c.get(k):
-        raise ReportError(f"{f}: config differs from {f0} at {k} ({c.get(k)!r} vs "
-                          f"{c0.get(k)!r}); runs must differ only in seed")
-    if r.get("task_names") != r0.get("task_names") or list(r["per_task"]) != list(r0["per_task"]):
-      raise ReportError(f"{f}: test tasks or rows differ from {f0}")
-    seed = r.get("seed", r["config"].get("seed"))
-    if seed in seeds:
-      raise ReportError(f"{f}: seed {seed} already in {seeds[seed]}; give one run per seed")
-    seeds[seed] = f
-  return loaded
-
-
-def seeds_summary(loaded: Sequence[Tuple[str, dict]]) -> dict:
-  """Rows' mean ± std over seeds, differences pooled over seeds x tasks, per-seed headline."""
-  results = [r for _, r in loaded]
-  names = list(results[0]["per_task"])
-  ms = metrics_of(results[0]["per_task"])
-  rows = {}
-  for name in names:
-    rows[name] = {}
-    for m in ms:
-      per_seed = [float(np.mean(r["per_task"][name][m])) for r in results]
-      rows[name][m] = {"mean": float(np.mean(per_seed)),
-                       "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
-                       "per_seed": per_seed}
-  pooled = {name: {m: [v for r in results for v in r["per_task"][name][m]] for m in ms}
-            for name in names}
-  ids = row_ids_of(results[0])
-  headline = []
-  for f, r in loaded:
-    bil, x = r["per_task"][ids["bil"]]["ssim"], r["per_task"][ids["x_nshot"]]["ssim"]
-    headline.append({"file": f, "seed": r.get("seed"), "relative_ssim_pct":
-                     stats.relative_change(float(np.mean(bil) - np.mean(x)),
-                                           float(np.mean(x)))})
-  return {"files": [f for f, _ in loaded], "seeds": [r.get("seed") for r in results],
-          "num_test_tasks": len(results[0].get("task_names") or []), "rows": rows,
-          "differences": differences(pooled, ids), "headline": headline,
-          "headline_name": f"{ids['bil']} vs {ids['x_nshot']}: relative SSIM"}
-
-
-def seeds_markdown(summary: dict) -> str:
-  """The Markdown of :func:`seeds_summary`."""
-  k, t = len(summary["seeds"]), summary["num_test_tasks"]
-  lines = [f"Mean ± standard deviation over {k} seeds ({', '.join(map(str, summary['seeds']))})"
-           f" of each run's mean over {t} test tasks.", "",
-           "| Model | " + " | ".join(LABELS[m] for m in METRICS) + " |", "|---|---|---|---|---|"]
-  for name, r in summary["rows"].items():
-    cells = [f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f}" if m in r else "n/a" for m in METRICS]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  lines += ["", f"Paired differences A − B pooled over seeds and tasks ({k} × {t} pairs; "
-            "bootstrap and Wilcoxon treat them as independent).", "",
-            differences_markdown(summary["differences"], "pairs").rstrip("\n"), "",
-            f"Headline per seed ({summary['headline_name']}):", ""]
-  lines += [f"- seed {h['seed']}: {_fmt_pct(h['relative_ssim_pct'])} ({h['file']})"
-            for h in summary["headline"]]
-  return "\n".join(lines) + "\n"
+def write_run(out_dir: str, result: dict, config, write_files: bool = True) -> str:
+  """One run's outputs in out_dir: result (a results.json dict without 'summary') gets its
+  summary; TensorBoard scalars and text; results.json and results.md when ``write_files``
+  (process 0). Returns the Markdown."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  path = os.path.join(out_dir, "results.json")
+  summary = summarize([(path, result)])
+  result["summary"] = summary
+  table = markdown(summary)
+  write_summaries(metric_writers.create_default_writer(out_dir, just_logging=not write_files),
+                  config, summary, table)
+  if write_files:
+    io_utils.write_atomic(path, json.dumps(json_safe(result), indent=1, default=str))
+    io_utils.write_atomic(os.path.join(out_dir, "results.md"), table)
+  return table
 
 
 def main(argv=None) -> int:
@@ -211,22 +179,24 @@ def main(argv=None) -> int:
       "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("dirs", nargs="+", help="workdirs (or their results.json), one per seed")
   parser.add_argument("--out", default="", help="also write FILE.md and FILE.json")
+  parser.add_argument("--resamples", type=int, default=stats.NUM_RESAMPLES,
+                      help="bootstrap resamples")
   args = parser.parse_args(argv)
+  if args.resamples < 1:
+    parser.error(f"--resamples must be at least 1, got {args.resamples}")
   try:
-    summary = seeds_summary(load_results(args.dirs))
+    summary = summarize(load_results(args.dirs), num_resamples=args.resamples)
   except ReportError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  text = seeds_markdown(summary)
+  if seeds_warning(len(summary["seeds"])):
+    print(seeds_warning(len(summary["seeds"])), file=sys.stderr)
+  text = markdown(summary)
   print(text, end="")
   if args.out:
     base = args.out[:-3] if args.out.endswith(".md") else args.out
-    for path, content in ((base + ".md", text),
-                          (base + ".json", json.dumps(summary, indent=1))):
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      with open(path + ".tmp", "w") as fh:
-        fh.write(content)
-      os.replace(path + ".tmp", path)
+    io_utils.write_atomic(base + ".md", text)
+    io_utils.write_atomic(base + ".json", json.dumps(json_safe(summary), indent=1))
   return 0
 
 

@@ -32,8 +32,8 @@ BASELINE_ROWS = ("x_nshot", "xplus_nshot")
 # What evaluate computes per query image (results.json keeps all of them).
 METRIC_KEYS = ("lpips", "ssim", "mse", "psnr")
 PRIMARY = "ssim"
-# What the report tabulates and compares, primary first. MSE is left out: PSNR is
-# -10 log10(MSE) (on [0, 1] images), the same measurement, so it is reported once, as PSNR.
+# What the report tabulates and compares, primary first. MSE is left out: per image,
+# PSNR = 10 log10(4 / MSE) (bil_jax.metrics), the same measurement, reported once as PSNR.
 REPORTED = ("ssim", "psnr", "lpips")
 LABELS = {"lpips": "LPIPS↓", "ssim": "SSIM↑", "mse": "MSE↓", "psnr": "PSNR↑"}
 LOWER_IS_BETTER = {"lpips": True, "ssim": False, "mse": True, "psnr": False}

@@ -1,33 +1,48 @@
-"""bil_jax.report on fabricated results.json files: one run's table and several seeds pooled."""
+"""bil_jax.results and bil_jax.report on fabricated results.json files: one run, several
+seeds, per condition, and files written before the new rows and keys."""
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
-from bil_jax import report, rows
+from bil_jax import report, results, rows, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = [f"scene_{i:03d}" for i in range(8)]
+NUM_TASKS = 8
+TASKS = [f"test_seen_{i:05d}" for i in range(NUM_TASKS // 2)] + [
+    f"test_unseen_{i:05d}" for i in range(NUM_TASKS // 2)]
+CONDITIONS = ["seen"] * (NUM_TASKS // 2) + ["unseen"] * (NUM_TASKS // 2)
+# Each row's SSIM above the task's base level (X (n-shot) = 0).
+OFFSETS = {"x": -0.1, "x_nshot": 0.0, "xplus": -0.09, "xplus_nshot": 0.01, "bil_noaux": 0.01,
+           "bil": 0.02, "bil_aux_random": 0.015, "bil_aux_merged": 0.018, "gp": -0.08,
+           "lookup_label": -0.2, "lookup_pixel": -0.05, "nearest_shot": -0.15}
+OLD_ROWS = ("x", "x_nshot", "bil_noaux", "bil", "gp")
 
 
-def fake_results(seed: int, bil_gain: float = 0.02, shots: int = 5) -> dict:
-  """A results.json dict as evaluate writes it, with BiL better than X (n-shot) by bil_gain."""
+def fake_results(seed: int, row_ids=rows.ROW_IDS, new_keys: bool = True) -> dict:
+  """A results.json dict as evaluate writes it (row_ids: the rows computed)."""
   rng = np.random.default_rng(seed)
-  names = {k: v for k, v in rows.row_names("pix2pix", shots).items()
-           if k in ("x", "x_nshot", "bil_noaux", "bil", "gp")}
-  base = rng.uniform(0.3, 0.5, len(TASKS))
-  ssim = {"x": base - 0.1, "x_nshot": base, "bil_noaux": base + bil_gain / 2,
-          "bil": base + bil_gain + rng.normal(0, 0.002, len(TASKS)), "gp": base - 0.08}
-  per_task = {names[k]: {"ssim": v.tolist(), "mse": (0.1 - v / 10).tolist(),
-                         "psnr": (10 + 20 * v).tolist()} for k, v in ssim.items()}
-  means = {n: {"lpips": None, **{m: float(np.mean(v)) for m, v in r.items()}}
-           for n, r in per_task.items()}
-  return {"rows": means, "per_task": per_task, "task_names": TASKS, "row_ids": names,
-          "seed": seed, "config": {"seed": seed, "data": {"shots": shots, "name": "synthetic"}}}
+  names = rows.row_names("pix2pix", 5)
+  base = rng.uniform(0.3, 0.5, NUM_TASKS)
+  per_task = {}
+  for r in row_ids:
+    ssim = base + OFFSETS[r] + rng.normal(0, 0.002, NUM_TASKS)
+    per_task[names[r]] = {"ssim": ssim.tolist(), "mse": (0.1 - ssim / 10).tolist(),
+                          "psnr": (10 + 20 * ssim).tolist()}
+  out = {"rows": {n: {"lpips": None, **{m: float(np.mean(v)) for m, v in r.items()}}
+                  for n, r in per_task.items()},
+         "per_task": per_task, "task_names": TASKS, "seed": seed,
+         "row_ids": {r: names[r] for r in row_ids},
+         "config": {"seed": seed, "data": {"shots": 5, "name": "synthetic"}}}
+  if new_keys:
+    out.update(task_conditions=CONDITIONS, strongest_baseline="xplus_nshot",
+               pair_gradients={"pretrain": 5000, "meta": 22500, "xplus": 22500})
+  return out
 
 
 def write(tmp_path, name: str, result: dict) -> str:
@@ -37,51 +52,107 @@ def write(tmp_path, name: str, result: dict) -> str:
   return str(tmp_path / name)
 
 
-def test_run_summary_and_markdown_show_intervals_and_the_claims():
+def pairs(cond: dict, metric: str = "ssim"):
+  return [(d["a_id"], tuple(d["b_ids"])) for d in cond["differences"] if d["metric"] == metric]
+
+
+def test_one_run_reports_every_condition_row_and_comparison():
   r = fake_results(0)
-  summary = report.run_summary(r["per_task"], r["row_ids"])
-  bil = summary["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
-  assert bil["ci_low"] < bil["mean"] < bil["ci_high"] and bil["n"] == len(TASKS)
-  claims = [(d["a"], d["b"], d["metric"]) for d in summary["differences"]]
-  assert ("BiL-Pix2pix (5-shot)", "Pix2pix (5-shot)", "ssim") in claims
-  assert ("BiL-Pix2pix (5-shot)", "BiL-Pix2pix w/o Aux (5-shot)", "psnr") in claims
-  assert ("Pix2pix (5-shot)", "Pix2pix", "mse") in claims
-  assert len(claims) == 9 and "lpips" not in {c[2] for c in claims}
-  head = summary["differences"][0]
-  assert head["ci_low"] > 0 and head["a_better"] == len(TASKS)
-  md = report.run_markdown(summary)
-  assert "| BiL-Pix2pix (5-shot) − Pix2pix (5-shot) | SSIM↑ | +0.0" in md
-  assert "| Pix2pix | n/a | 0." in md and "8/8 tasks" in md
-  psnr = [d for d in summary["differences"] if d["metric"] == "psnr"]
-  assert all(d["relative_pct"] is None for d in psnr)
+  summary = results.summarize([("r.json", r)], num_resamples=500)
+  assert list(summary["conditions"]) == ["seen", "unseen", "all"]
+  assert summary["metrics"] == ["ssim", "psnr"]  # no MSE (PSNR's measurement), no LPIPS
+  for name, cond in summary["conditions"].items():
+    assert cond["num_tasks"] == [NUM_TASKS if name == "all" else NUM_TASKS // 2]
+    assert [v["id"] for v in cond["rows"].values()] == list(rows.ROW_IDS)
+    got = pairs(cond)
+    # The headline is BiL vs the strongest baseline (X+ here); it is not repeated.
+    assert got[0] == ("bil", ("xplus_nshot",)) and got.count(got[0]) == 1
+    assert ("x_nshot", ("x",)) in got and ("bil_aux_merged", ("bil",)) in got
+    # Each n-shot row against the best lookup (label x pixel in the fixture).
+    assert {a for a, b in got if b == ("lookup_pixel",)} == set(rows.NSHOT_ROWS)
+    assert len(got) == 6 + len(rows.NSHOT_ROWS)
+    for d in cond["differences"]:
+      assert d["p_holm"] >= d["p"] and np.isnan(d["seed_ci_low"])
+    bil = cond["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
+    assert bil["ci_low"] < bil["mean"] < bil["ci_high"]
+  md = report.markdown(summary)
+  lines = md.splitlines()
+  assert lines[0].startswith("Protocol: 1 seed(s)") and lines[1].startswith("p: ")
+  assert "Holm" in lines[1] and "resampled" in lines[0]
+  assert md.count("### ") == 3 and "### Unseen families (4 test tasks)" in md
+  assert ("| headline: BiL vs the strongest baseline | BiL-Pix2pix (5-shot) − Pix2pix+ (5-shot)"
+          " | SSIM↑ | +0.0") in md
+  assert "MSE" not in md.split("\n", 2)[2] and "Seed-level" not in md
+
+
+def test_files_without_the_new_rows_and_keys_still_report():
+  r = fake_results(0, row_ids=OLD_ROWS, new_keys=False)
+  summary = results.summarize([("r.json", r)], num_resamples=200)
+  assert list(summary["conditions"]) == ["all"]
+  got = pairs(summary["conditions"]["all"])
+  # Without "strongest_baseline", X (n-shot) is the only n-shot baseline present.
+  assert got == [("bil", ("x_nshot",)), ("bil", ("bil_noaux",)), ("x_nshot", ("x",))]
+  both = fake_results(0, new_keys=False)
+  assert ("bil", ("x_nshot",)) in pairs(results.summarize([("r", both)], num_resamples=200)[
+      "conditions"]["all"])
+  assert results.strongest_baseline(both) is None  # two baselines, no choice recorded
+
+
+def test_holm_is_applied_across_the_comparisons_of_a_metric():
+  summary = results.summarize([("r.json", fake_results(1))], num_resamples=300)
+  ssim = [d for d in summary["conditions"]["all"]["differences"] if d["metric"] == "ssim"]
+  assert [d["p_holm"] for d in ssim] == stats.holm([d["p"] for d in ssim])
 
 
 def test_report_pools_seeds_and_writes_markdown_and_json(tmp_path):
   dirs = [write(tmp_path, f"s{s}", fake_results(s)) for s in range(3)]
   out = tmp_path / "rep" / "seeds.md"
-  proc = subprocess.run([sys.executable, "-m", "bil_jax.report", *dirs, f"--out={out}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run([sys.executable, "-m", "bil_jax.report", *dirs, f"--out={out}",
+                         "--resamples=300"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout == out.read_text()
+  assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("warning: 3 seed(s)")
   summary = json.loads((tmp_path / "rep" / "seeds.json").read_text())
-  assert summary["seeds"] == [0, 1, 2] and summary["num_test_tasks"] == len(TASKS)
-  row = summary["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
+  assert summary["seeds"] == [0, 1, 2] and summary["num_resamples"] == 300
+  row = summary["conditions"]["all"]["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
   per_seed = [np.mean(fake_results(s)["per_task"]["BiL-Pix2pix (5-shot)"]["ssim"])
               for s in range(3)]
   assert row["mean"] == pytest.approx(np.mean(per_seed))
-  assert row["std"] == pytest.approx(np.std(per_seed, ddof=1))
-  head = summary["differences"][0]
-  assert head["n"] == 3 * len(TASKS) and head["ci_low"] > 0
+  assert row["per_seed"] == pytest.approx(per_seed) and row["seeds"] == 3
+  head = summary["conditions"]["all"]["differences"][0]
+  assert head["n"] == 3 * NUM_TASKS and head["ci_low"] > 0
+  assert head["seed_ci_low"] < head["mean"] < head["seed_ci_high"]
   assert [h["seed"] for h in summary["headline"]] == [0, 1, 2]
-  assert all(h["relative_ssim_pct"] > 0 for h in summary["headline"])
-  assert "± " in proc.stdout and "- seed 2: +" in proc.stdout
+  assert all(h["relative_pct"] > 0 for h in summary["headline"])
+  assert "Seed-level t 95%" in proc.stdout and "- seed 2: +" in proc.stdout
+  assert "warning: 3 seed(s)" in proc.stdout
+
+
+def test_strongest_baseline_may_differ_between_seeds():
+  loaded = []
+  for s in range(5):
+    r = fake_results(s)
+    r["strongest_baseline"] = "x_nshot" if s < 2 else "xplus_nshot"
+    loaded.append((f"s{s}", r))
+  summary = results.summarize(loaded, num_resamples=200)
+  cond = summary["conditions"]["all"]
+  head = cond["differences"][0]
+  assert head["b_ids"] == ["x_nshot"] * 2 + ["xplus_nshot"] * 3
+  assert head["b"] == "Pix2pix (5-shot) / Pix2pix+ (5-shot)"
+  # The headline is its own comparison; both fixed-baseline comparisons follow it.
+  assert ("bil", ("x_nshot",) * 5) in pairs(cond) and ("bil", ("xplus_nshot",) * 5) in pairs(cond)
+  assert not report.seeds_warning(5) and report.seeds_warning(4).startswith("warning: 4 seed")
 
 
 @pytest.mark.parametrize("bad, message", [
     (lambda r: r["config"]["data"].update(shots=1), "config differs from .* at data.shots"),
     (lambda r: r.pop("per_task"), "no per_task values"),
     (lambda r: r.update(seed=0), "seed 0 already in"),
-    (lambda r: r.update(task_names=TASKS[::-1]), "test tasks or rows differ"),
+    (lambda r: r["row_ids"].pop("gp"), "rows differ"),
+    (lambda r: r.update(task_conditions=CONDITIONS[1:]), "task_conditions must give"),
+    (lambda r: r.update(strongest_baseline="x"), "strongest_baseline 'x' is not an n-shot"),
+    (lambda r: r["per_task"]["Pix2pix"]["ssim"].pop(), r"per_task\['Pix2pix'\]\['ssim'\] has 7"),
 ])
 def test_report_refuses_runs_that_do_not_pool_in_one_line(tmp_path, capsys, bad, message):
   good = write(tmp_path, "a", fake_results(0))
@@ -94,3 +165,37 @@ def test_report_refuses_runs_that_do_not_pool_in_one_line(tmp_path, capsys, bad,
   assert re.search(message, err)
   assert report.main([good, str(tmp_path / "missing")]) == 1
   assert "missing/eval/results.json: not found" in capsys.readouterr().err
+
+
+class _Writer:
+  """Records what report.write_summaries writes (the clu MetricWriter calls it makes)."""
+
+  def __init__(self):
+    self.scalars, self.texts, self.hparams = {}, {}, {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.update(scalars)
+
+  def write_texts(self, step, texts):
+    self.texts.update(texts)
+
+  def write_hparams(self, hparams):
+    self.hparams.update(hparams)
+
+  def flush(self):
+    pass
+
+
+def test_tensorboard_scalars_name_rows_differences_and_conditions():
+  summary = results.summarize([("r.json", fake_results(0))], num_resamples=100)
+  writer = _Writer()
+  report.write_summaries(writer, ml_collections.ConfigDict({"seed": 0, "data": {"shots": 5}}),
+                         summary, "the table")
+  s = writer.scalars
+  bil = summary["conditions"]["all"]["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
+  assert s["bil/ssim"] == bil["mean"] and s["bil/ssim_ci_low"] == bil["ci_low"]
+  assert "unseen/lookup_pixel/psnr" in s and "seen/bil/ssim_ci_high" in s
+  assert "diff/bil-strongest_baseline/ssim" in s and "diff/bil-xplus_nshot/ssim" not in s
+  assert "seen/diff/nearest_shot-best_lookup/ssim" not in s  # lookups are not n-shot rows
+  assert "seen/diff/bil-best_lookup/psnr" in s and not any("mse" in k for k in s)
+  assert writer.texts == {"results": "the table"} and writer.hparams["data.shots"] == 5
