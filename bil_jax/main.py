@@ -4,8 +4,8 @@ Modes: ``pretrain`` (conventional training, Alg. 1 lines 1-5), ``metatrain`` (Bi
 meta-training, lines 6-22), ``xplus`` (the compute-matched baseline X+, bil_jax/xplus.py),
 ``tune`` (X+'s learning-rate grid on validation; run it before ``xplus``), ``evaluate``
 (tuning of the n-shot rows on validation, then the test phase, Alg. 2, and the table) and
-``all`` (pretrain, metatrain, xplus, evaluate in turn; the default). ``--config.a.b=v`` overrides a config value;
-configs are locked, so a misspelt key is an error.
+``all`` (pretrain, metatrain, xplus, evaluate in turn; the default). ``--config.a.b=v``
+overrides a config value; configs are locked, so a misspelt key is an error.
 
 Exit status:
   0   done.
