@@ -132,11 +132,9 @@ SETTINGS = {"x_nshot": (0.1, 2), "xplus_nshot": (0.3, 1), "bil_noaux": (0.1, 1),
             "bil": (0.3, 2), "bil_aux_random": (0.3, 2), "bil_aux_merged": (0.3, 2)}
 
 
-def _aux_tuned(c, spec, gp_params, train_ts, sampler, aux_tasks, t=0):
-  """The GP after Aux meta-steps of bil_jax.meta on one device, on tasks ``aux_tasks``."""
-  aux_opt = builders.aux_optimizer(c)
-  aux_step = meta.make_meta_step(builders.inner_loop(c, spec), c.meta.estimator, aux_opt,
-                                 parallel.make_mesh(jax.devices()[:1]))
+def _aux_tuned(c, aux_step, aux_opt, gp_params, train_ts, sampler, aux_tasks, t=0):
+  """The GP after Aux meta-steps (``aux_step``, a bil_jax.meta step on one device) on
+  tasks ``aux_tasks``."""
   tuned, opt_state = gp_params, aux_opt.init(gp_params)
   for step in range(c.eval.aux_steps):
     batch = sampler.meta_batch(train_ts, 2, streams.episode_rng(c.seed, "aux",
@@ -160,8 +158,11 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
   task = evaluate.task_inputs(c, sampler, train_ts, ep, 0)
   out = jax.jit(progs.task_outputs)(params, {"frozen": None, "lpips": None}, task)
 
-  tuned = _aux_tuned(c, spec, params["gp"], train_ts, sampler, task["aux_tasks"])
-  tuned_random = _aux_tuned(c, spec, params["gp"], train_ts, sampler,
+  aux_opt = builders.aux_optimizer(c)
+  aux_step = meta.make_meta_step(builders.inner_loop(c, spec), c.meta.estimator, aux_opt,
+                                 parallel.make_mesh(jax.devices()[:1]))
+  tuned = _aux_tuned(c, aux_step, aux_opt, params["gp"], train_ts, sampler, task["aux_tasks"])
+  tuned_random = _aux_tuned(c, aux_step, aux_opt, params["gp"], train_ts, sampler,
                             evaluate.random_aux_tasks(c, train_ts, 0))
   leaves = lambda p: jax.tree.leaves(p)  # pylint: disable=unnecessary-lambda-assignment
   assert not all(np.allclose(a, b) for a, b in zip(leaves(tuned), leaves(params["gp"])))
