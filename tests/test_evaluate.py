@@ -243,23 +243,45 @@ def test_tuning_picks_the_best_mean_validation_score_and_the_stronger_baseline()
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
   """evaluate() on the tiny models (checkpoints and data stubbed, 2 validation and 2 test
-  tasks, a 2 x 2 tuning grid): (result, rows, out dir)."""
+  tasks, a 2 x 2 tuning grid), the test split unreadable until tuning on validation has
+  ended: (result, rows, out dir, read counts)."""
   c, train_ts, test_ts, spec = tiny_setup()
   c.eval.grid_tasks = 1
   mp = pytest.MonkeyPatch()
-  for module, name, value in tiny_stubs(train_ts, test_ts, spec):
+  state = {"tuned": False, "test_reads": 0}
+  for module, name, value in tiny_stubs(train_ts, _AfterTuning(test_ts, state), spec):
     mp.setattr(module, name, value)
+  tune = evaluate.tune_on_validation
+
+  def tune_then_allow_test(*args):
+    record = tune(*args)
+    state["tuned"] = True
+    return record
+  mp.setattr(evaluate, "tune_on_validation", tune_then_allow_test)
   workdir = tmp_path_factory.mktemp("tiny_eval")
   try:
     means = evaluate.evaluate(c, str(workdir))
   finally:
     mp.undo()
   out = workdir / "eval"
-  return json.loads((out / "results.json").read_text()), means, out
+  return json.loads((out / "results.json").read_text()), means, out, state
+
+
+class _AfterTuning:
+  """A TaskSet that fails any read before state['tuned'] and counts the reads after."""
+
+  def __init__(self, tasks_, state):
+    self._tasks, self._state = tasks_, state
+
+  def __getattr__(self, name):
+    assert self._state["tuned"], f"the test split was read ({name}) before tuning ended"
+    self._state["test_reads"] += 1
+    return getattr(self._tasks, name)
 
 
 def test_evaluate_writes_every_row_per_task_results_and_grid(tiny_results):
-  result, means, out = tiny_results
+  result, means, out, state = tiny_results
+  assert state["test_reads"] > 0  # and none before tuning on validation ended
   assert result["task_names"] == ["test0", "test1"] and result["rows"] == means
   assert result["task_conditions"] == ["all", "all"]
   assert list(result["row_ids"]) == list(rows.ROW_IDS)
