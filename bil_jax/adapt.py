@@ -204,3 +204,21 @@ def adapt_and_generate(loop: InnerLoop, params: Any, support: gan.Pairs, query: 
   """
   adapted, _ = adapt(loop, params, support, rng, frozen)
   return gan.generate(loop.spec, adapted["G"], query, rng, train=False), adapted
+
+
+def adapt_at(loop: InnerLoop, params: Any, support: gan.Pairs, query: gan.Pairs,
+             rng: jax.Array, frozen: Any, step_counts: Tuple[int, ...],
+             post: Optional[Callable] = None):
+  """IS adaptation on ``support`` for max(step_counts) steps; returns ``post`` (default:
+  identity) of the query images [S, q, H, W, 3] after each of the S increasing
+  ``step_counts`` (no dropout). Step k's dropout is ``fold_in(rng, k)``, so the images
+  after s steps equal those of :func:`adapt_and_generate` with an s-step loop."""
+  opt_state = gan.init_opt_state(loop.optimizer, params)
+  fakes, done = [], 0
+  for s in step_counts:
+    params, opt_state, _ = run_steps(loop, params, opt_state, support, rng, frozen,
+                                     first_step=done, num_steps=s - done)
+    done = s
+    fakes.append(gan.generate(loop.spec, params["G"], query, rng, train=False))
+  fakes = jnp.stack(fakes)
+  return fakes if post is None else post(fakes)

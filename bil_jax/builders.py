@@ -86,9 +86,13 @@ def aux_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 
 def inner_loop(config: ml_collections.ConfigDict, spec: gan.GanSpec,
-               steps: int = -1) -> adapt.InnerLoop:
-  """The IS adaptation of ``config.meta`` (``steps`` overrides meta.inner_steps)."""
-  opt = optimizers.from_spec(config.meta.inner_optimizer, "meta.inner_optimizer")
+               steps: int = -1, lr: Any = None) -> adapt.InnerLoop:
+  """The IS adaptation of ``config.meta`` (``steps`` overrides meta.inner_steps, ``lr``
+  the inner optimizer's learning rate: a float or a traced scalar)."""
+  opt_spec = config.meta.inner_optimizer.to_dict()
+  if lr is not None:
+    opt_spec["lr"] = lr
+  opt = optimizers.from_spec(opt_spec, "meta.inner_optimizer")
   return adapt.InnerLoop(spec, opt, config.meta.inner_steps if steps < 0 else steps,
                          adapt.remat_mode(config.meta.remat),
                          adapt_mask=adapt_mask_patterns(config))

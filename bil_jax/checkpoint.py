@@ -230,7 +230,7 @@ def phase_params(workdir: str, phase: str) -> Any:
   directory = os.path.abspath(os.path.join(workdir, phase, "checkpoints"))
   params = latest_params(directory)
   if params is None:
-    mode = "pretrain" if phase == "pretrain" else "metatrain"
+    mode = {"pretrain": "pretrain", "meta": "metatrain"}.get(phase, phase)
     raise FileNotFoundError(f"no {phase} checkpoint in {directory}; run --mode={mode} first")
   return params
 

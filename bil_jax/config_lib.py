@@ -167,6 +167,20 @@ def base_config() -> ml_collections.ConfigDict:
                                 # False: adapt on the raw pairs (queries are always raw)
   e.lpips_weights = ""          # Flax LPIPS checkpoint from data_prep/convert_lpips_weights.py
   e.grid_tasks = 4              # test tasks shown in the Fig. 3-style PNG grid
+  # Tuned fine-tuning (docs/evidence.md): every n-shot row takes the IS learning rate and
+  # step count of this grid that scores best (SSIM) on the validation tasks; chosen at the
+  # start of the test phase. An empty grid: meta.inner_optimizer.lr / eval.is_steps.
+  e.tune_is_lrs = (1e-4, 3e-4, 1e-3)
+  e.tune_is_steps = (10, 20, 40)
+  e.num_val_tasks = 8           # validation tasks the tuning scores (-1: all)
+
+  # ---- X+, the compute-matched baseline (docs/evidence.md) -------------------------
+  # Conventional training continued from the pre-training checkpoint for as many
+  # pair-gradients as meta-training uses (bil_jax/xplus.py), batch pretrain.batch_size.
+  c.xplus = x = ml_collections.ConfigDict()
+  x.lr = -1.0                   # < 0: the lr --mode=tune chose (WORKDIR/xplus_tuning.json),
+                                # else optim.lr
+  x.lr_grid = (5e-5, 1e-4, 3e-4)  # the learning rates --mode=tune compares on validation
   return c
 
 
@@ -237,3 +251,5 @@ def make_smoke(c: ml_collections.ConfigDict, height: int, width: int,
   c.eval.is_steps = c.eval.aux_steps = 2
   c.eval.aux_tasks = c.eval.num_test_tasks = c.eval.grid_tasks = 2
   c.eval.aux_estimator = "first_order"  # a second-order compile per phase is enough for CI
+  c.eval.tune_is_lrs = c.eval.tune_is_steps = ()  # no tuning: one adaptation compile less
+  c.eval.num_val_tasks = 2

@@ -1,9 +1,11 @@
 """Entry point: ``python -m bil_jax.main --config=configs/synthetic.py --workdir=DIR``.
 
 Modes: ``pretrain`` (conventional training, Alg. 1 lines 1-5), ``metatrain`` (BiLevel
-meta-training, lines 6-22), ``evaluate`` (test phase, Alg. 2, and the ablation table) and
-``all`` (the three in turn; the default). ``--config.a.b=v`` overrides a config value;
-configs are locked, so a misspelt key is an error.
+meta-training, lines 6-22), ``xplus`` (the compute-matched baseline X+, bil_jax/xplus.py),
+``tune`` (X+'s learning-rate grid on validation; run it before ``xplus``), ``evaluate``
+(tuning of the n-shot rows on validation, then the test phase, Alg. 2, and the table) and
+``all`` (pretrain, metatrain, xplus, evaluate in turn; the default). ``--config.a.b=v``
+overrides a config value; configs are locked, so a misspelt key is an error.
 
 Exit status:
   0   done.
@@ -35,7 +37,8 @@ try:
 except (AttributeError, KeyError, TypeError, ValueError) as e:
   cli.bad_override(e, sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
-flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "evaluate", "all"], "What to run.")
+flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "xplus", "tune", "evaluate", "all"],
+                  "What to run (all: pretrain, metatrain, xplus, evaluate).")
 flags.mark_flags_as_required(["workdir"])
 
 def _raised_in_project(err: BaseException) -> bool:

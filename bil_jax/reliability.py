@@ -10,6 +10,7 @@
   one-line message and exits with status 1.
 """
 import fnmatch
+import glob
 import json
 import logging
 import os
@@ -32,7 +33,9 @@ RESUMABLE_KEYS = ("overwrite", "nonfinite", "compilation_cache", "meta.num_hosts
                   "meta.mesh_shape", "pretrain.steps", "meta.steps", "*.log_every", "*.image_every",
                   "*.checkpoint_every", "eval.*")
 # Folders a run writes into its workdir (config.overwrite deletes them).
-RUN_FOLDERS = ("pretrain", "meta", "eval")
+RUN_FOLDERS = ("pretrain", "meta", "xplus", "eval")
+# Also deleted: the X+ learning-rate runs of --mode=tune (WORKDIR/xplus_lr<i>) and their choice.
+RUN_PATTERNS = ("xplus_lr*", "xplus_tuning.json")
 NONFINITE_MODES = ("skip", "stop")
 
 
@@ -184,6 +187,12 @@ def check_workdir(config, workdir: str) -> None:
   if jax.process_index() == 0:
     for name in RUN_FOLDERS:
       shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    for pattern in RUN_PATTERNS:
+      for found in glob.glob(os.path.join(workdir, pattern)):
+        if os.path.isdir(found):
+          shutil.rmtree(found, ignore_errors=True)
+        else:
+          os.remove(found)
     os.remove(path)
 
 

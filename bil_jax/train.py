@@ -49,10 +49,10 @@ def _grid_headers(spec: gan.GanSpec, *outputs: str) -> tuple:
   return ("map",) + (("reference",) if spec.uses_reference else ()) + outputs + ("target",)
 
 
-def _heldout_names(test_tasks, per_task: int = 1) -> list:
+def _heldout_names(val_tasks, per_task: int = 1) -> list:
   """The names of the held-out tasks of :func:`heldout_episodes`, each ``per_task`` times."""
-  n = min(HELDOUT_TASKS, test_tasks.num_tasks)
-  return [test_tasks.names[i] for i in range(n) for _ in range(per_task)]
+  n = min(HELDOUT_TASKS, val_tasks.num_tasks)
+  return [val_tasks.names[i] for i in range(n) for _ in range(per_task)]
 
 
 def _model_text(config: ml_collections.ConfigDict) -> str:
@@ -67,8 +67,13 @@ def initial_state(params: dict, opt_state) -> dict:
 
 
 def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
-                   spec: gan.GanSpec, frozen, mesh=None) -> loop.Phase:
+                   spec: gan.GanSpec, frozen, mesh=None, params: Optional[dict] = None,
+                   stream: str = "pretrain") -> loop.Phase:
   """Pre-training: pooled pairs, one guarded GAN step each; probe: validation L1, no adaptation.
+
+  ``params``: the parameters at step 0 (default: a fresh initialisation); ``stream``: the
+  episode and key streams (:mod:`bil_jax.streams`) of the batches and the dropout (X+
+  continues training on its own draws, :mod:`bil_jax.xplus`).
 
   Data parallel: the batch's rows [B, ...] are split over ``mesh``'s 'data' axis (default:
   :func:`parallel.data_mesh_for`: every device of every process where B allows), the
@@ -82,10 +87,11 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
   mesh = parallel.data_mesh_for(rows, "pretrain.batch_size") if mesh is None else mesh
   local = parallel.local_rows(rows)
   opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(config))
-  params = builders.init_params(spec, config.seed, builders.image_hw(config))
+  if params is None:
+    params = builders.init_params(spec, config.seed, builders.image_hw(config))
   sampler = episodes.Sampler.from_config(config.data)
   step_fn = jax.jit(functools.partial(gan.gan_step, spec, opt), donate_argnums=(0, 1))
-  key = streams.key(config.seed, "pretrain")
+  key = streams.key(config.seed, stream)
   heldout = heldout_episodes(sampler, config.seed, val_tasks)["query"]
   heldout = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), heldout)
   frozen_r = parallel.replicate(mesh, frozen)
@@ -115,11 +121,11 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
       name="pretrain", title="pre-training", schedule=config.pretrain,
       initial_state=initial_state(params, gan.init_opt_state(opt, params)),
       sample=lambda step: sampler.pairs(train_tasks, rows,
-                                        streams.episode_rng(config.seed, "pretrain", step),
+                                        streams.episode_rng(config.seed, stream, step),
                                         rows=local),
       step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record,
       grid_columns=_grid_headers(spec, "output"),
-      grid_rows=_heldout_names(test_tasks, int(config.data.queries)),
+      grid_rows=_heldout_names(val_tasks, int(config.data.queries)),
       description=f"{_model_text(config)}, batch {rows} from {train_tasks.num_tasks} tasks",
       compile_note="compiling the training step (first run: up to a minute; cached after)")
 
@@ -204,7 +210,7 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
       step=step, probe=probe, probe_every=config.meta.image_every, place=place,
       record=record, step_offset=int(config.pretrain.steps),
       grid_columns=_grid_headers(spec, "GP", "adapted"),
-      grid_rows=_heldout_names(test_tasks),
+      grid_rows=_heldout_names(val_tasks),
       description=(f"{_model_text(config)}, {config.meta.estimator} meta-gradient through "
                    f"K={inner.steps} inner steps, {m} tasks per meta-batch"),
       compile_note="compiling the meta-step (first run: about a minute; cached after)")
@@ -265,12 +271,15 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mode: str = "all") -> None:
   """Checks the options and the workdir once, then runs ``mode``: 'pretrain', 'metatrain',
-  'evaluate' or 'all' (the three in turn).
+  'xplus' (the compute-matched baseline, :mod:`bil_jax.xplus`), 'tune' (X+'s learning-rate
+  grid on validation; needs a pre-training checkpoint), 'evaluate' or 'all' (pretrain,
+  metatrain, xplus, evaluate in turn).
 
   Several processes (``parallel.initialize_distributed``; ``bil_jax.main`` has called it
   already) run this together: each phase is computed by every process, shared files are
   written by process 0, and checkpoints are saved and restored by all of them together.
   """
+  from bil_jax import xplus  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(int(config.meta.num_hosts))
   validate.check(config, workdir, mode)  # every fault in one go, before any work
   reliability.check_workdir(config, workdir)
@@ -280,6 +289,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     params = pretrain(config, workdir)
   if mode in ("metatrain", "all"):
     metatrain(config, workdir, initial_params=params)
+  if mode == "tune":
+    xplus.tune(config, workdir)
+  if mode in ("xplus", "all"):
+    xplus.xplus(config, workdir, params=params)
   if mode in ("evaluate", "all"):
     from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
     evaluate.evaluate(config, workdir)

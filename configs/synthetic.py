@@ -57,6 +57,10 @@ def get_config(arg: str = "pix2pix"):
   # (at the GP learning rate) on the K=5 tasks retrieved by Eq. 3.
   c.eval.aux_steps = 5
   c.eval.aux_estimator = "first_order"
+  # The grids of tuned fine-tuning (every n-shot row) and of X+ (--mode=tune) around the
+  # IS and pre-training learning rates above.
+  c.eval.tune_is_lrs = (3e-4, 1e-3, 3e-3)
+  c.xplus.lr_grid = (1e-4, 2e-4, 5e-4)
   if c.model.name == "pg2":
     # PG²'s GP drifts under first-order meta-training at GP lr 1e-3: the held-out L1 after
     # 5 IS steps improved until meta-step 50-100 and then rose above the pre-trained

@@ -13,19 +13,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-import tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bil_jax import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
-from test_evaluate import tiny_setup  # pylint: disable=g-import-not-at-top,wrong-import-position
+from test_evaluate import tiny_setup, tiny_stubs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
   workdir, num_test = sys.argv[1], int(sys.argv[2])
   c, train_ts, test_ts, spec = tiny_setup(num_test=num_test)
-  params = {"pretrain": tiny.init_params(spec, 0), "meta": tiny.init_params(spec, 1)}
-  evaluate.loading.load_data = lambda *_: evaluate.loading.Splits(train_ts, None, test_ts)
-  evaluate.builders.build_spec = lambda *_: spec
-  evaluate.builders.load_frozen = lambda *_: None
-  evaluate.load_params = lambda _, phase: params[phase]
+  for module, name, value in tiny_stubs(train_ts, test_ts, spec):
+    setattr(module, name, value)
   evaluate.evaluate(c, workdir)
   with open(os.path.join(workdir, "devices"), "w") as f:
     f.write(str(jax.device_count()))

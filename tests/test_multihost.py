@@ -10,7 +10,7 @@ reference. The runs are shared by the tests of this module (a module fixture):
   start of both finishes the run;
 * one process: ``--mode=pretrain`` on ``one``, copied to ``again``; ``--mode=metatrain``
   on ``one`` with a fresh compilation cache, then the same command on ``again`` (it must
-  not recompile); ``--mode=evaluate`` on ``one``.
+  not recompile); ``--mode=xplus`` and ``--mode=evaluate`` on ``one``.
 
 Then the latest pre-training checkpoint of ``two`` is damaged and both processes rerun
 ``--mode=pretrain``: it is set aside, the previous one restored, and the run ends where
@@ -199,6 +199,7 @@ def runs(tmp_path_factory):
       shutil.copytree(one, again)
       first = run_one(one, "metatrain", fresh_cache)
       second = run_one(again, "metatrain", fresh_cache)
+      run_one(one, "xplus", shared_cache)
       run_one(one, "evaluate", shared_cache)
       (root / "logs.json").write_text(json.dumps(
           {"logs_two": logs_two, "first": first, "second": second, "preempted": preempted,
@@ -218,8 +219,9 @@ def test_two_processes_match_one(runs):
   assert line0 == line1 and line0.startswith("preempted: SIGTERM at "), runs["preempted"]
   np.testing.assert_allclose(final_params(two, "pretrain"), final_params(one, "pretrain"),
                              rtol=0, atol=PARAM_ATOL)
-  np.testing.assert_allclose(final_params(two, "meta"), final_params(one, "meta"), rtol=0,
-                             atol=PARAM_ATOL)
+  for phase in ("meta", "xplus"):
+    np.testing.assert_allclose(final_params(two, phase), final_params(one, phase), rtol=0,
+                               atol=PARAM_ATOL, err_msg=phase)
   with open(two / "eval" / "results.json") as f:
     got = json.load(f)
   with open(one / "eval" / "results.json") as f:
@@ -231,7 +233,7 @@ def test_two_processes_match_one(runs):
                                  err_msg=f"{row} {name}")
   # Process 1 wrote no TensorBoard events: every events file is one of process 0's
   # starts (named events.out.tfevents.<time>.<host>.<pid>.<n>.v2), at most one per start.
-  for phase in ("pretrain", "meta", "eval"):
+  for phase in ("pretrain", "meta", "xplus", "eval"):
     events = [n for n in os.listdir(two / phase) if n.startswith("events.out")]
     pids = [int(n.split(".")[-3]) for n in events]
     assert events and set(pids) <= set(runs["pids0"]) and len(set(pids)) == len(pids), (

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from bil_jax import rows
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_eval_worker.py")
 NUM_TEST = 3  # 4 devices: the last task is repeated once to fill the last device
 
@@ -40,7 +42,11 @@ def test_evaluation_on_1_and_4_devices_gives_the_same_table(tmp_path):
   a, b = one["results"], four["results"]
   assert a["task_names"] == b["task_names"] == ["test0", "test1", "test2"]
   assert a["aux_retrieval"] == b["aux_retrieval"]
-  assert set(a["per_task"]) == set(b["per_task"]) and len(a["per_task"]) == 5
+  assert set(a["per_task"]) == set(b["per_task"]) and len(a["per_task"]) == len(rows.ROW_IDS)
+  # Tuning on the 2 validation tasks (padded to 4 devices) chooses the same settings.
+  assert a["tuning"]["chosen"] == b["tuning"]["chosen"]
+  for row, scores in a["tuning"]["val_ssim"].items():
+    np.testing.assert_allclose(b["tuning"]["val_ssim"][row], scores, rtol=1e-5, atol=1e-6)
   for name, values in a["per_task"].items():
     for metric, v in values.items():
       assert len(v) == NUM_TEST

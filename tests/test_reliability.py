@@ -291,6 +291,10 @@ def test_workdir_made_by_another_config_is_refused_unless_overwrite(tmp_path):
   workdir = str(tmp_path / "w")
   reliability.record_config(config, workdir)
   os.makedirs(os.path.join(workdir, "pretrain", "checkpoints"))
+  for folder in ("xplus", "xplus_lr0"):  # X+ and a --mode=tune run
+    os.makedirs(os.path.join(workdir, folder, "checkpoints"))
+  with open(os.path.join(workdir, "xplus_tuning.json"), "w") as f:
+    f.write("{}")
   reliability.check_workdir(config, workdir)
   config.pretrain.steps += 10
   config.meta.log_every = 7
@@ -301,8 +305,8 @@ def test_workdir_made_by_another_config_is_refused_unless_overwrite(tmp_path):
   assert os.path.isdir(os.path.join(workdir, "pretrain"))
   config.overwrite = True
   reliability.check_workdir(config, workdir)
-  assert not os.path.exists(os.path.join(workdir, "pretrain"))
-  assert not os.path.exists(os.path.join(workdir, "config.json"))
+  for name in ("pretrain", "xplus", "xplus_lr0", "xplus_tuning.json", "config.json"):
+    assert not os.path.exists(os.path.join(workdir, name)), name
 
 
 def test_nonfinite_guard_keeps_old_state_inside_jit():

@@ -1,0 +1,64 @@
+"""X+: pair-gradients counted per phase, the X+ phase runs meta-training's count, its lr."""
+import json
+
+import numpy as np
+import pytest
+
+import jax
+from bil_jax import config_lib, loop, xplus
+
+import tiny
+from test_evaluate import tiny_setup, tiny_taskset
+
+
+def test_pair_gradients_of_the_synthetic_default():
+  c = config_lib.base_config()
+  c.pretrain.steps, c.pretrain.batch_size = 1000, 5
+  c.meta.steps, c.meta.meta_batch, c.meta.inner_steps = 150, 5, 5
+  c.data.shots = c.data.queries = 5
+  c.eval.aux_steps, c.eval.aux_tasks, c.eval.is_steps = 5, 5, 20
+  assert xplus.pair_gradients(c) == {"pretrain": 5000, "meta": 22500, "xplus": 22500,
+                                     "aux_per_test_task": 750, "is_per_test_task": 100}
+  c.pretrain.batch_size = 7  # 22500 / 7 is not whole: X+ rounds up to a whole batch
+  assert xplus.xplus_steps(c) == 3215 and xplus.pair_gradients(c)["xplus"] == 22505
+
+
+def test_xplus_phase_runs_the_counted_pair_gradients(tmp_path, monkeypatch):
+  c, train_ts, _, spec = tiny_setup()
+  c.meta.steps, c.meta.meta_batch = 1, 2  # meta: 1 x 2 x (1 x 2 + 2) = 8 pair-gradients
+  c.pretrain.batch_size = 3              # X+: ceil(8 / 3) = 3 steps of 3 = 9
+  c.pretrain.log_every = c.pretrain.checkpoint_every = c.pretrain.image_every = 10
+  val_ts = tiny_taskset(np.random.default_rng(1), "val", 2)
+  start = tiny.init_params(spec, 0)
+  rows = []
+  monkeypatch.setattr(loop, "fault_hook",
+                      lambda phase, done, batch: rows.append((phase, len(batch["map"]))) or batch)
+  phase = xplus.xplus_phase(c, train_ts, val_ts, spec, None, start, lr=1e-2)
+  assert phase.schedule.steps == 3
+  trained = loop.run_phase(phase, c, str(tmp_path))
+  assert rows == [("xplus", 3)] * 3
+  assert sum(n for _, n in rows) == xplus.pair_gradients(c)["xplus"] == 9
+  assert xplus.pair_gradients(c)["meta"] == 8
+  assert (tmp_path / "xplus" / "checkpoints").is_dir()
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trained),
+                                                   jax.tree.leaves(start))]
+  assert any(moved)
+  # Its own stream: the first batch is not pre-training's first batch.
+  first = phase.sample(0)
+  c.pretrain.batch_size = 3
+  from bil_jax import train  # pylint: disable=g-import-not-at-top
+  pre = train.pretrain_phase(c, train_ts, val_ts, spec, None, params=start).sample(0)
+  assert not np.array_equal(first["image"], pre["image"])
+
+
+def test_chosen_lr_prefers_the_flag_then_the_tuning_then_optim(tmp_path):
+  c = config_lib.base_config()
+  assert xplus.chosen_lr(c, str(tmp_path)) == (c.optim.lr, "optim.lr")
+  (tmp_path / xplus.TUNING_FILE).write_text(json.dumps({"chosen_lr": 3e-4}))
+  assert xplus.chosen_lr(c, str(tmp_path))[0] == 3e-4
+  c.xplus.lr = 5e-5
+  assert xplus.chosen_lr(c, str(tmp_path)) == (5e-5, "xplus.lr")
+  (tmp_path / "xplus").mkdir()
+  (tmp_path / "xplus" / xplus.LR_FILE).write_text(json.dumps({"lr": 1e-4}))
+  with pytest.raises(ValueError, match="trained at lr 0.0001"):
+    xplus._check_lr(str(tmp_path), 5e-5)
