@@ -19,7 +19,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from bil_jax import cli
 
@@ -29,15 +28,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 one_line = cli.one_line
 _fail = cli.fail
-_bad_override = cli.bad_override
 
 
-try:
-  # The config flag reads --config.* overrides from sys.argv as it is defined.
-  config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
-                                  lock_config=True)
-except (AttributeError, KeyError, TypeError, ValueError) as e:
-  _bad_override(e, sys.argv)
+cli.define_config_flag(sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "evaluate", "all"], "What to run.")
 flags.mark_flags_as_required(["workdir"])
@@ -67,20 +60,6 @@ def is_expected(err: BaseException) -> bool:
   if isinstance(err, (reliability.TrainingError, checkpoint.CheckpointError, OSError)):
     return True
   return isinstance(err, ValueError) and _raised_in_project(err)
-
-
-def parse_flags(argv):
-  """absl flag parsing with one-line errors for bad flags and config overrides."""
-  try:
-    rest = FLAGS(argv)
-    FLAGS.config.keys()  # loads the config file: a missing one fails here
-    return rest
-  except flags.Error as e:
-    _fail(e)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    _bad_override(e, argv)
-  except OSError as e:  # --config file missing or unreadable
-    _fail(f"--config: {e}")
 
 
 def main(argv):
@@ -118,7 +97,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (``bil-jax``)."""
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

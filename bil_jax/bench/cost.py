@@ -1,4 +1,4 @@
-"""Cost of one meta-training step: compile time, step time, peak memory, FLOPs.
+"""Cost of one meta-training (or pre-training) step: compile time, step time, memory, FLOPs.
 
 For one configuration (a config whose ``meta.inner_steps``, ``meta.meta_batch`` and
 ``meta.remat`` are set, and one estimator), times the compiled
@@ -12,8 +12,14 @@ arguments + outputs + temporaries - aliased bytes. FLOPs: XLA's cost analysis of
 lowered with the inner loop unrolled (a loop body is counted once), at K = 1 and 2 and
 extrapolated linearly in K (the step is affine in K). Loops inside an estimator (the
 implicit estimator's linear solver) are still counted once.
+
+:func:`compile_one` lowers and compiles a meta-step without training (``--compile_only``):
+its FLOPs, XLA's memory analysis (arguments, outputs, temporaries, aliased; the peak they
+imply) and, where it is expected to be short, one timed step. :func:`pretrain_one` times
+the pre-training step (:func:`bil_jax.gan.gan_step` on a pooled batch).
 """
 import dataclasses
+import functools
 import resource
 import statistics
 import sys
@@ -23,9 +29,14 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from bil_jax import builders, estimators, meta, parallel
-from bil_jax.bench_common import EstimatorSpec, random_tasks
+from bil_jax import builders, estimators, gan, meta, nonfinite, parallel
+from bil_jax.bench.common import EstimatorSpec, random_tasks
+from bil_jax.data import loading
 from bil_jax.models import layers
+
+# --compile_only times one step only where FLOPs / (this share of the measured conv peak)
+# is under its limit: the CPU steps of docs/benchmark.md run at 10-40% of that peak.
+EXPECTED_UTILIZATION = 0.2
 
 
 def _median_time(fn, *args, repeats=5):
@@ -78,7 +89,7 @@ def make_setup(config, estimator: str = "second_order", spec=None, params=None,
   if spec is None:
     spec = builders.build_spec(config, config.data.num_classes)
   if params is None:
-    params = builders.init_params(spec, config.seed, builders.image_hw(config))
+    params = builders.init_params(spec, config.seed, loading.image_hw(config))
   if frozen is None:
     frozen = builders.load_frozen(config)
   params = estimators.init_meta_parameters(estimator, params)
@@ -139,15 +150,108 @@ def rss_peak_bytes() -> int:
   return int(r) * (1 if sys.platform == "darwin" else 1024)
 
 
+def memory_analysis(compiled) -> dict:
+  """XLA's compiled memory analysis in bytes: xla_{argument,output,temp,alias}_bytes and
+  xla_peak_bytes = arguments + outputs + temporaries - aliased ({} where there is none)."""
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return {}
+  out = {"xla_argument_bytes": int(mem.argument_size_in_bytes),
+         "xla_output_bytes": int(mem.output_size_in_bytes),
+         "xla_temp_bytes": int(mem.temp_size_in_bytes),
+         "xla_alias_bytes": int(mem.alias_size_in_bytes)}
+  out["xla_peak_bytes"] = (out["xla_argument_bytes"] + out["xla_output_bytes"]
+                           + out["xla_temp_bytes"] - out["xla_alias_bytes"])
+  return out
+
+
+def _shape_keys(config) -> dict:
+  """The config's sizes, as every record states them."""
+  return {"image_size": int(config.data.image_height),
+          "image_width": int(config.data.image_width),
+          "ngf": int(config.model.ngf), "ndf": int(config.model.ndf),
+          "num_classes": int(config.data.num_classes), "shots": int(config.data.shots),
+          "queries": int(config.data.queries), "lambda_b": float(config.loss.lambda_b),
+          "dtype": str(config.model.dtype), "implementation": "jax",
+          "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
+          "conv_impl": layers.conv_impl()}
+
+
+def _step_args(setup: Setup, meta_batch: int, seed: int) -> tuple:
+  tasks = parallel.shard_tasks(setup.mesh, random_tasks(setup.config, meta_batch, seed))
+  rngs = parallel.shard_tasks(setup.mesh, meta.task_rngs(jax.random.PRNGKey(seed), 0,
+                                                         meta_batch))
+  return (setup.params, setup.opt_state, tasks, rngs, setup.frozen)
+
+
+def compile_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, remat: str,
+                peaks: dict, step_limit_s: float = 300.0, seed: int = 0) -> dict:
+  """Lowers and compiles one meta-step; its FLOPs, memory analysis and compile time, and
+  one timed step (``step_time_s``) where FLOPs / (EXPECTED_UTILIZATION x the conv peak)
+  is under ``step_limit_s`` (else None, with ``step_skipped`` saying why)."""
+  args = _step_args(setup, meta_batch, seed)
+  n_flops = step_flops(setup, est, steps, remat, args)
+  t0 = time.perf_counter()
+  compiled = step_fn(setup, est, steps, remat).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  mem = memory_analysis(compiled)
+  expected = n_flops / (EXPECTED_UTILIZATION * peaks["conv_peak_flops_per_s"])
+  step_time, skipped = None, ""
+  if expected <= step_limit_s:
+    t = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    step_time = time.perf_counter() - t
+  else:
+    skipped = (f"expected {expected:.0f} s at {EXPECTED_UTILIZATION:.0%} of the conv peak, "
+               f"over the {step_limit_s:.0f} s limit")
+  return {"model": setup.model_name, "estimator": est.label, "estimator_name": est.name,
+          "estimator_options": est.options, "remat": remat, "inner_steps": int(steps),
+          "meta_batch": int(meta_batch), "compile_time_s": compile_s, "flops": n_flops,
+          "step_time_s": step_time, "step_skipped": skipped,
+          "expected_step_time_s": expected, "peak_memory_bytes": mem.get("xla_peak_bytes"),
+          "memory_source": "xla_memory_analysis", **mem,
+          "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
+          "inner_optimizer": setup.config.meta.inner_optimizer.name,
+          **_shape_keys(setup.config)}
+
+
+def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0,
+                 flops: bool = True) -> dict:
+  """Times the pre-training step (guarded optimizer, batch ``pretrain.batch_size`` of
+  random pairs) on one device; its record (estimator 'pretrain')."""
+  spec = builders.build_spec(config, config.data.num_classes)
+  params = builders.init_params(spec, config.seed, loading.image_hw(config))
+  opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(config))
+  frozen = builders.load_frozen(config)
+  tasks = random_tasks(config, 1, seed)["support"]
+  rows = int(config.pretrain.batch_size)
+  pairs = jax.tree.map(lambda x: jnp.repeat(x[0], -(-rows // x.shape[1]), 0)[:rows], tasks)
+  step = jax.jit(functools.partial(gan.gan_step, spec, opt))
+  args = (params, gan.init_opt_state(opt, params), pairs, jax.random.PRNGKey(seed), frozen)
+  t0 = time.perf_counter()
+  lowered = step.lower(*args)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  step_time = _median_time(compiled, *args, repeats=repeats)
+  mem = memory_analysis(compiled)
+  device_bytes = device_peak_bytes()
+  n_flops = float(_cost(lowered).get("flops") or float("nan")) if flops else float("nan")
+  return {"model": config.model.name, "estimator": "pretrain", "remat": "-",
+          "inner_steps": 0, "meta_batch": rows, "step_time_s": step_time,
+          "compile_time_s": compile_s, "flops": n_flops, "flops_per_s": n_flops / step_time,
+          "peak_memory_bytes": device_bytes if device_bytes is not None
+                               else mem.get("xla_peak_bytes"),
+          "memory_source": "device" if device_bytes is not None else "xla_memory_analysis",
+          **mem, "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
+          "inner_optimizer": "-", **_shape_keys(config)}
+
+
 def bench_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, remat: str,
               peaks: dict, repeats: int = 5, warmup: int = 1, seed: int = 0,
               flops: bool = True) -> dict:
   """Times one configuration; returns its record (keys: bench.RECORD_KEYS and more)."""
   config = setup.config
-  tasks = parallel.shard_tasks(setup.mesh, random_tasks(config, meta_batch, seed))
-  rngs = parallel.shard_tasks(setup.mesh, meta.task_rngs(jax.random.PRNGKey(seed), 0,
-                                                         meta_batch))
-  args = (setup.params, setup.opt_state, tasks, rngs, setup.frozen)
+  args = _step_args(setup, meta_batch, seed)
   step = step_fn(setup, est, steps, remat)
   t0 = time.perf_counter()
   lowered = step.lower(*args)
@@ -164,11 +268,8 @@ def bench_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, rem
     times.append(time.perf_counter() - t)
   step_time = statistics.median(times)
 
-  mem = compiled.memory_analysis()
-  xla_bytes = None
-  if mem is not None:
-    xla_bytes = int(mem.argument_size_in_bytes + mem.output_size_in_bytes
-                    + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+  mem = memory_analysis(compiled)
+  xla_bytes = mem.get("xla_peak_bytes")
   device_bytes = device_peak_bytes()
   peak_bytes = device_bytes if device_bytes is not None else xla_bytes
   n_flops = step_flops(setup, est, steps, remat, args) if flops else float("nan")
@@ -181,7 +282,7 @@ def bench_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, rem
       "peak_memory_bytes": peak_bytes,
       "memory_source": "device" if device_bytes is not None else "xla_memory_analysis",
       "xla_peak_bytes": xla_bytes,
-      "xla_temp_bytes": int(mem.temp_size_in_bytes) if mem is not None else None,
+      "xla_temp_bytes": mem.get("xla_temp_bytes"),
       "process_peak_rss_bytes": rss_peak_bytes(),
       "flops": n_flops, "flops_per_s": n_flops / step_time,
       "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
@@ -189,12 +290,5 @@ def bench_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, rem
       "matmul_peak_flops_per_s": peaks["matmul_peak_flops_per_s"],
       "tasks_per_s": meta_batch / step_time, "step_times_s": times,
       "loss": float(metrics["query_g_loss_after"]),
-      "image_size": int(config.data.image_height), "image_width": int(config.data.image_width),
-      "ngf": int(config.model.ngf), "ndf": int(config.model.ndf),
-      "num_classes": int(config.data.num_classes),
-      "shots": int(config.data.shots), "queries": int(config.data.queries),
-      "lambda_b": float(config.loss.lambda_b),
-      "inner_optimizer": config.meta.inner_optimizer.name, "implementation": "jax",
-      "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
-      "conv_impl": layers.conv_impl(),
+      "inner_optimizer": config.meta.inner_optimizer.name, **_shape_keys(config),
   }
