@@ -296,3 +296,57 @@ def test_torch_reference_on_a_missing_gpu_is_a_one_line_error():
   with pytest.raises(SystemExit, match="--device cuda: torch .* sees no GPU"):
     torch_ref.measure(size=32, ngf=2, num_classes=3, meta_batch=1, shots=1, queries=1,
                         inner_steps=1, repeats=1, device="cuda")
+
+
+def test_device_check_at_smoke_size_records_each_part_and_survives_a_failed_one(tmp_path,
+                                                                              monkeypatch):
+  """--preset=device_check --smoke on the CPU: the synthetic --mode=all run with its phase
+  rates, the paper presets' pre-training and meta-steps, one markdown and one JSON table;
+  a part that raises is recorded and the check goes on."""
+  from bil_jax.bench import device_check  # pylint: disable=import-outside-toplevel
+
+  def broken(*_):
+    raise RuntimeError("no such device")
+
+  monkeypatch.setattr(device_check, "torch_part", broken)
+  paths = device_check.run(str(tmp_path), options.make(smoke=True), log=lambda *_: None)
+  assert [os.path.basename(p) for p in paths] == ["device_check.json", "device_check.md"]
+  rows = json.load(open(paths[0]))["rows"]
+  by = {(r["part"], r["configuration"], r["estimator"]): r for r in rows}
+  assert by[("synthetic", "--mode=all", "")]["status"] == "ok"
+  assert by[("synthetic", "--mode=all", "")]["wall_s"] > 0
+  for phase in ("pretrain", "meta"):
+    assert by[("synthetic", f"{phase} steps", "")]["steps_per_s"] > 0
+  for preset, est in (("paper_faces", "pretrain"), ("paper_streets", "first_order")):
+    r = by[("paper", preset, est)]
+    assert r["status"] == "ok" and r["step_time_s"] > 0 and r["flops"] > 0, r
+    assert r["peak_memory_bytes"] > 0
+  assert by[("torch", "", "")]["status"] == "failed: RuntimeError: no such device"
+  md = open(paths[1]).read()
+  assert md.count("| paper |") == 2 and "no such device" in md
+
+
+def test_phase_rates_read_the_step_lines_of_a_main_log():
+  from bil_jax.bench import device_check  # pylint: disable=import-outside-toplevel
+  log = ("I1204 10:00:00.000000 1 loop.py:148] pretrain step 10: {'g_loss': 1.0}\n"
+         "I1204 10:00:10.000000 1 loop.py:148] pretrain step 60: {'g_loss': 0.5}\n"
+         "I1204 10:01:00.000000 1 loop.py:148] meta step 1: {}\n"
+         "I1204 10:01:04.000000 1 loop.py:148] meta step 3: {}\n"
+         "I1204 10:02:00.000000 1 main.py:99] XLA compile time: 12.50 s (7 programs, 0 loaded")
+  rates = device_check.phase_rates(log)
+  assert rates == {"pretrain": 5.0, "meta": 0.5, "compile_s": 12.5}
+
+
+def test_compile_only_reports_flops_memory_analysis_and_one_step(tmp_path):
+  config = _tiny_config(inner_steps=1, meta_batch=1)
+  opts = options.make(estimators="first_order", compile_only=True, peak_size="small")
+  result = sweep.run(config, opts, str(tmp_path), log=lambda *_: None,
+                     setup=_tiny_setup(config, "first_order"))
+  (r,) = result["cost"]
+  parts = [r[f"xla_{k}_bytes"] for k in ("argument", "output", "temp", "alias")]
+  assert r["xla_peak_bytes"] == parts[0] + parts[1] + parts[2] - parts[3] > 0
+  assert r["flops"] > 0 and r["step_time_s"] > 0 and r["step_skipped"] == ""
+  md = open(tmp_path / "bench.md").read()
+  assert "## Compiled (--compile_only)" in md and "## Cost" not in md
+  assert not (tmp_path / "bench.png").exists()
+  assert len(open(tmp_path / "records.jsonl").readlines()) == 1

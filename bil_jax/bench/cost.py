@@ -20,11 +20,12 @@ the pre-training step (:func:`bil_jax.gan.gan_step` on a pooled batch).
 """
 import dataclasses
 import functools
+import os
 import resource
 import statistics
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -184,20 +185,36 @@ def _step_args(setup: Setup, meta_batch: int, seed: int) -> tuple:
   return (setup.params, setup.opt_state, tasks, rngs, setup.frozen)
 
 
+def available_memory_bytes() -> Optional[int]:
+  """The host's available physical memory (None where the OS does not say)."""
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
 def compile_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, remat: str,
-                peaks: dict, step_limit_s: float = 300.0, seed: int = 0) -> dict:
+                peaks: dict, step_limit_s: float = 300.0, seed: int = 0,
+                on_flops: Optional[Callable[[float], None]] = None) -> dict:
   """Lowers and compiles one meta-step; its FLOPs, memory analysis and compile time, and
   one timed step (``step_time_s``) where FLOPs / (EXPECTED_UTILIZATION x the conv peak)
-  is under ``step_limit_s`` (else None, with ``step_skipped`` saying why)."""
+  is under ``step_limit_s`` and its memory under half the host's available memory (else
+  None, with ``step_skipped`` saying why)."""
   args = _step_args(setup, meta_batch, seed)
   n_flops = step_flops(setup, est, steps, remat, args)
+  if on_flops is not None:  # known before the (long) compile
+    on_flops(n_flops)
   t0 = time.perf_counter()
   compiled = step_fn(setup, est, steps, remat).lower(*args).compile()
   compile_s = time.perf_counter() - t0
   mem = memory_analysis(compiled)
   expected = n_flops / (EXPECTED_UTILIZATION * peaks["conv_peak_flops_per_s"])
   step_time, skipped = None, ""
-  if expected <= step_limit_s:
+  free = available_memory_bytes()
+  if mem.get("xla_peak_bytes") and free and mem["xla_peak_bytes"] > free / 2:
+    skipped = (f"needs {mem['xla_peak_bytes'] / 2 ** 30:.1f} GiB, over half the "
+               f"{free / 2 ** 30:.1f} GiB available")
+  elif expected <= step_limit_s:
     t = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     step_time = time.perf_counter() - t
@@ -215,19 +232,25 @@ def compile_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, r
           **_shape_keys(setup.config)}
 
 
-def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0,
-                 flops: bool = True) -> dict:
-  """Times the pre-training step (guarded optimizer, batch ``pretrain.batch_size`` of
-  random pairs) on one device; its record (estimator 'pretrain')."""
+def pretrain_step(config, seed: int = 0) -> tuple:
+  """(jitted pre-training step, its arguments): the guarded optimizer of pre-training on a
+  batch of ``pretrain.batch_size`` random pairs, on one device."""
   spec = builders.build_spec(config, config.data.num_classes)
   params = builders.init_params(spec, config.seed, loading.image_hw(config))
   opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(config))
-  frozen = builders.load_frozen(config)
   tasks = random_tasks(config, 1, seed)["support"]
   rows = int(config.pretrain.batch_size)
   pairs = jax.tree.map(lambda x: jnp.repeat(x[0], -(-rows // x.shape[1]), 0)[:rows], tasks)
   step = jax.jit(functools.partial(gan.gan_step, spec, opt))
-  args = (params, gan.init_opt_state(opt, params), pairs, jax.random.PRNGKey(seed), frozen)
+  return step, (params, gan.init_opt_state(opt, params), pairs, jax.random.PRNGKey(seed),
+                builders.load_frozen(config))
+
+
+def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0,
+                 flops: bool = True) -> dict:
+  """Times the pre-training step (:func:`pretrain_step`); its record (estimator
+  'pretrain', meta_batch the batch size)."""
+  step, args = pretrain_step(config, seed)
   t0 = time.perf_counter()
   lowered = step.lower(*args)
   compiled = lowered.compile()
@@ -237,13 +260,25 @@ def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0,
   device_bytes = device_peak_bytes()
   n_flops = float(_cost(lowered).get("flops") or float("nan")) if flops else float("nan")
   return {"model": config.model.name, "estimator": "pretrain", "remat": "-",
-          "inner_steps": 0, "meta_batch": rows, "step_time_s": step_time,
-          "compile_time_s": compile_s, "flops": n_flops, "flops_per_s": n_flops / step_time,
+          "inner_steps": 0, "meta_batch": int(config.pretrain.batch_size),
+          "step_time_s": step_time, "compile_time_s": compile_s, "flops": n_flops,
+          "flops_per_s": n_flops / step_time,
           "peak_memory_bytes": device_bytes if device_bytes is not None
                                else mem.get("xla_peak_bytes"),
           "memory_source": "device" if device_bytes is not None else "xla_memory_analysis",
           **mem, "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
           "inner_optimizer": "-", **_shape_keys(config)}
+
+
+def count_flops(config, est: Optional[EstimatorSpec], steps: int = 0, meta_batch: int = 0,
+                remat: str = "none") -> float:
+  """FLOPs of the meta-step of ``est`` (:func:`step_flops`), or of the pre-training step
+  (``est`` None), lowered without compiling."""
+  if est is None:
+    step, args = pretrain_step(config)
+    return float(_cost(step.lower(*args)).get("flops") or float("nan"))
+  setup = make_setup(config, est.name)
+  return step_flops(setup, est, steps, remat, _step_args(setup, meta_batch, 0))
 
 
 def bench_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, remat: str,

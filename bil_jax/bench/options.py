@@ -34,6 +34,8 @@ class SweepOptions:
       "memory analysis; one timed step where the estimate is under --step_limit_s.")
   step_limit_s: float = _opt(300.0, "--compile_only: time one step only where it is "
                              "expected to take less than this many seconds.")
+  job_timeout_s: float = _opt(0.0, "Stop a configuration's fresh process after this many "
+                              "seconds (0: never); it is reported as not finished.")
   fidelity: Optional[bool] = _opt(None, "Gradient fidelity against second_order (default: "
                                   "on unless second_order is the only estimator).")
   fidelity_seeds: int = _opt(2, "Seeds (meta-batches) for fidelity.")

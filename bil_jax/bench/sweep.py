@@ -89,10 +89,14 @@ def _describe(r: dict) -> str:
           f"{report.fmt_bytes(r['peak_memory_bytes'])} MiB, {r['flops'] / 1e9:.2f} GFLOP")
 
 
+_JOB_KEYS = ("kind", "estimator", "inner_steps", "meta_batch", "remat")
+
+
 def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir: str,
              setup=None, log: Callable = print) -> List[dict]:
   """Runs the cost ``jobs``: in fresh processes (``opts.isolate``), or here (``setup``
-  given: tests with tiny models); a failed job is logged and left out."""
+  given: tests with tiny models); a failed job is logged and left out. Each result, failed
+  or not, is also appended to OUT/records.jsonl as it comes."""
   records = []
   for job in jobs:
     job = dict(job, config=common.config_to_json(config), peaks=peaks, repeats=opts.repeats,
@@ -101,7 +105,9 @@ def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir:
     if setup is not None or not opts.isolate:
       r = worker.run_job(job, setup=setup)
     else:
-      r = worker.run_in_process(job, out_dir, log)
+      r = worker.run_in_process(job, out_dir, log, timeout_s=opts.job_timeout_s or None)
+    with open(os.path.join(out_dir, "records.jsonl"), "a") as f:  # survives a stopped run
+      f.write(json.dumps(dict(r, job={k: job[k] for k in _JOB_KEYS})) + "\n")
     if "error" in r:
       log(f"{est.label} remat={job['remat']} K={job['inner_steps']} M={job['meta_batch']}: "
           f"{r['error']}")
