@@ -22,16 +22,22 @@ VGG16_GFLOP_224 = 15.5  # one VGG16 forward pass at 224x224
 
 def meta_step_gflop(config, estimator: str, steps: int, meta_batch: int) -> float:
   """Rough GFLOP of one meta-step of ``estimator`` at K = ``steps``, M = ``meta_batch``."""
-  area = config.data.image_height * config.data.image_width / 1024
-  width = (config.model.ngf / 16) ** 2
-  pairs = (config.data.shots + config.data.queries) / 10
+  return gflop(config.data.image_height, config.data.image_width, config.model.ngf,
+               config.data.shots, config.data.queries, bool(config.loss.lambda_b),
+               estimator, steps, meta_batch)
+
+
+def gflop(height: int, width: int, ngf: int, shots: int, queries: int, perceptual: bool,
+          estimator: str, steps: int, meta_batch: int) -> float:
+  """Rough GFLOP of one meta-step (see :func:`meta_step_gflop`)."""
+  area = height * width / 1024
+  pairs = (shots + queries) / 10
   second = estimator not in ("first_order", "reptile", "es", "implicit")
   base = _GFLOP_32["second_order" if second else "first_order"]
-  per_task = base / 5 * area * width * pairs * (steps + 1) / 6
-  if config.loss.lambda_b:
-    images = steps * config.data.shots + config.data.queries
-    per_task += (4 * VGG16_GFLOP_224 * area * 1024 / 224 ** 2 * images
-                 * (3 if second else 1))
+  per_task = base / 5 * area * (ngf / 16) ** 2 * pairs * (steps + 1) / 6
+  if perceptual:
+    images = steps * shots + queries
+    per_task += 4 * VGG16_GFLOP_224 * area * 1024 / 224 ** 2 * images * (3 if second else 1)
   if estimator == "implicit":
     per_task *= 4  # the linear solver's Jacobian-vector products
   return per_task * meta_batch

@@ -78,6 +78,9 @@ def _main(argv) -> None:
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
   a = flags.FLAGS
+  n = len(a.models.split(",")) * len(a.cases.split(","))
+  print(f"expected: about {n * 30} s on a 2-core CPU ({n} cases, two small compiles each; "
+        "rough); prints a Markdown table, writes no file", flush=True)
   print("| model | case | inner | cos G | rel. error G | cos D | rel. error D |")
   print("|---|---|---|---|---|---|---|")
   for model in a.models.split(","):

@@ -132,7 +132,7 @@ def outcome_table(records: List[dict]) -> str:
 
 
 def _outcome_seeds_table(rows: List[dict]) -> str:
-  """Markdown of :func:`bil_jax.outcome.summarize`'s rows."""
+  """Markdown of :func:`bil_jax.bench.outcome.summarize`'s rows."""
   lines = ["| setting | estimator | meta-steps | s/step | peak MiB | seeds | held-out L1 after "
            "IS, start -> end: mean ± std [min, max] | gain (start - end), mean ± std | "
            "run wall s, mean |", "|---|---|---|---|---|---|---|---|---|"]

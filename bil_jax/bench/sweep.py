@@ -93,9 +93,11 @@ _JOB_KEYS = ("kind", "estimator", "inner_steps", "meta_batch", "remat")
 
 
 def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir: str,
-             setup=None, log: Callable = print) -> List[dict]:
+             setup=None, log: Callable = print,
+             failures: Optional[List[str]] = None) -> List[dict]:
   """Runs the cost ``jobs``: in fresh processes (``opts.isolate``), or here (``setup``
-  given: tests with tiny models); a failed job is logged and left out. Each result, failed
+  given: tests with tiny models); a failed job is logged, added to ``failures`` and left
+  out. Each result, failed
   or not, is also appended to OUT/records.jsonl as it comes."""
   records = []
   for job in jobs:
@@ -109,8 +111,11 @@ def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir:
     with open(os.path.join(out_dir, "records.jsonl"), "a") as f:  # survives a stopped run
       f.write(json.dumps(dict(r, job={k: job[k] for k in _JOB_KEYS})) + "\n")
     if "error" in r:
-      log(f"{est.label} remat={job['remat']} K={job['inner_steps']} M={job['meta_batch']}: "
-          f"{r['error']}")
+      msg = (f"{est.label} remat={job['remat']} K={job['inner_steps']} "
+             f"M={job['meta_batch']}: {r['error']}")
+      log(msg)
+      if failures is not None:
+        failures.append(msg)
       continue
     records.append(r)
     log(_describe(r))
@@ -198,7 +203,10 @@ def run(config, opts: SweepOptions, out_dir: str, log: Callable = print, setup=N
   log(f"peaks: conv {peaks['conv_peak_flops_per_s'] / 1e9:.1f} GFLOP/s, matmul "
       f"{peaks['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
   kind = "compile" if opts.compile_only else "cost"
-  records = run_cost(config, cost_jobs(sweep, kind), opts, peaks, out_dir, setup, log)
+  failures = []
+  records = run_cost(config, cost_jobs(sweep, kind), opts, peaks, out_dir, setup, log,
+                     failures)
+  notes += [f"not measured: {f}" for f in failures]
   if opts.torch and not opts.compile_only:
     records += run_torch(config, sweep, opts, out_dir, log)
 

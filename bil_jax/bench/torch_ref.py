@@ -356,6 +356,13 @@ def _main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
   a = flags.FLAGS
+  from bil_jax.bench import estimate  # pylint: disable=import-outside-toplevel
+  ests = a.estimators.split(",")
+  seconds = sum((a.repeats + 2) * 2 * estimate.gflop(
+      a.size, a.size, a.ngf, a.shots, a.queries, False, e, a.inner_steps, a.meta_batch)
+                * 1e9 / estimate.CPU_FLOPS for e in ests)
+  print(f"expected: {estimate.say(seconds)} on a 2-core CPU ({len(ests)} estimators x "
+        f"{a.repeats + 2} steps; rough)", flush=True)
   recs = measure(a.size, a.ngf, a.ndf or a.ngf, a.num_classes, a.meta_batch, a.shots,
                  a.queries, a.inner_steps, tuple(a.estimators.split(",")), a.repeats,
                  a.threads, a.flops, device=a.device)
@@ -367,6 +374,7 @@ def _main(argv):
   if a.json:
     with open(a.json, "w") as f:
       json.dump(recs, f, indent=1)
+    print(f"wrote: {a.json}")
 
 
 def main():
