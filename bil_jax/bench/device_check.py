@@ -151,11 +151,17 @@ def _paper_jobs(smoke: bool) -> list:
   return jobs
 
 
-def _cpu_flops(config, job: dict, out: str) -> Optional[float]:
+def _left(deadline: float) -> Optional[float]:
+  """Seconds to ``deadline`` (at least 1), or None where there is none (inf)."""
+  return None if deadline == float("inf") else max(1.0, deadline - time.time())
+
+
+def _cpu_flops(config, job: dict, out: str, deadline: float) -> Optional[float]:
   """FLOPs of ``job``'s step lowered (not compiled) on the CPU with lax.conv, in a fresh
-  process; None where it fails."""
+  process stopped at ``deadline``; None where it fails or is stopped."""
   job = dict(job, kind="flops", config=common.config_to_json(config))
-  r = worker.run_in_process(job, out, log=lambda _: None, timeout_s=300,
+  r = worker.run_in_process(job, out, log=lambda _: None,
+                            timeout_s=_left(deadline),
                             env={"JAX_PLATFORMS": "cpu", "BIL_JAX_CONV_IMPL": "xla"})
   return r.get("flops")
 
@@ -181,7 +187,7 @@ def paper_part(out: str, smoke: bool, deadline: float, peaks: dict, log: Callabl
       job = dict(job, inner_steps=int(config.meta.inner_steps),
                  meta_batch=int(config.meta.meta_batch))
     label = "pretrain" if job["kind"] == "pretrain" else job["estimator"]["name"]
-    flops = None if on_cpu else pool.submit(_cpu_flops, config, job, out)
+    flops = None if on_cpu else pool.submit(_cpu_flops, config, job, out, deadline)
     left = deadline - time.time()
     log(f"device check 2/3 ({i + 1}/{len(jobs)}): {preset} {label} {dtype}"
         + (f" ({msg.split(':')[0]})" if msg else ""))
@@ -190,11 +196,16 @@ def paper_part(out: str, smoke: bool, deadline: float, peaks: dict, log: Callabl
       continue
     full = dict(job, config=common.config_to_json(config), peaks=peaks, repeats=2, warmup=1,
                 flops=on_cpu)
-    r = _in_process(full) if smoke else worker.run_in_process(full, out, log, timeout_s=left)
+    r = (_in_process(full) if smoke
+         else worker.run_in_process(full, out, log, timeout_s=_left(deadline)))
     if "error" in r:
       rows.append(Row("paper", preset, label, dtype, status=r["error"]))
       continue
-    n = flops.result() if flops is not None else r.get("flops")
+    try:
+      n = (flops.result(timeout=_left(deadline)) if flops is not None
+           else r.get("flops"))
+    except concurrent.futures.TimeoutError:
+      n = None
     rows.append(Row("paper", preset, label, dtype, step_time_s=r["step_time_s"],
                     steps_per_s=1 / r["step_time_s"], compile_time_s=r["compile_time_s"],
                     peak_memory_bytes=r["peak_memory_bytes"], flops=n,
