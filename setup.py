@@ -46,7 +46,7 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "bil-jax=bil_jax.main:run",
-            "bil-bench=bil_jax.bench:main",
+            "bil-bench=bil_jax.bench.__main__:main",
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""One-line errors of the command-line tools (``bil_jax.main``, ``bil_jax.bench``).
+"""Flags and one-line errors of the command-line tools (``bil_jax.main``, ``bil_jax.bench``).
 
 An expected failure (a bad flag, config override or value) prints one line
 ``error: ...`` on stderr and exits with status 1, without a traceback.
@@ -49,3 +49,31 @@ def bad_override(err: Exception, argv) -> None:
   if missing:
     fail(f"unknown config key in {culprit} ({missing})")
   fail(f"bad value in {culprit}: {type(err).__name__}: {text}")
+
+
+def define_config_flag(argv) -> None:
+  """Defines ``--config=FILE[:arg]`` (locked; ``--config.a.b=v`` overrides, read from
+  ``argv`` as the flag is defined), with a one-line error for a bad override."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  try:
+    config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
+                                    lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    bad_override(e, argv)
+
+
+def parse_flags(argv):
+  """absl flag parsing with one-line errors for bad flags, config overrides and a missing
+  config file; the arguments absl leaves over."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  try:
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:
+      flags.FLAGS.config.keys()  # loads the config file: a missing one fails here
+    return rest
+  except flags.Error as e:  # also a config file whose get_config raised: its last line
+    fail(error_text(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    bad_override(e, argv)
+  except OSError as e:  # --config file missing or unreadable
+    fail(f"--config: {e}")

@@ -22,7 +22,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from bil_jax import cli, console
 
@@ -30,12 +29,7 @@ FLAGS = flags.FLAGS
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-try:
-  # The config flag reads --config.* overrides from sys.argv as it is defined.
-  config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Experiment config file.",
-                                  lock_config=True)
-except (AttributeError, KeyError, TypeError, ValueError) as e:
-  cli.bad_override(e, sys.argv)
+cli.define_config_flag(sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "xplus", "tune", "evaluate", "all"],
                   "What to run (all: pretrain, metatrain, xplus, evaluate).")
@@ -59,20 +53,6 @@ def is_expected(err: BaseException) -> bool:
   if isinstance(err, (reliability.TrainingError, checkpoint.CheckpointError, OSError)):
     return True
   return isinstance(err, ValueError) and _raised_in_project(err)
-
-
-def parse_flags(argv):
-  """absl flag parsing with one-line errors for bad flags and config overrides."""
-  try:
-    rest = FLAGS(argv)
-    FLAGS.config.keys()  # loads the config file: a missing one fails here
-    return rest
-  except flags.Error as e:  # also a config file whose get_config raised: its last line
-    cli.fail(cli.error_text(e))
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    cli.bad_override(e, argv)
-  except OSError as e:  # --config file missing or unreadable
-    cli.fail(f"--config: {e}")
 
 
 def main(argv):
@@ -124,7 +104,7 @@ def run():
   """Console-script entry point (``bil-jax``); Ctrl-C outside a training step (start-up,
   data building, evaluation) ends with one line and exit status 130."""
   try:
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)
   except KeyboardInterrupt:
     print("interrupted (Ctrl-C); checkpoints already saved are kept: rerun the same command "
           "to resume", file=sys.stderr)

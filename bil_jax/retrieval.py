@@ -22,13 +22,10 @@ areas are per-class pixel counts and union = area_a + area_b - inter. Large
 candidate databases are processed in fixed-size, padded chunks (one
 compilation), so only chunk_size candidate maps are expanded at a time.
 
-Benchmark (7,000 random 128x256 maps, 20 classes, 5-map query):
-  python -m bil_jax.retrieval --bench
+Its timing on random maps: ``python -m bil_jax.bench.retrieval``.
 """
 
-import argparse
 import functools
-import time
 from typing import Optional, Sequence, Union
 
 import jax
@@ -234,42 +231,3 @@ def top_k_tasks(similarities: ArrayLike, k: int,
   candidates = np.nonzero(keep)[0]
   order = np.argsort(-s[candidates], kind='stable')
   return candidates[order[:k]]
-
-
-def bench(num_candidates: int = 7000, height: int = 128, width: int = 256,
-          num_classes: int = 20, num_query: int = 5, chunk_size: int = 128,
-          seed: int = 0) -> float:
-  """Times `task_similarity` on random maps; returns seconds (after compile)."""
-  rng = np.random.default_rng(seed)
-  cands = rng.integers(0, num_classes, (num_candidates, height, width),
-                       dtype=np.uint8)
-  query = rng.integers(0, num_classes, (num_query, height, width),
-                       dtype=np.uint8)
-  ids = np.arange(num_candidates)
-  # Compile outside the timed region.
-  task_similarity(query, cands[:chunk_size], ids[:chunk_size], num_classes,
-                  chunk_size=chunk_size)
-  t0 = time.perf_counter()
-  sims = task_similarity(query, cands, ids, num_classes, chunk_size=chunk_size)
-  top = top_k_tasks(sims, 5)
-  seconds = time.perf_counter() - t0
-  print(f'{num_candidates} candidate maps {height}x{width}, {num_classes} '
-        f'classes, {num_query}-map query, chunk {chunk_size}: {seconds:.2f} s '
-        f'on {jax.devices()[0].platform} (top-5 {top.tolist()})')
-  return seconds
-
-
-def _main():
-  parser = argparse.ArgumentParser(description='Eq. 3 retrieval benchmark.')
-  parser.add_argument('--bench', action='store_true')
-  parser.add_argument('--num_candidates', type=int, default=7000)
-  parser.add_argument('--chunk_size', type=int, default=128)
-  args = parser.parse_args()
-  if args.bench:
-    bench(num_candidates=args.num_candidates, chunk_size=args.chunk_size)
-  else:
-    parser.print_help()
-
-
-if __name__ == '__main__':
-  _main()

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bil_jax import precision_check
+from bil_jax.bench import precision
 from bil_jax.models import layers
 
 
@@ -33,12 +33,12 @@ def test_bfloat16_convolutions_return_float32_close_to_float32(impl):
 
 def test_bfloat16_meta_gradient_is_float32_and_close():
   """Tiny 8x8 Pix2pix, first-order (the synthetic default's estimator) through 2 inner SGD
-  steps (bil_jax.precision_check). Second order measured the same (cosine 0.99992 and
+  steps (bil_jax.bench.precision). Second order measured the same (cosine 0.99992 and
   0.99996, relative error 0.013 and 0.009) but compiles three times longer."""
-  full = precision_check.gradient("pix2pix", "float32", "first_order", "sgd")
-  half = precision_check.gradient("pix2pix", "bfloat16", "first_order", "sgd")
+  full = precision.gradient("pix2pix", "float32", "first_order", "sgd")
+  half = precision.gradient("pix2pix", "bfloat16", "first_order", "sgd")
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(half))
-  for net, (cos, rel) in precision_check.compare(full, half).items():
+  for net, (cos, rel) in precision.compare(full, half).items():
     # Measured: cosine 0.99993 (G), 0.99997 (D); relative error 0.012 (G), 0.0085 (D).
     # (Adam inner steps and PG² amplify the rounding: README, "Mixed precision".)
     assert cos > 0.999 and rel < 0.05, (net, cos, rel)

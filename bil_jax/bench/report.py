@@ -1,6 +1,7 @@
 """The benchmark's tables (Markdown) and plots (matplotlib, Agg).
 
 * :func:`cost_table` / :func:`plot_cost`: step time, compile time, peak memory, FLOPs.
+* :func:`compile_table`: ``--compile_only``'s FLOPs, memory analysis and one step.
 * :func:`fidelity_table` / :func:`plot_fidelity`: cosine and relative error to second_order.
 * :func:`outcome_table` / :func:`plot_outcome`: held-out L1 against time per step and peak
   memory, with the Pareto front (no other estimator is both cheaper and better).
@@ -8,7 +9,8 @@
 from typing import List, Optional
 
 
-def _fmt_bytes(b):
+def fmt_bytes(b) -> str:
+  """Bytes as MiB with one decimal, or 'n/a'."""
   return "n/a" if b is None else f"{b / 2 ** 20:.1f}"
 
 
@@ -41,7 +43,7 @@ def cost_table(records: list, peaks: dict) -> str:
   for r in jax_recs:
     row = (f"| {r['estimator']} | {r['remat']} | {r['inner_steps']} | "
            f"{r['meta_batch']} | {r['step_time_s']:.3f} | {r['tasks_per_s']:.2f} | "
-           f"{r['compile_time_s']:.1f} | {_fmt_bytes(r['peak_memory_bytes'])} | "
+           f"{r['compile_time_s']:.1f} | {fmt_bytes(r['peak_memory_bytes'])} | "
            f"{r['flops'] / 1e9:.2f} | {r['flops_per_s'] / 1e9:.1f} | "
            f"{100 * r['flops_per_s'] / r['peak_flops_per_s']:.1f} |")
     if ref:
@@ -55,6 +57,36 @@ def cost_table(records: list, peaks: dict) -> str:
              else f"{t['torch_threads']} threads")
     lines += ["", f"PyTorch eager reference ({t['torch_version']}, {where}), "
               f"{t['estimator']}: {t['step_time_s']:.3f} s/step{fl}."]
+  return "\n".join(lines) + "\n"
+
+
+def _mib(b) -> str:
+  return "" if b is None else f"{b / 2 ** 20:,.0f}"
+
+
+def compile_table(records: list) -> str:
+  """Markdown: per configuration, GFLOP of one meta-step, XLA's memory analysis (MiB:
+  arguments, outputs, temporaries, aliased, implied peak), compile s and one step's s."""
+  lines = []
+  if records:
+    r0 = records[0]
+    lines += [f"{r0['model']} {r0['image_size']}x{r0['image_width']}, ngf {r0['ngf']}, ndf "
+              f"{r0['ndf']}, {r0['num_classes']} classes, {r0['shots']} shots + "
+              f"{r0['queries']} queries per task, inner {r0['inner_optimizer']}, lambda_b "
+              f"{r0['lambda_b']}, {r0['dtype']}; device {r0['device']} ({r0['platform']}).",
+              ""]
+  lines += ["| estimator | remat | K | M | GFLOP | arguments MiB | outputs MiB | "
+            "temporaries MiB | aliased MiB | peak MiB | compile s | one step s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in records:
+    step = (f"{r['step_time_s']:.1f}" if r.get("step_time_s") is not None
+            else f"not run: {r.get('step_skipped', '')}")
+    lines.append(
+        f"| {r['estimator']} | {r['remat']} | {r['inner_steps']} | {r['meta_batch']} | "
+        f"{r['flops'] / 1e9:,.0f} | {_mib(r.get('xla_argument_bytes'))} | "
+        f"{_mib(r.get('xla_output_bytes'))} | {_mib(r.get('xla_temp_bytes'))} | "
+        f"{_mib(r.get('xla_alias_bytes'))} | {_mib(r.get('xla_peak_bytes'))} | "
+        f"{r['compile_time_s']:.0f} | {step} |")
   return "\n".join(lines) + "\n"
 
 
@@ -79,8 +111,8 @@ def fidelity_table(fid: dict) -> str:
 def outcome_table(records: List[dict]) -> str:
   """Markdown: held-out query L1 after IS adaptation, start and end, per setting; with
   several seeds, one row per (setting, estimator) with the mean ± std over the seeds."""
-  from bil_jax import bench_outcome  # pylint: disable=import-outside-toplevel
-  rows = bench_outcome.summarize(records)
+  from bil_jax.bench import outcome  # pylint: disable=import-outside-toplevel
+  rows = outcome.summarize(records)
   if any(r["seeds"] + r["failed"] > 1 for r in rows):
     return _outcome_seeds_table(rows)
   lines = ["| setting | estimator | meta-steps | s/step | meta-step time s | held-out L1 after "
@@ -100,7 +132,7 @@ def outcome_table(records: List[dict]) -> str:
 
 
 def _outcome_seeds_table(rows: List[dict]) -> str:
-  """Markdown of :func:`bil_jax.bench_outcome.summarize`'s rows."""
+  """Markdown of :func:`bil_jax.bench.outcome.summarize`'s rows."""
   lines = ["| setting | estimator | meta-steps | s/step | peak MiB | seeds | held-out L1 after "
            "IS, start -> end: mean ± std [min, max] | gain (start - end), mean ± std | "
            "run wall s, mean |", "|---|---|---|---|---|---|---|---|---|"]
@@ -136,6 +168,9 @@ def plot_cost(records: list, path: str) -> None:
     style = "--s" if remat in ("none", "False") else "-o"
     a1.plot(ks, [r["step_time_s"] for r in rs], style, label=label)
     a2.plot(ks, [r["peak_memory_bytes"] / 2 ** 20 for r in rs], style, label=label)
+  ticks = sorted({r["inner_steps"] for r in recs})
+  for a in (a1, a2):
+    a.set_xticks(ticks)
   a1.set(xlabel="inner steps K", ylabel="step time (s)", title="meta-step time")
   a2.set(xlabel="inner steps K", ylabel="peak memory (MiB)", title="peak memory")
   a1.legend(fontsize=7)
@@ -190,9 +225,9 @@ def plot_outcome(records: List[dict], memory: dict, path: str) -> None:
 
   ``memory``: estimator label -> peak bytes at the config's K/M/remat (or None).
   """
-  from bil_jax import bench_outcome  # pylint: disable=import-outside-toplevel
+  from bil_jax.bench import outcome  # pylint: disable=import-outside-toplevel
   plt = _plt()
-  rows = bench_outcome.summarize(records)  # mean ± std over seeds (std 0 for one seed)
+  rows = outcome.summarize(records)  # mean ± std over seeds (std 0 for one seed)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
   for ax, xkey, xlabel in ((axes[0], "time", "time per meta-step (s)"),
                            (axes[1], "memory", "peak memory (MiB)")):
@@ -230,7 +265,12 @@ def report(records: list, peaks: dict, fid: Optional[dict], outcome: Optional[Li
   parts = [f"# {title or 'bil_jax.bench'}", ""]
   if notes:
     parts += [f"* {n}" for n in notes] + [""]
-  parts += ["## Cost", "", cost_table(records, peaks)]
+  compiled = [r for r in records if "step_skipped" in r]
+  if compiled:
+    parts += ["## Compiled (--compile_only)", "", compile_table(compiled)]
+  timed = [r for r in records if "step_skipped" not in r]
+  if timed or not compiled:
+    parts += ["## Cost", "", cost_table(timed, peaks)]
   if fid:
     parts += ["## Gradient fidelity", "", fidelity_table(fid)]
   if outcome:

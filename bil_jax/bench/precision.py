@@ -1,6 +1,6 @@
 """How far bfloat16 convolutions (``model.dtype="bfloat16"``) move a meta-gradient.
 
-  python -m bil_jax.precision_check [--models=pix2pix,pg2] [--size=8]
+  python -m bil_jax.bench.precision [--models=pix2pix,pg2] [--size=8]
       [--cases=grad:adam,first_order:sgd,second_order:sgd,first_order:adam,second_order:adam]
 
 For each model and case (an estimator, or ``grad`` for the plain generator-loss gradient,
@@ -8,7 +8,6 @@ with the inner optimizer ``sgd`` (lr 0.01) or ``adam`` (the config's)), it compu
 float32 and the bfloat16 result on the same tiny random task and prints their cosine
 similarity and relative error, separately for G and D, as a Markdown table.
 """
-import argparse
 from typing import Dict, Tuple
 
 import jax
@@ -16,7 +15,8 @@ import ml_collections
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from bil_jax import bench_fidelity, builders, config_lib, estimators, gan
+from bil_jax import builders, config_lib, estimators, gan
+from bil_jax.bench import fidelity
 
 
 def tiny_config(model: str, dtype: str, inner: str, size: int) -> ml_collections.ConfigDict:
@@ -64,22 +64,23 @@ def gradient(model: str, dtype: str, case: str, inner: str, size: int = 8) -> di
 
 def compare(full: dict, half: dict) -> Dict[str, Tuple[float, float]]:
   """net -> (cosine similarity, relative error ||half - full|| / ||full||), by
-  :func:`bil_jax.bench_fidelity.compare`."""
+  :func:`bil_jax.bench.fidelity.compare`."""
   out = {}
   for net in ("G", "D"):
     row = lambda tree: ravel_pytree(tree)[0][None]  # [1, P]
-    r = bench_fidelity.compare(row(half[net]), row(full[net]))
+    r = fidelity.compare(row(half[net]), row(full[net]))
     out[net] = (float(r["cosine"][0]), float(r["rel_error"][0]))
   return out
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--models", default="pix2pix,pg2")
-  p.add_argument("--size", type=int, default=8)
-  p.add_argument("--cases", default="grad:adam,first_order:sgd,second_order:sgd,"
-                 "first_order:adam,second_order:adam")
-  a = p.parse_args(argv)
+def _main(argv) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if len(argv) > 1:
+    raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
+  a = flags.FLAGS
+  n = len(a.models.split(",")) * len(a.cases.split(","))
+  print(f"expected: about {n * 30} s on a 2-core CPU ({n} cases, two small compiles each; "
+        "rough); prints a Markdown table, writes no file", flush=True)
   print("| model | case | inner | cos G | rel. error G | cos D | rel. error D |")
   print("|---|---|---|---|---|---|---|")
   for model in a.models.split(","):
@@ -89,6 +90,17 @@ def main(argv=None) -> None:
                   gradient(model, "bfloat16", case, inner, a.size))
       print(f"| {model} | {case} | {inner} | {r['G'][0]:.5f} | {r['G'][1]:.4f} | "
             f"{r['D'][0]:.5f} | {r['D'][1]:.4f} |", flush=True)
+
+
+def main() -> None:
+  """``python -m bil_jax.bench.precision``: flags as in the module docstring."""
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("models", "pix2pix,pg2", "Models, comma separated.")
+  flags.DEFINE_integer("size", 8, "Image size of the random task.")
+  flags.DEFINE_string("cases", "grad:adam,first_order:sgd,second_order:sgd,first_order:adam,"
+                      "second_order:adam", "CASE:INNER items: CASE 'grad' or an estimator, "
+                      "INNER 'sgd' or 'adam'.")
+  app.run(_main)
 
 
 if __name__ == "__main__":

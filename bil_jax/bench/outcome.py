@@ -32,7 +32,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from bil_jax.bench_common import EstimatorSpec, config_from_json, config_to_json, set_key
+from bil_jax.bench.common import EstimatorSpec, config_from_json, config_to_json, set_key
 
 CONFIG_PY = '''"""The benchmark's config, frozen as JSON beside this file (written by bil_jax.bench)."""
 import json

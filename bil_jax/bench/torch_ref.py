@@ -14,23 +14,21 @@ through D's *input* with the updated D' held fixed. (The learn2learn/``higher`` 
 ``torch.autograd.grad(create_graph=True)`` on one shared graph, cannot hold D' fixed there:
 D' depends on G through the fake images of the D step, so its G step also differentiates
 through D's update. That is another inner loop, ``SO != FO`` in the adapted weights
-themselves, with a cost quadratic in K: 7.4x the FLOPs of this one at K=5, 393 vs 53
-GFLOP at torch_ref_32; see docs/benchmark.md.)
+themselves, with a cost quadratic in K; see docs/benchmark.md.)
 ``second_order`` is one ``torch.func.vjp`` of the query losses through the K steps and two
 pullbacks; ``first_order`` takes the query gradients at the adapted weights, with plain
 ``torch.autograd.grad`` (no graph across steps is needed there, and it is the faster form).
 
-  python -m bil_jax.bench_torch --size 32 --ngf 16
-  python -m bil_jax.bench_torch --size 64 --ngf 32 --estimators second_order
-  python -m bil_jax.bench_torch --size 64 --ngf 32 --device cuda
+  python -m bil_jax.bench.torch_ref --size=32 --ngf=16
+  python -m bil_jax.bench.torch_ref --size=64 --ngf=32 --estimators=second_order
+  python -m bil_jax.bench.torch_ref --size=64 --ngf=32 --device=cuda
 
-``--device cuda`` runs it on the GPU (parameters, tasks and optimizer state there; each
+``--device=cuda`` runs it on the GPU (parameters, tasks and optimizer state there; each
 timed step ends with ``torch.cuda.synchronize()``), as ``bil_jax.bench --torch`` does when
 JAX's backend is a GPU.
 
 Needs ``torch`` (``pip install torch``); it is not a dependency of bil_jax.
 """
-import argparse
 import json
 import statistics
 import time
@@ -308,7 +306,7 @@ def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, que
     torch.set_num_threads(threads)
   cuda = device.startswith("cuda")
   if cuda and not torch.cuda.is_available():
-    raise SystemExit(f"bench_torch: --device {device}: torch {torch.__version__} sees no GPU")
+    raise SystemExit(f"bil_jax.bench.torch_ref: --device {device}: torch {torch.__version__} sees no GPU")
   sync = torch.cuda.synchronize if cuda else (lambda: None)
   tasks = random_tasks(meta_batch, shots, queries, size, num_classes, seed, device)
   out = []
@@ -335,26 +333,39 @@ def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, que
   return out
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--size", type=int, default=32)
-  ap.add_argument("--ngf", type=int, default=16)
-  ap.add_argument("--ndf", type=int, default=0, help="0 -> ngf")
-  ap.add_argument("--num_classes", type=int, default=8)
-  ap.add_argument("--meta_batch", type=int, default=5)
-  ap.add_argument("--shots", type=int, default=5)
-  ap.add_argument("--queries", type=int, default=5)
-  ap.add_argument("--inner_steps", type=int, default=5)
-  ap.add_argument("--estimators", default="second_order,first_order")
-  ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--threads", type=int, default=0, help="0 -> torch's default")
-  ap.add_argument("--no_flops", action="store_true")
-  ap.add_argument("--json", default="", help="also write the records to this file")
-  ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-  a = ap.parse_args(argv)
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_integer("size", 32, "Image size (square).")
+  flags.DEFINE_integer("ngf", 16, "Generator width.")
+  flags.DEFINE_integer("ndf", 0, "Discriminator width (0: ngf).")
+  flags.DEFINE_integer("num_classes", 8, "Classes of the maps.")
+  flags.DEFINE_integer("meta_batch", 5, "Tasks per meta-batch M.")
+  flags.DEFINE_integer("shots", 5, "Support pairs per task.")
+  flags.DEFINE_integer("queries", 5, "Query pairs per task.")
+  flags.DEFINE_integer("inner_steps", 5, "Inner steps K.")
+  flags.DEFINE_string("estimators", "second_order,first_order", "Estimators to time.")
+  flags.DEFINE_integer("repeats", 3, "Timed steps (median).")
+  flags.DEFINE_integer("threads", 0, "Torch threads (0: torch's default).")
+  flags.DEFINE_bool("flops", True, "Count FLOPs with torch's flop counter.")
+  flags.DEFINE_string("json", "", "Also write the records to this file.")
+  flags.DEFINE_string("device", "cpu", "cpu or cuda[:i].")
+
+
+def _main(argv):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if len(argv) > 1:
+    raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
+  a = flags.FLAGS
+  from bil_jax.bench import estimate  # pylint: disable=import-outside-toplevel
+  ests = a.estimators.split(",")
+  seconds = sum((a.repeats + 2) * 2 * estimate.gflop(
+      a.size, a.size, a.ngf, a.shots, a.queries, False, e, a.inner_steps, a.meta_batch)
+                * 1e9 / estimate.CPU_FLOPS for e in ests)
+  print(f"expected: {estimate.say(seconds)} on a 2-core CPU ({len(ests)} estimators x "
+        f"{a.repeats + 2} steps; rough)", flush=True)
   recs = measure(a.size, a.ngf, a.ndf or a.ngf, a.num_classes, a.meta_batch, a.shots,
                  a.queries, a.inner_steps, tuple(a.estimators.split(",")), a.repeats,
-                 a.threads, not a.no_flops, device=a.device)
+                 a.threads, a.flops, device=a.device)
   for r in recs:
     fl = f"{r['flops'] / 1e9:.1f} GFLOP" if r["flops"] else "n/a"
     print(f"pytorch eager ({a.device}) {r['estimator']:>12s} {a.size}x{a.size} ngf {a.ngf} "
@@ -363,7 +374,14 @@ def main(argv=None):
   if a.json:
     with open(a.json, "w") as f:
       json.dump(recs, f, indent=1)
-  return recs
+    print(f"wrote: {a.json}")
+
+
+def main():
+  """``python -m bil_jax.bench.torch_ref``: flags as in the module docstring."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  _define_flags()
+  app.run(_main)
 
 
 if __name__ == "__main__":

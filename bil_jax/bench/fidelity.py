@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bil_jax import adapt, builders, estimators, meta
-from bil_jax.bench_common import EstimatorSpec
+from bil_jax.adapt import NETS
+from bil_jax.bench.common import EstimatorSpec
+from bil_jax.data import loading
 
-NETS = ("G", "D")
 REFERENCE = EstimatorSpec("second_order")
 
 
@@ -118,10 +119,11 @@ def config_batches(config, workdir: str, num_seeds: int, meta_batch: int,
   that meta-training step ``seed`` draws: training tasks of the config's dataset
   (``source='config'``, built in ``workdir/tfds`` if needed), or random images
   (``'random'``) with those keys."""
-  from bil_jax import bench_common, streams  # pylint: disable=import-outside-toplevel
+  from bil_jax import streams  # pylint: disable=import-outside-toplevel
+  from bil_jax.bench import common  # pylint: disable=import-outside-toplevel
   batches = []
   if source == "config":
-    from bil_jax.data import episodes, loading  # pylint: disable=import-outside-toplevel
+    from bil_jax.data import episodes  # pylint: disable=import-outside-toplevel
     train_tasks = loading.load_data(config, workdir, ("train",)).train
     sampler = episodes.Sampler.from_config(config.data)
   for seed in range(num_seeds):
@@ -129,7 +131,7 @@ def config_batches(config, workdir: str, num_seeds: int, meta_batch: int,
       tasks = sampler.meta_batch(train_tasks, meta_batch,
                                  streams.episode_rng(config.seed, "meta", seed))
     elif source == "random":
-      tasks = bench_common.random_tasks(config, meta_batch, seed)
+      tasks = common.random_tasks(config, meta_batch, seed)
     else:
       raise ValueError(f"--fidelity_data={source!r} is not one of ['config', 'random']")
     rngs = meta.task_rngs(streams.key(config.seed, "meta"), seed, meta_batch)
@@ -148,7 +150,7 @@ def run_fidelity(config, specs: List[EstimatorSpec], workdir: str, num_seeds: in
     spec = builders.build_spec(config, config.data.num_classes)
   weights = "given"
   if params is None:
-    params = builders.init_params(spec, config.seed, builders.image_hw(config))
+    params = builders.init_params(spec, config.seed, loading.image_hw(config))
     weights = "random initialisation"
   params = {k: params[k] for k in NETS}
   frozen = builders.load_frozen(config)
