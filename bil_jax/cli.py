@@ -6,6 +6,9 @@ An expected failure (a bad flag, config override or value) prints one line
 import re
 import sys
 
+# The --mode values of bil_jax.main (all: pretrain, metatrain, xplus, evaluate).
+MODES = ("pretrain", "metatrain", "xplus", "tune", "evaluate", "all")
+
 
 def one_line(message) -> str:
   """``message`` with all whitespace runs (newlines included) collapsed to one space."""

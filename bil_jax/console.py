@@ -45,7 +45,10 @@ def quiet_libraries() -> None:
   for key, value in QUIET_ENV.items():
     os.environ.setdefault(key, value)
   with _stderr_closed():
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
+    try:  # TensorFlow is optional at run time (bil_jax.tf_optional)
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
+    except ImportError:
+      pass
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   tfds.disable_progress_bar()
   builder = tfds.core.DatasetBuilder

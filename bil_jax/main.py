@@ -31,7 +31,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 cli.define_config_flag(sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
-flags.DEFINE_enum("mode", "all", ["pretrain", "metatrain", "xplus", "tune", "evaluate", "all"],
+flags.DEFINE_enum("mode", "all", list(cli.MODES),
                   "What to run (all: pretrain, metatrain, xplus, evaluate).")
 flags.mark_flags_as_required(["workdir"])
 

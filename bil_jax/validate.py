@@ -16,11 +16,11 @@ import jax
 import ml_collections
 import optax
 
-from bil_jax import adapt, estimators, losses, models, optimizers, parallel, reliability
+from bil_jax import adapt, cli, estimators, losses, models, optimizers, parallel, reliability
 from bil_jax.data import loading, registry
 from bil_jax.models import layers, patchgan
 
-MODES = ("pretrain", "metatrain", "evaluate", "all")
+MODES = cli.MODES
 REFERENCE_SOURCES = ("self", "other")
 
 
@@ -139,8 +139,11 @@ def _inputs(config, workdir: str, mode: str) -> None:
       workdir, "pretrain"):
     raise ValueError(f"--mode=metatrain: no pre-trained model in {workdir}/pretrain; run "
                      "--mode=pretrain first, or set --config.meta.from_scratch=True")
+  if mode in ("xplus", "tune") and not _has_checkpoint(workdir, "pretrain"):
+    raise ValueError(f"--mode={mode}: no pre-trained model in {workdir}/pretrain (X+ "
+                     "continues it); run --mode=pretrain first")
   if mode == "evaluate":
-    missing = [p for p in ("pretrain", "meta") if not _has_checkpoint(workdir, p)]
+    missing = [p for p in ("pretrain", "meta", "xplus") if not _has_checkpoint(workdir, p)]
     if missing:
       raise ValueError(f"--mode=evaluate: no {' or '.join(missing)} checkpoint in {workdir}; "
                        "run --mode=all (or the missing phases) first")

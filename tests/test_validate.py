@@ -39,7 +39,10 @@ def _smoke(**overrides):
     ({"meta.mesh_shape": "3x1"}, "all", "meta.mesh_shape='3x1'"),
     ({"data.name": "synthetc"}, "all", "did you mean 'synthetic'"),
     ({}, "metatrain", "--mode=metatrain: no pre-trained model"),
-    ({}, "evaluate", "--mode=evaluate: no pretrain or meta checkpoint"),
+    ({}, "evaluate", "--mode=evaluate: no pretrain or meta or xplus checkpoint"),
+    ({}, "xplus", "--mode=xplus: no pre-trained model"),
+    ({}, "tune", "--mode=tune: no pre-trained model"),
+    ({}, "predict", "--mode='predict' is not one of"),
 ])
 def test_each_fault_is_one_line_naming_the_key(tmp_path, overrides, mode, expected):
   workdir = str(tmp_path / "w")

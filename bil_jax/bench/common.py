@@ -79,9 +79,21 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json(sort_keys=True)
 
 
+def _tuples(value):
+  """JSON arrays back to the tuples they were (configs hold tuples, never lists)."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
 def config_from_json(text: str) -> ml_collections.ConfigDict:
-  """The locked ConfigDict of :func:`config_to_json`'s text."""
-  c = ml_collections.ConfigDict(json.loads(text))
+  """The locked ConfigDict of :func:`config_to_json`'s text; ``data.config_seed`` is again
+  a reference to ``seed`` (as in config_lib.base_config)."""
+  c = ml_collections.ConfigDict(_tuples(json.loads(text)))
+  if "data" in c and "config_seed" in c.data:
+    c.data.config_seed = c.get_ref("seed")
   c.lock()
   return c
 

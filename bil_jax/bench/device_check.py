@@ -45,7 +45,7 @@ _SMOKE_PAPER = {"data.image_height": 16, "model.ngf": 4, "model.ndf": 4, "model.
                 "meta.meta_batch": 1, "meta.inner_steps": 1, "pretrain.batch_size": 2}
 # absl's own format (main at --verbosity=1): 'I1204 20:41:05.123456 ... meta step 5/150: ...'.
 _STEP_LINE = re.compile(r"^[IWE]\d{4} (\d\d):(\d\d):(\d\d\.\d+).*?\b(pretrain|meta) step "
-                        r"(\d+)(?:/\d+)?:")
+                        r"(\d+)(?:/\d+)?\b")
 _COMPILE_LINE = re.compile(r"XLA compile time: ([\d.]+) s")
 
 
