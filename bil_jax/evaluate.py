@@ -66,8 +66,7 @@ from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, look
 from bil_jax import xplus as xplus_lib
 from bil_jax.data import episodes, loading
 from bil_jax.data import tasks as tasks_lib
-from bil_jax.eval_inputs import (num_evaluated, padded_positions, random_aux_tasks,  # pylint: disable=unused-import
-                                 retrieve_aux_tasks, stack_tasks, task_inputs, test_episodes)
+from bil_jax.eval_inputs import padded_positions, stack_tasks, task_inputs, test_episodes
 
 ROW_IDS = rows.ROW_IDS  # every row of the table, computed by task_outputs in this order
 GRID_COLUMNS = ("map", "target") + ROW_IDS

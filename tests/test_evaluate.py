@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import jax
-from bil_jax import (adapt, builders, config_lib, evaluate, gan, lookups, meta, metrics, parallel,
-                     rows, streams, tuning, visualize)
+from bil_jax import (adapt, builders, config_lib, eval_inputs, evaluate, gan, lookups, meta,
+                     metrics, parallel, rows, streams, tuning, visualize)
 from bil_jax.data import episodes, tasks
 
 import tiny
@@ -42,7 +42,7 @@ def test_retrieval_finds_the_task_with_the_same_layouts():
   maps = [rng.integers(0, 4, (3, 8, 8)).astype(np.uint8) for _ in range(6)]
   ts = tasks.from_tasks([(f"t{i}", m, np.zeros(m.shape + (3,), np.uint8))
                          for i, m in enumerate(maps)], 4)
-  top = evaluate.retrieve_aux_tasks(maps[4][:2].astype(np.int32), ts, 3)
+  top = eval_inputs.retrieve_aux_tasks(maps[4][:2].astype(np.int32), ts, 3)
   assert top[0] == 4 and len(set(top.tolist())) == 3
 
 
@@ -83,9 +83,9 @@ def tiny_stubs(train_ts, test_ts, spec):
 
 def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():
   c, _, test_ts, _ = tiny_setup()
-  raw = evaluate.test_episodes(c, test_ts)
+  raw = eval_inputs.test_episodes(c, test_ts)
   c.eval.augment_shots = True
-  aug = evaluate.test_episodes(c, test_ts)
+  aug = eval_inputs.test_episodes(c, test_ts)
   images = test_ts.task_images(0).astype(np.float32) / 127.5 - 1
   for ep in raw:
     np.testing.assert_array_equal(ep["support"]["map"], ep["support_maps"])
@@ -102,10 +102,10 @@ def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():
 def test_task_inputs_hold_the_retrieved_tasks_and_their_aux_meta_batches():
   """Retrieval by the raw support maps; Aux meta-batches and keys from test task t's streams."""
   c, train_ts, test_ts, _ = tiny_setup()
-  ep = evaluate.test_episodes(c, test_ts)[1]
+  ep = eval_inputs.test_episodes(c, test_ts)[1]
   sampler = episodes.Sampler.from_config(c.data)
-  task = evaluate.task_inputs(c, sampler, train_ts, ep, 1)
-  aux = evaluate.retrieve_aux_tasks(ep["support_maps"], train_ts, 2)
+  task = eval_inputs.task_inputs(c, sampler, train_ts, ep, 1)
+  aux = eval_inputs.retrieve_aux_tasks(ep["support_maps"], train_ts, 2)
   np.testing.assert_array_equal(task["aux_tasks"], aux)
   assert task["aux_rngs"].shape == (2, 2, 2) and task["aux"]["support"]["image"].shape[:2] == (2, 2)
   for step in range(2):
@@ -118,14 +118,14 @@ def test_task_inputs_hold_the_retrieved_tasks_and_their_aux_meta_batches():
         task["aux_rngs"][step], meta.task_rngs(streams.key(c.seed, "aux", 1), step, 2))
   np.testing.assert_array_equal(task["rng"], streams.key(c.seed, "eval", 1))
   c.eval.aux_steps = 0
-  assert evaluate.task_inputs(c, sampler, train_ts, ep, 1)["aux_rngs"].shape == (0, 2, 2)
+  assert eval_inputs.task_inputs(c, sampler, train_ts, ep, 1)["aux_rngs"].shape == (0, 2, 2)
 
 
 def test_padded_positions_repeat_the_last_task():
-  assert evaluate.padded_positions(3, 4).tolist() == [0, 1, 2, 2]
-  assert evaluate.padded_positions(5, 2).tolist() == [0, 1, 2, 3, 4, 4]
-  assert evaluate.padded_positions(4, 4).tolist() == [0, 1, 2, 3]
-  assert evaluate.padded_positions(2, 1).tolist() == [0, 1]
+  assert eval_inputs.padded_positions(3, 4).tolist() == [0, 1, 2, 2]
+  assert eval_inputs.padded_positions(5, 2).tolist() == [0, 1, 2, 3, 4, 4]
+  assert eval_inputs.padded_positions(4, 4).tolist() == [0, 1, 2, 3]
+  assert eval_inputs.padded_positions(2, 1).tolist() == [0, 1]
 
 
 SETTINGS = {"x_nshot": (0.1, 2), "xplus_nshot": (0.3, 1), "bil_noaux": (0.1, 1),
@@ -153,9 +153,9 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
   params = {"x": tiny.init_params(spec, 0), "xplus": tiny.init_params(spec, 2),
             "gp": tiny.init_params(spec, 1)}
   progs = evaluate._Programs(c, spec, SETTINGS)
-  ep = evaluate.test_episodes(c, test_ts)[0]
+  ep = eval_inputs.test_episodes(c, test_ts)[0]
   sampler = episodes.Sampler.from_config(c.data)
-  task = evaluate.task_inputs(c, sampler, train_ts, ep, 0)
+  task = eval_inputs.task_inputs(c, sampler, train_ts, ep, 0)
   out = jax.jit(progs.task_outputs)(params, {"frozen": None, "lpips": None}, task)
 
   aux_opt = builders.aux_optimizer(c)
@@ -163,7 +163,7 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
                                  parallel.make_mesh(jax.devices()[:1]))
   tuned = _aux_tuned(c, aux_step, aux_opt, params["gp"], train_ts, sampler, task["aux_tasks"])
   tuned_random = _aux_tuned(c, aux_step, aux_opt, params["gp"], train_ts, sampler,
-                            evaluate.random_aux_tasks(c, train_ts, 0))
+                            eval_inputs.random_aux_tasks(c, train_ts, 0))
   leaves = lambda p: jax.tree.leaves(p)  # pylint: disable=unnecessary-lambda-assignment
   assert not all(np.allclose(a, b) for a, b in zip(leaves(tuned), leaves(params["gp"])))
   assert not all(np.allclose(a, b) for a, b in zip(leaves(tuned), leaves(tuned_random)))
@@ -208,7 +208,7 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
 def test_adapt_at_scores_every_step_count_of_one_scan():
   """The images after s steps of one adapt_at scan equal an s-step adaptation's."""
   c, _, test_ts, spec = tiny_setup()
-  ep = evaluate.test_episodes(c, test_ts)[0]
+  ep = eval_inputs.test_episodes(c, test_ts)[0]
   params, rng = tiny.init_params(spec, 0), jax.random.PRNGKey(3)
   loop = builders.inner_loop(c, spec, steps=3, lr=0.2)
   fakes = adapt.adapt_at(loop, params, ep["support"], ep["query"], rng, None, (1, 3))
