@@ -20,7 +20,6 @@ from bil_jax import adapt, cli, estimators, losses, models, optimizers, parallel
 from bil_jax.data import loading, registry
 from bil_jax.models import layers, patchgan
 
-MODES = cli.MODES
 REFERENCE_SOURCES = ("self", "other")
 
 
@@ -154,7 +153,7 @@ def _checks(config, workdir: str, mode: str) -> List[Callable[[], None]]:
   pre, meta_ = mode in ("pretrain", "all"), mode in ("metatrain", "all")
   c = config
   out = [
-      lambda: _one_of("--mode", mode, MODES),
+      lambda: _one_of("--mode", mode, cli.MODES),
       lambda: _creatable(workdir),
       lambda: _one_of("nonfinite", c.nonfinite, reliability.NONFINITE_MODES),
       lambda: _one_of("data.name", c.data.name, registry.known_names()),

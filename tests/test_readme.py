@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from bil_jax import validate
+from bil_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = "python -m bil_jax.main"
@@ -40,7 +40,7 @@ def check_command(command: str) -> None:
   """Raises AssertionError naming the part of ``command`` that does not parse."""
   args = dict(a[2:].split("=", 1) for a in shlex.split(command))
   assert "workdir" in args, f"{command}: no --workdir"
-  assert args.get("mode", "all") in validate.MODES, f"{command}: --mode={args['mode']}"
+  assert args.get("mode", "all") in cli.MODES, f"{command}: --mode={args['mode']}"
   config = load_config(args.get("config", "configs/synthetic.py"))
   for key in (k[len("config."):] for k in args if k.startswith("config.")):
     node = config
