@@ -72,6 +72,30 @@ def test_val_and_test_have_seen_and_unseen_family_scenes():
   assert set(np.unique(maps).tolist()) <= allowed
 
 
+def test_val_and_test_load_with_the_conditions_alternating(tmp_path):
+  """load_data orders val and test so that any first N tasks hold both conditions (the
+  tuning and a short evaluation read the first N); train keeps its order."""
+  from bil_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from bil_jax.data import loading  # pylint: disable=g-import-not-at-top
+  assert tasks.balanced_order(['t_seen_0', 't_seen_1', 't_seen_2', 't_unseen_0',
+                               't_unseen_1']) == [0, 3, 1, 4, 2]
+  assert tasks.balanced_order(['a', 'b', 'c']) == [0, 1, 2]
+  c = config_lib.base_config()
+  c.data.image_height = c.data.image_width = 16
+  c.data.num_train_tasks, c.data.num_val_tasks, c.data.num_test_tasks = 3, 4, 5
+  c.data.pairs_per_task, c.data.num_families, c.data.unseen_families = 4, 2, 1
+  data = loading.load_data(c, str(tmp_path))
+  assert data.test.names == ('test_seen_00000', 'test_unseen_00000', 'test_seen_00001',
+                             'test_unseen_00001', 'test_seen_00002')
+  assert data.val.names == ('val_seen_00000', 'val_unseen_00000', 'val_seen_00001',
+                            'val_unseen_00001')
+  assert data.train.names == tuple(f'train_{i:05d}' for i in range(3))
+  # The pairs travel with their names.
+  cfg = synthetic.builder_config_from_data_cfg(c.data)
+  raw = {n: m for n, m, _ in synthetic.generate_split(cfg, 'test')}
+  np.testing.assert_array_equal(data.test.task_maps(1), raw['test_unseen_00000'])
+
+
 def test_a_family_uses_its_own_classes_in_train_and_test():
   """Every map of a family's scenes shows only the family's classes (plus background)."""
   for f in range(3):

@@ -1,5 +1,9 @@
 """The train, validation and test task sets of an experiment, checked against its config.
 
+Validation and test tasks come in :func:`bil_jax.data.tasks.balanced_order`: where a split
+has seen- and unseen-family tasks, they alternate, so the first N tasks (the monitor's, the
+tuning's ``eval.num_val_tasks``, ``eval.num_test_tasks``) hold both conditions equally.
+
 Only the final evaluation reads ``Splits.test``; everything that monitors, screens or
 tunes reads ``Splits.val``. Training loads ``TRAINING_SPLITS`` only, so the test tasks
 are not even read from disk before the final evaluation.
@@ -42,7 +46,8 @@ def check_split(config: ml_collections.ConfigDict, ts: tasks_lib.TaskSet, split:
 
 def load_data(config: ml_collections.ConfigDict, workdir: str,
               splits: Sequence[str] = SPLITS) -> Splits:
-  """Splits(train, val, test) TaskSets of ``config.data``, each checked by :func:`check_split`.
+  """Splits(train, val, test) TaskSets of ``config.data``, each checked by :func:`check_split`;
+  val and test in :func:`bil_jax.data.tasks.balanced_order`.
 
   Only the splits named in ``splits`` are read; the others are None (training passes
   ``TRAINING_SPLITS``). With several processes, process 0 loads (and builds) the data
@@ -56,10 +61,14 @@ def load_data(config: ml_collections.ConfigDict, workdir: str,
     return Splits(*(registry.load_tasks(config.data, s, workdir) if s in splits else None
                     for s in SPLITS))
 
+  def ordered(split, ts):
+    return tasks_lib.balanced(ts) if ts is not None and split != "train" else ts
+
+
   # Loading may build the dataset into a shared data_dir: process 0 builds, then the
   # others read (two builders renaming into one directory at once fail).
   data = parallel.main_process_first(load, f"preparing the {config.data.name!r} dataset")
   for split, ts in zip(SPLITS, data):
     if ts is not None:
       check_split(config, ts, split)
-  return data
+  return Splits(*(ordered(split, ts) for split, ts in zip(SPLITS, data)))

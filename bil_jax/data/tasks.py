@@ -10,7 +10,7 @@ is one whole task.  :func:`taskset_from_tfds` reads a prepared builder's split.
 """
 import dataclasses
 import re
-from typing import Iterable, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -94,6 +94,27 @@ def task_condition(name: str) -> str:
   """
   m = _CONDITION.match(str(name))
   return m.group(1) if m else 'all'
+
+
+def balanced_order(names: Sequence[str]) -> List[int]:
+  """Task indices with the conditions (:func:`task_condition`) taken in turn: the first
+  task of each condition, then the second of each, ... (conditions in order of first
+  appearance, each keeping its own order; a condition that runs out is skipped).
+
+  So the first N tasks of a split hold its conditions equally (up to one), whatever N.
+  A split of one condition keeps its order.
+  """
+  by_condition = {}
+  for i, name in enumerate(names):
+    by_condition.setdefault(task_condition(name), []).append(i)
+  queues = list(by_condition.values())
+  return [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
+
+
+def balanced(ts: 'TaskSet') -> 'TaskSet':
+  """``ts`` with its tasks in :func:`balanced_order` (``ts`` itself if already so)."""
+  order = balanced_order(ts.names)
+  return ts if order == list(range(ts.num_tasks)) else ts.subset(order)
 
 
 def from_tasks(tasks: Iterable[Tuple[str, np.ndarray, np.ndarray]],
