@@ -17,9 +17,7 @@ import optax
 
 from bil_jax import adapt as adapt_lib
 from bil_jax import gan
-
-# Query losses use their own dropout stream, disjoint from the inner steps' fold_in(rng, k).
-QUERY_STREAM = 2**20
+from bil_jax import streams
 
 adapt = adapt_lib.adapt
 run_steps = adapt_lib.run_steps
@@ -33,14 +31,14 @@ def query_losses(loop: adapt_lib.InnerLoop, params: Any, task: dict, rng: jax.Ar
     loop: the inner loop (its ``spec`` is the GAN).
     params: {'G', 'D'}.
     task: {'support', 'query'} Pairs; only 'query' [q,...] is used.
-    rng: the task's key; dropout draws from ``fold_in(rng, QUERY_STREAM)``.
+    rng: the task's key; dropout draws from ``fold_in(rng, streams.QUERY_DROPOUT)``.
     frozen: never-trained arrays or None.
 
   Returns:
     ((L_G, L_D) scalars, dict of scalar terms 'g_loss', 'd_loss', 'l1', 'adv', 'perceptual').
   """
   terms = gan.gan_losses(loop.spec, params, task["query"],
-                         jax.random.fold_in(rng, QUERY_STREAM), frozen)
+                         jax.random.fold_in(rng, streams.QUERY_DROPOUT), frozen)
   return (terms["g_loss"], terms["d_loss"]), terms
 
 
