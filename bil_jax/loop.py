@@ -25,7 +25,7 @@ import numpy as np
 from clu import metric_writers
 from clu import periodic_actions
 
-from bil_jax import checkpoint, console, io_utils, nonfinite, reliability, visualize
+from bil_jax import checkpoint, config_lib, console, io_utils, nonfinite, reliability, visualize
 
 GRID_ROWS = 10
 
@@ -116,7 +116,7 @@ def write_grid(writer, out: str, name: str, step: int, columns: list,
 def hparams(config) -> dict:
   """The flat config as TensorBoard hyperparameters (lists and None as text)."""
   return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in reliability.flat_config(config).items()}
+          for k, v in config_lib.flat_config(config).items()}
 
 
 class _Run:

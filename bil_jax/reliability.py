@@ -21,7 +21,7 @@ import threading
 import jax
 import numpy as np
 
-from bil_jax import io_utils
+from bil_jax import config_lib, io_utils
 
 # Exit status of a run stopped by SIGTERM/SIGINT after checkpointing (EX_TEMPFAIL: rerun
 # the same command to resume).
@@ -141,11 +141,6 @@ reached_preemption_sync_point` is true on all of them at the same step, with no
     return bool(np.any(flags))
 
 
-def flat_config(config) -> dict:
-  """{'a.b': value} of a ConfigDict (JSON-normalised: tuples become lists)."""
-  return io_utils.flatten(json.loads(config.to_json_best_effort()))
-
-
 def config_differences(old: dict, new: dict) -> list:
   """Dotted keys whose values differ, ignoring :data:`RESUMABLE_KEYS`."""
   keys = sorted(set(old) | set(new))
@@ -172,7 +167,7 @@ def check_workdir(config, workdir: str) -> None:
       old = json.load(f)
     except json.JSONDecodeError as e:
       raise WorkdirError(f"{path}: unreadable ({e}); delete it or use another workdir") from None
-  new = flat_config(config)
+  new = config_lib.flat_config(config)
   diff = config_differences(old, new)
   if not diff:
     return
@@ -199,4 +194,4 @@ def check_workdir(config, workdir: str) -> None:
 def record_config(config, workdir: str) -> None:
   """Writes ``WORKDIR/config.json`` (atomically, process 0) for :func:`check_workdir`."""
   if jax.process_index() == 0:
-    io_utils.write_json(os.path.join(workdir, CONFIG_FILE), flat_config(config))
+    io_utils.write_json(os.path.join(workdir, CONFIG_FILE), config_lib.flat_config(config))

@@ -25,8 +25,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from bil_jax import io_utils, rows, stats
-from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
+from bil_jax import config_lib, io_utils, rows, stats
 from bil_jax.results import ReportError, load_results, summarize
 
 MIN_SEEDS = 5
@@ -151,7 +150,7 @@ def write_summaries(writer, config, summary: dict, table: str) -> None:
                         s["ci_low"], f"{pre}{r['id']}/{m}_ci_high": s["ci_high"]})
     for d in cond["differences"]:
       scalars[f"{pre}diff/{d['key']}/{d['metric']}"] = d["mean"]
-  flat = flatten(json.loads(config.to_json_best_effort()))
+  flat = config_lib.flat_config(config)
   writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
                         for k, v in flat.items()})
   writer.write_scalars(0, scalars)

@@ -17,9 +17,9 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from flax import traverse_util
 
 from bil_jax import rows, stats
-from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
 
 IGNORED_CONFIG_KEYS = ("seed", "overwrite", "meta.num_hosts", "compilation_cache")
 CONDITIONS = ("seen", "unseen", "all")
@@ -81,10 +81,10 @@ def load_results(paths: Sequence[str]) -> Loaded:
     check_result(f, r)
     loaded.append((f, r))
   f0, r0 = loaded[0]
-  c0 = {k: v for k, v in flatten(r0["config"]).items() if k not in IGNORED_CONFIG_KEYS}
+  c0 = {k: v for k, v in traverse_util.flatten_dict(r0["config"], sep=".").items() if k not in IGNORED_CONFIG_KEYS}
   seeds = {}
   for f, r in loaded:
-    c = {k: v for k, v in flatten(r["config"]).items() if k not in IGNORED_CONFIG_KEYS}
+    c = {k: v for k, v in traverse_util.flatten_dict(r["config"], sep=".").items() if k not in IGNORED_CONFIG_KEYS}
     for k in sorted(set(c0) | set(c)):
       if c0.get(k) != c.get(k):
         raise ReportError(f"{f}: config differs from {f0} at {k} ({c.get(k)!r} vs "
