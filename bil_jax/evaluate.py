@@ -79,11 +79,6 @@ STARTS = {"x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux
           "bil_aux_random": "aux_random"}
 
 
-def load_params(workdir: str, phase: str) -> dict:
-  """{'G', 'D'} of the newest readable checkpoint of ``WORKDIR/phase``; one-line error if none."""
-  return jax.tree.map(jnp.asarray, checkpoint.phase_params(workdir, phase))
-
-
 def gather_rows(tree):
   """Task-sharded global arrays [T, ...] -> host numpy [T, ...] with every row, on every
   process."""
@@ -302,7 +297,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
                   if config.eval.lpips_weights else None)
   mesh = parallel.make_mesh()
   params, consts = parallel.replicate(mesh, (
-      {k: load_params(workdir, phase) for k, phase in
+      {k: checkpoint.phase_params(workdir, phase) for k, phase in
        (("x", "pretrain"), ("xplus", "xplus"), ("gp", "meta"))},
       {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
   tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val)

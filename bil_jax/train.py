@@ -130,16 +130,6 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
       compile_note="compiling the training step (first run: up to a minute; cached after)")
 
 
-def pretrained_params(workdir: str) -> dict:
-  """The latest pre-training parameters of ``workdir``; a one-line error if there are none."""
-  params = checkpoint.latest_params(os.path.join(workdir, "pretrain", "checkpoints"))
-  if params is None:
-    raise FileNotFoundError(
-        f"no pre-training checkpoint in {os.path.join(workdir, 'pretrain')}; run "
-        "--mode=pretrain first or set --config.meta.from_scratch=True")
-  return params
-
-
 def make_adaptation_eval(inner: adapt.InnerLoop):
   """Jitted (params, episodes [M,...], rng, frozen) -> query L1 before/after adaptation [M]."""
 
@@ -259,7 +249,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   elif initial_params is not None:
     start_params = initial_params
   else:
-    start_params = pretrained_params(workdir)
+    start_params = checkpoint.phase_params(workdir, "pretrain")
   # Meta-parameters the estimator learns besides G and D (Meta-SGD's rates) join the GP
   # state here, so they are updated, checkpointed and resumed with it.
   start_params = estimators.init_meta_parameters(config.meta.estimator, start_params)

@@ -430,7 +430,7 @@ def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
   """Meta-SGD's learned inner rates are checkpointed, resume bitwise after SIGKILL, and
   are what evaluation loads and adapts with."""
   import jax  # pylint: disable=g-import-not-at-top
-  from bil_jax import adapt, builders, evaluate  # pylint: disable=g-import-not-at-top
+  from bil_jax import adapt, builders  # pylint: disable=g-import-not-at-top
   msgd = ("--config.meta.estimator=meta_sgd",)
   ref, cut = str(shared["root"] / "msgd_ref"), str(shared["root"] / "msgd_cut")
   _ok(*run(shared, ref, "pretrain", *msgd))
@@ -450,7 +450,7 @@ def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
 
   # Evaluation loads the rates with the GP, and adapting with them differs from
   # adapting the same G and D without them.
-  gp = evaluate.load_params(ref, "meta")
+  gp = checkpoint.phase_params(ref, "meta")
   assert adapt.UPDATE_SCALE in gp
   config = _config_of(ref)
   inner = builders.inner_loop(config, builders.build_spec(config, config.data.num_classes))
