@@ -126,8 +126,8 @@ class _Programs:
     # No collectives: every device adapts its own tasks, and every output is per task.
     # (With check_vma off, gradients inside the body are each device's own: JAX does not
     # sum the cotangents of the replicated parameters over devices.)
-    return jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P(parallel.AXIS)),
-                                 out_specs=P(parallel.AXIS), check_vma=False))
+    return jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), parallel.TASK_SPEC),
+                                 out_specs=parallel.TASK_SPEC, check_vma=False))
 
   def aux_finetune(self, params, batches, rngs, frozen):
     """Alg. 2 lines 2-4: S alternating BiL meta-steps of the GP on the K auxiliary tasks,

@@ -37,7 +37,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 TASKS = "tasks"
 BATCH = "batch"
-AXIS = TASKS  # the axis of the tasks (the only one of the former 1-D mesh)
 AXES = (TASKS, BATCH)
 TASK_SPEC = P(TASKS)              # [M, ...] per-task arrays (keys): split over tasks
 EPISODE_SPEC = P(TASKS, BATCH)    # [M, n, ...] pairs of each task: tasks x their pairs

@@ -13,7 +13,6 @@ summaries, preemption, non-finite skips; docs/reliability.md). Outputs go to
 ``WORKDIR/<phase>/``.
 """
 import functools
-import logging
 import os
 from typing import Optional
 
@@ -57,7 +56,7 @@ def _heldout_names(val_tasks, per_task: int = 1) -> list:
 
 def _model_text(config: ml_collections.ConfigDict) -> str:
   """'pix2pix 32x32' for a phase's first log line."""
-  h, w = builders.image_hw(config)
+  h, w = loading.image_hw(config)
   return f"{config.model.name} {h}x{w}"
 
 
@@ -88,7 +87,7 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
   local = parallel.local_rows(rows)
   opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(config))
   if params is None:
-    params = builders.init_params(spec, config.seed, builders.image_hw(config))
+    params = builders.init_params(spec, config.seed, loading.image_hw(config))
   sampler = episodes.Sampler.from_config(config.data)
   step_fn = jax.jit(functools.partial(gan.gan_step, spec, opt), donate_argnums=(0, 1))
   key = streams.key(config.seed, stream)
@@ -245,7 +244,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
   if config.meta.from_scratch:
-    start_params = builders.init_params(spec, config.seed, builders.image_hw(config))
+    start_params = builders.init_params(spec, config.seed, loading.image_hw(config))
   elif initial_params is not None:
     start_params = initial_params
   else:

@@ -15,11 +15,12 @@ original's (n = 8 is ``unet_256``, n = 7 ``unet_128``; n <= 5 has no dropout blo
 original). The innermost encoder has no norm (its output is 1x1 when the depth is derived,
 where instance norm would give zeros).
 """
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bil_jax.models import batch_split
 from bil_jax.models import layers
 
 
@@ -79,7 +80,7 @@ class UnetGenerator(layers.UNetGenerator):
                          dtype=self.dtype)(h)
       h = layers.Norm(self.norm, name=f"up_norm_{i}")(h)
       if self.dropout > 0 and has_dropout(i, n):
-        h = layers.Dropout(self.dropout, deterministic=not train)(h)
+        h = batch_split.Dropout(self.dropout, deterministic=not train)(h)
     raise AssertionError("unreachable")
 
 
