@@ -105,8 +105,8 @@ def main_process_first(fn, what: str):
       raise
   ok = int(broadcast_from_main([ok])[0])
   if not ok:
-    from bil_jax import reliability  # pylint: disable=g-import-not-at-top
-    raise reliability.TrainingError(f"{what} failed on process 0 (its log has the error)")
+    from bil_jax import errors  # pylint: disable=g-import-not-at-top
+    raise errors.TrainingError(f"{what} failed on process 0 (its log has the error)")
   return result if is_main_process() else fn()
 
 

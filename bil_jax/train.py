@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta,
-                     nonfinite, parallel, reliability, streams, validate, visualize)
+                     nonfinite, parallel, streams, validate, visualize, workdirs)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -271,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   from bil_jax import xplus  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(int(config.meta.num_hosts))
   validate.check(config, workdir, mode)  # every fault in one go, before any work
-  reliability.check_workdir(config, workdir)
+  workdirs.check_workdir(config, workdir)
   parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
   params = None
   if mode in ("pretrain", "all"):
