@@ -71,7 +71,7 @@ def find_root(manual_dir: str) -> str:
         or os.path.isdir(os.path.join(root, 'seg', 'labels'))):
       return root
   raise image_io.DataError(manual_dir, 'no BDD100K layout found: expected '
-                  'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
+                           'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
 
 
 def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
@@ -91,7 +91,7 @@ def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
       return []
   if not os.path.isdir(img_dir):
     raise image_io.DataError(img_dir, f'missing; the labels in {lab_dir} need their '
-                    'images here')
+                             'images here')
   images = image_io.list_images(img_dir)
   pairs = []
   for stem, lab_path in image_io.list_images(lab_dir).items():
@@ -130,7 +130,7 @@ def generate_tasks(manual_dir: str, split: str, height: int, width: int,
   pairs = list_pairs(root, SPLIT_FOLDERS[split])
   if not pairs:
     raise image_io.DataError(root, f'no labelled pairs for BDD split '
-                    f'{SPLIT_FOLDERS[split]!r}')
+                             f'{SPLIT_FOLDERS[split]!r}')
   if split != 'test':
     _, keep = holdout.items(split, lambda _: [n for n, _, _ in pairs], False,
                             val_fraction,
@@ -158,29 +158,27 @@ class Bdd100kConfig(task_builder.TaskConfig):
 
 def make_builder_config(height: int, width: int,
                         val_fraction: float = 0.1) -> Bdd100kConfig:
-  name = f'h{height}_w{width}_{holdout.source_tag(False, val_fraction)}'
-  return Bdd100kConfig(name=name, description=f'BDD100K pairs {name}',
-                       height=height, width=width, val_fraction=val_fraction)
+  return task_builder.sized_config(Bdd100kConfig, 'BDD100K pairs', height, width,
+                                   holdout.source_tag(False, val_fraction),
+                                   val_fraction=val_fraction)
 
 
-class Bdd100kTasks(paired_folder.ManualTaskBuilder):
+class Bdd100kTasks(task_builder.ManualTaskBuilder):
   """BDD100K segmentation pairs; one example = one single-pair task."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
   HOMEPAGE = 'https://bdd-data.berkeley.edu/'
 
-  def _split_generators(self, dl_manager):
-    manual = str(dl_manager.manual_dir)
-    splits = available_splits(manual)
+  def _splits(self, manual_dir: str):
+    splits = available_splits(manual_dir)
     if 'train' not in splits:
-      raise image_io.DataError(find_root(manual), 'no BDD100K train split '
-                      '(labels/sem_seg/masks/train/)')
-    return {s: self._generate_examples(manual, s) for s in splits}
+      raise image_io.DataError(find_root(manual_dir), 'no BDD100K train split '
+                               '(labels/sem_seg/masks/train/)')
+    return splits
 
-  def _generate_examples(self, manual_dir: str, split: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        manual_dir, split, cfg.height, cfg.width, cfg.val_fraction))
+    return generate_tasks(manual_dir, split, cfg.height, cfg.width, cfg.val_fraction)
 
 
 def bdd_dir(data_cfg) -> str:
@@ -212,7 +210,7 @@ def load_bdd100k(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   builders = prepare_data(data_cfg, workdir)
   if split not in builders:
     raise image_io.DataError(bdd_dir(data_cfg), f'no BDD100K {SPLIT_FOLDERS[split]} '
-                    'split was prepared')
+                             'split was prepared')
   ts = tasks_lib.taskset_from_tfds(builders[split], split, NUM_CLASSES)
   root = bdd_dir(data_cfg) or '<bdd100k_dir>'
   return paired_folder.check_task_sizes(

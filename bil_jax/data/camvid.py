@@ -99,7 +99,7 @@ def parse_name(path: str, stem: str) -> Tuple[str, int]:
   m = _NAME.match(stem)
   if not m:
     raise image_io.DataError(path, 'cannot read <sequence>_<frame> from the file name '
-                    "(e.g. 0001TP_006690 or Seq05VD_f00000)")
+                             "(e.g. 0001TP_006690 or Seq05VD_f00000)")
   return m.group('seq'), int(m.group('frame'))
 
 
@@ -184,24 +184,23 @@ class CamvidConfig(task_builder.TaskConfig):
 
 def make_builder_config(height: int, width: int,
                         clip_length: int) -> CamvidConfig:
-  name = f'h{height}_w{width}_clip{clip_length}'
-  return CamvidConfig(name=name, description=f'CamVid clips {name}',
-                      height=height, width=width, clip_length=clip_length)
+  return task_builder.sized_config(CamvidConfig, 'CamVid clips', height, width,
+                                   f'clip{clip_length}', clip_length=clip_length)
 
 
-class CamvidClips(paired_folder.ManualTaskBuilder):
+class CamvidClips(task_builder.ManualTaskBuilder):
   """CamVid clips in BDD100K classes; one example = one clip (test only)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
   HOMEPAGE = 'http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/'
 
-  def _split_generators(self, dl_manager):
-    return {'test': self._generate_examples(str(dl_manager.manual_dir))}
+  def _splits(self, manual_dir: str):
+    del manual_dir
+    return ('test',)
 
-  def _generate_examples(self, manual_dir: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        manual_dir, cfg.height, cfg.width, cfg.clip_length))
+    return generate_tasks(manual_dir, cfg.height, cfg.width, cfg.clip_length)
 
 
 def camvid_dir(data_cfg) -> str:

@@ -160,7 +160,7 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
     missing = [p for p in wanted if p not in images]
     if missing:
       raise image_io.DataError(video_file, f'has no frame {missing[0]} although '
-                      'landmarks exist for it')
+                               'landmarks exist for it')
   for name, pos, clip in plan:
     stats['tasks'] += 1
     if len(pos) < params.min_frames:
@@ -175,15 +175,9 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
 
 def list_videos(manual_dir: str, folder: str) -> List[str]:
   """Sorted video folder names of MANUAL_DIR/<folder>; image_io.DataError if missing or empty."""
-  split_dir = os.path.join(manual_dir, folder)
-  if not os.path.isdir(split_dir):
-    raise image_io.DataError(split_dir, 'missing; expected {train,test}/<video>/ '
-                    '(and optionally val/<video>/)')
-  videos = sorted(d for d in os.listdir(split_dir)
-                  if os.path.isdir(os.path.join(split_dir, d)))
-  if not videos:
-    raise image_io.DataError(split_dir, 'has no video folders')
-  return videos
+  return image_io.subfolders(os.path.join(manual_dir, folder),
+                             '{train,test}/<video>/ (and optionally val/<video>/)',
+                             'video folders')
 
 
 def generate_tasks(manual_dir: str, split: str, params: FaceParams,
@@ -210,4 +204,4 @@ def generate_tasks(manual_dir: str, split: str, params: FaceParams,
         f'{params.min_frames} good frames', flush=True)
   if stats['tasks'] == stats['dropped_tasks']:
     raise image_io.DataError(split_dir, f'no task has {params.min_frames} frames with '
-                    'landmarks')
+                             'landmarks')

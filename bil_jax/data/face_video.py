@@ -79,14 +79,14 @@ def load_landmarks(video_dir: str,
       arr = np.load(arr_path, allow_pickle=False)
     except (OSError, ValueError) as e:
       raise image_io.DataError(arr_path, f'cannot read landmarks '
-                      f'({image_io.first_line(e)})') from None
+                               f'({image_io.first_line(e)})') from None
     if (arr.ndim != 3 or arr.shape[1] < lm.NUM_POINTS
         or arr.shape[2] not in (2, 3)):
       raise image_io.DataError(arr_path, f'landmarks have shape {arr.shape}; expected '
-                      '[frames, 68, 2 or 3]')
+                               '[frames, 68, 2 or 3]')
     if arr.shape[0] != len(numbers):
       raise image_io.DataError(arr_path, f'has {arr.shape[0]} rows for {len(numbers)} '
-                      'frames')
+                               'frames')
     return [a.astype(np.float32) for a in arr]
   if not os.path.isdir(lm_dir):
     raise image_io.DataError(video_dir, 'has no landmarks/ folder or landmarks.npy')
@@ -116,11 +116,11 @@ def read_video(path: str, keep: Sequence[int]) -> Dict[int, np.ndarray]:
     return out
   except ImportError:
     raise image_io.DataError(path, 'reading videos needs imageio; extract the frames '
-                    'to <video>/frames/ instead') from None
+                             'to <video>/frames/ instead') from None
   except Exception as e:  # pylint: disable=broad-except
     raise image_io.DataError(path, f'cannot read video ({image_io.first_line(e)}); '
-                    'install imageio-ffmpeg or extract the frames to '
-                    '<video>/frames/') from None
+                             'install imageio-ffmpeg or extract the frames to '
+                             '<video>/frames/') from None
 
 
 def landmark_frame_count(video_dir: str) -> int:

@@ -110,7 +110,7 @@ def params_from_data_cfg(data_cfg) -> face_clips.FaceParams:
       seed=int(data_cfg.get('prep_seed', 0)))
 
 
-class FaceForensicsTasks(paired_folder.ManualTaskBuilder):
+class FaceForensicsTasks(task_builder.ManualTaskBuilder):
   """FaceForensics clips (train) and videos (val, test); one example = one task."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
@@ -120,14 +120,9 @@ class FaceForensicsTasks(paired_folder.ManualTaskBuilder):
     """(H, W) of the face crops, from the config's face_clips.FaceParams."""
     return self.builder_config.params.height, self.builder_config.params.width
 
-  def _split_generators(self, dl_manager):
-    manual = str(dl_manager.manual_dir)
-    return {s: self._generate_examples(manual, s) for s in holdout.SPLITS}
-
-  def _generate_examples(self, manual_dir: str, split: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        manual_dir, split, cfg.params, cfg.val_fraction))
+    return generate_tasks(manual_dir, split, cfg.params, cfg.val_fraction)
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:

@@ -48,23 +48,12 @@ from bil_jax.data import tasks as tasks_lib
 # ---------------------------------------------------------------------------
 # Shared by all manual_dir task builders
 # ---------------------------------------------------------------------------
-
-
-class ManualTaskBuilder(task_builder.TaskBuilder):
-  """Base of the task-level builders that read ``manual_dir``.
-
-  Subclasses define MANUAL_DOWNLOAD_INSTRUCTIONS, ``_split_generators`` and
-  ``_generate_examples`` (and HOMEPAGE); this class is abstract, so TFDS does
-  not register it.
-  """
-
-
 def prepare(builder_cls, config, data_dir: str, manual_dir: str,
             what: str) -> tfds.core.DatasetBuilder:
   """Builds (unless already prepared in data_dir) and returns the builder.
 
   Args:
-    builder_cls: a ManualTaskBuilder subclass.
+    builder_cls: a task_builder.ManualTaskBuilder subclass.
     config: its BuilderConfig.
     data_dir: the TFDS data directory.
     manual_dir: the user's copy of the dataset; checked only when the
@@ -135,8 +124,8 @@ def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
     if n < need:
       name = taskset.names[t]
       raise image_io.DataError(source(name), f'task {name!r} ({split}) has {n} pairs, '
-                      f'fewer than shots + {q} = {need}; add pairs, lower '
-                      f'{lower} or set data.reuse_pairs=True')
+                               f'fewer than shots + {q} = {need}; add pairs, lower '
+                               f'{lower} or set data.reuse_pairs=True')
   return taskset
 
 
@@ -186,15 +175,9 @@ def task_pairs(task_dir: str) -> Dict[str, Tuple[str, str]]:
 
 def task_folders(root: str, folder: str) -> list:
   """Sorted task folder names of ROOT/<folder>; image_io.DataError if it is missing or empty."""
-  split_dir = os.path.join(root, folder)
-  if not os.path.isdir(split_dir):
-    raise image_io.DataError(split_dir, 'missing; expected ROOT/{train,test}/<task>/'
-                    '{images,labels}/ (and optionally ROOT/val/)')
-  names = sorted(d for d in os.listdir(split_dir)
-                 if os.path.isdir(os.path.join(split_dir, d)))
-  if not names:
-    raise image_io.DataError(split_dir, 'has no task folders')
-  return names
+  return image_io.subfolders(os.path.join(root, folder),
+                             'ROOT/{train,test}/<task>/{images,labels}/ (and optionally ROOT/val/)',
+                             'task folders')
 
 
 def split_folder(split: str, val_fraction: float) -> str:
@@ -234,21 +217,17 @@ def make_builder_config(num_classes: int, height: int, width: int,
                             val_fraction=0.0 if val_folder else val_fraction)
 
 
-class PairedFolderTasks(ManualTaskBuilder):
+class PairedFolderTasks(task_builder.ManualTaskBuilder):
   """Tasks from ROOT/{train,val,test}/<task>/{images,labels}/ (one task/example)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put ROOT/{train,test}/<task>/images/<name>.png and '
       'ROOT/{train,test}/<task>/labels/<name>.png in manual_dir.')
 
-  def _split_generators(self, dl_manager):
-    root = str(dl_manager.manual_dir)
-    return {s: self._generate_examples(root, s) for s in holdout.SPLITS}
-
-  def _generate_examples(self, root: str, split: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        root, split, cfg.num_classes, cfg.height, cfg.width, cfg.val_fraction))
+    return generate_tasks(manual_dir, split, cfg.num_classes, cfg.height, cfg.width,
+                          cfg.val_fraction)
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
