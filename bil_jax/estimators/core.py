@@ -45,9 +45,9 @@ def query_losses(loop: adapt_lib.InnerLoop, params: Any, task: dict, rng: jax.Ar
 def two_pullbacks(pullback: Callable, like: jax.Array) -> dict:
   """{'G': dL_G/dtheta_G, 'D': dL_D/dtheta_D} from the vjp ``pullback`` of (L_G, L_D).
 
-  ``like`` is a scalar of the losses' dtype. Two sequential pullbacks: pulling both
-  cotangents back in one ``vmap``-ed pass kept both backward passes' buffers live
-  (+10% peak memory at torch_ref_32, no faster on CPU; docs/benchmark.md).
+  ``like`` is a scalar of the losses' dtype. The two pullbacks run one after the other,
+  so that only one backward pass's buffers are live at a time (docs/benchmark.md compares
+  the ``vmap``-ed alternative).
   """
   return split_by_player(*pull_both(pullback, like))
 

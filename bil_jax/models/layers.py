@@ -219,8 +219,8 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
   with taps K[a::2] and padding (1-a, a). In 2-D, phase (ay, ax) is a 2x2 convolution with
   K[ay::2, ax::2]; the four phases are interleaved into the output. The result is
   identical to the stride-dilated form, but every convolution (and both of its
-  gradients) is a plain stride-1 one, which XLA:CPU runs about 40x faster than the
-  kernel gradient of an input-dilated convolution.
+  gradients) is a plain stride-1 one, which XLA:CPU runs far faster than the kernel
+  gradient of an input-dilated convolution (docs/usage.md).
 
   Args:
     x: [B,H,W,C].
