@@ -24,7 +24,7 @@ from bil_jax.models import batch_split
 from bil_jax.models import layers
 
 
-def pix2pix_depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
   """Number of down-samplings: ``num_downs``, or log2(min(H, W)) if it is -1.
 
   64x64 -> 6 (down to 1x1), 128x256 -> 7 (down to 1x2), 32x32 -> 5. Raises a one-line
@@ -91,9 +91,6 @@ USES_REFERENCE = False  # G(x_S): no reference image
 def in_channels(num_classes: int) -> int:
   """Generator input channels: the one-hot structure map [C]."""
   return num_classes
-
-
-depth = pix2pix_depth  # (image_hw, num_downs) -> number of down-samplings
 
 
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
