@@ -6,7 +6,6 @@ training, meta-training, evaluation and benchmark code receive the results. Mode
 from the name -> module table ``bil_jax.models.GENERATORS``; optimizers are Optax names
 plus keyword arguments (:mod:`bil_jax.optimizers`).
 """
-import functools
 from typing import Any, Tuple
 
 import jax
@@ -16,9 +15,6 @@ import optax
 
 from bil_jax import adapt, gan, losses, models, optimizers
 from bil_jax.data import loading
-
-
-image_hw = loading.image_hw
 
 
 def load_frozen(config: ml_collections.ConfigDict) -> Any:
@@ -35,7 +31,7 @@ def load_frozen(config: ml_collections.ConfigDict) -> Any:
 
 def build_spec(config: ml_collections.ConfigDict, num_classes: int) -> gan.GanSpec:
   """The GAN of ``config.model`` with the loss weights of ``config.loss``."""
-  hw = image_hw(config)
+  hw = loading.image_hw(config)
   return gan.GanSpec(
       generator=models.build_generator(config.model, num_classes, hw),
       discriminator=models.build_discriminator(config.model, num_classes),

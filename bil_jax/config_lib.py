@@ -4,7 +4,10 @@ Experiment files in ``configs/`` call :func:`base_config` and override what diff
 All configs are returned locked (``ml_collections.ConfigDict.lock``) so that a misspelt
 key, on the command line or in a config file, fails instead of being silently added.
 """
+import json
+
 import ml_collections
+from flax import traverse_util
 
 
 def _optimizer(name: str, **kwargs) -> ml_collections.ConfigDict:
@@ -253,3 +256,9 @@ def make_smoke(c: ml_collections.ConfigDict, height: int, width: int,
   c.eval.aux_estimator = "first_order"  # a second-order compile per phase is enough for CI
   c.eval.tune_is_lrs = c.eval.tune_is_steps = ()  # no tuning: one adaptation compile less
   c.eval.num_val_tasks = 2
+
+
+def flat_config(config: ml_collections.ConfigDict) -> dict:
+  """{'a.b': value} of a ConfigDict (JSON-normalised: tuples become lists; empty
+  sub-dicts are left out)."""
+  return traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")

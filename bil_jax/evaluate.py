@@ -79,11 +79,6 @@ STARTS = {"x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux
           "bil_aux_random": "aux_random"}
 
 
-def load_params(workdir: str, phase: str) -> dict:
-  """{'G', 'D'} of the newest readable checkpoint of ``WORKDIR/phase``; one-line error if none."""
-  return jax.tree.map(jnp.asarray, checkpoint.phase_params(workdir, phase))
-
-
 def gather_rows(tree):
   """Task-sharded global arrays [T, ...] -> host numpy [T, ...] with every row, on every
   process."""
@@ -131,8 +126,8 @@ class _Programs:
     # No collectives: every device adapts its own tasks, and every output is per task.
     # (With check_vma off, gradients inside the body are each device's own: JAX does not
     # sum the cotangents of the replicated parameters over devices.)
-    return jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P(parallel.AXIS)),
-                                 out_specs=P(parallel.AXIS), check_vma=False))
+    return jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), parallel.TASK_SPEC),
+                                 out_specs=parallel.TASK_SPEC, check_vma=False))
 
   def aux_finetune(self, params, batches, rngs, frozen):
     """Alg. 2 lines 2-4: S alternating BiL meta-steps of the GP on the K auxiliary tasks,
@@ -302,7 +297,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
                   if config.eval.lpips_weights else None)
   mesh = parallel.make_mesh()
   params, consts = parallel.replicate(mesh, (
-      {k: load_params(workdir, phase) for k, phase in
+      {k: checkpoint.phase_params(workdir, phase) for k, phase in
        (("x", "pretrain"), ("xplus", "xplus"), ("gp", "meta"))},
       {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
   tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val)

@@ -50,13 +50,3 @@ def write_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 [H,W,3] image as PNG, atomically."""
   write_atomic(path, png_bytes(image))
 
-
-def flatten(d: dict, prefix: str = "") -> dict:
-  """{'a': {'b': v}} -> {'a.b': v}."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out

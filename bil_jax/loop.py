@@ -2,7 +2,7 @@
 
 :func:`run_phase` restores the phase's newest checkpoint (or starts from the initial
 state), runs the step loop, and owns everything around the steps: clu summaries and
-``ReportProgress``, checkpoint cadence, preemption (:class:`bil_jax.reliability.Preempted`),
+``ReportProgress``, checkpoint cadence, preemption (:class:`bil_jax.preemption.Preempted`),
 non-finite accounting (the skip count lives in the optimizer state,
 :mod:`bil_jax.nonfinite`; ``nonfinite='stop'`` raises NonFiniteError), the held-out probe
 with its sample grids, and the final save. A phase says only what differs: a
@@ -25,7 +25,8 @@ import numpy as np
 from clu import metric_writers
 from clu import periodic_actions
 
-from bil_jax import checkpoint, console, io_utils, nonfinite, reliability, visualize
+from bil_jax import (checkpoint, config_lib, console, errors, io_utils, nonfinite, preemption,
+                     visualize, workdirs)
 
 GRID_ROWS = 10
 
@@ -116,7 +117,7 @@ def write_grid(writer, out: str, name: str, step: int, columns: list,
 def hparams(config) -> dict:
   """The flat config as TensorBoard hyperparameters (lists and None as text)."""
   return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in reliability.flat_config(config).items()}
+          for k, v in config_lib.flat_config(config).items()}
 
 
 class _Run:
@@ -147,7 +148,7 @@ class _Run:
       return
     skips = nonfinite.skip_count(opt_state)
     if skips > self.skips:
-      raise reliability.NonFiniteError(
+      raise errors.NonFiniteError(
           f"non-finite loss or update at {self.phase.name} step {done} (nonfinite='stop'); "
           f"last checkpoint: step {self.ckpt.latest_step()}; --config.nonfinite=skip skips "
           "such updates")
@@ -197,11 +198,11 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
     The final {'G', 'D'} parameters as host arrays.
 
   Raises:
-    reliability.Preempted: SIGTERM/SIGINT; the current step was checkpointed.
-    reliability.NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
+    preemption.Preempted: SIGTERM/SIGINT; the current step was checkpointed.
+    errors.NonFiniteError: a non-finite update with ``config.nonfinite='stop'``.
   """
   out = os.path.join(workdir, phase.name)
-  reliability.record_config(config, workdir)  # inputs are valid: the run may write now
+  workdirs.record_config(config, workdir)  # inputs are valid: the run may write now
   run = _Run(phase, out, config)
   state, at = run.ckpt.restore(phase.initial_state)
   if state is None:
@@ -221,7 +222,7 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
   if start == 0:
     scalars = run.probe(0, params, grid=True)
     run.writer.write_scalars(0, scalars)
-  signals = reliability.PreemptionSignals()
+  signals = preemption.PreemptionSignals()
   with signals, _closing(run.ckpt):
     for step in range(start, run.total):
       done = step + 1
@@ -237,6 +238,6 @@ def run_phase(phase: Phase, config, workdir: str) -> dict:
       if signals.any_host_received(phase.step_offset + done):
         run.ckpt.save(done, _state(done, params, opt_state))
         run.finish(start, completed=False)
-        raise reliability.Preempted(phase.name, done, signals.received or signal.SIGTERM)
+        raise preemption.Preempted(phase.name, done, signals.received or signal.SIGTERM)
   run.finish(start, completed=True)
   return checkpoint.to_host(params)

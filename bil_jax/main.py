@@ -49,8 +49,8 @@ def is_expected(err: BaseException) -> bool:
   """Errors main reports in one line: the project's own, OS errors, and ValueErrors
   (bad config values or data) that bil_jax itself raised. Anything else is a bug and
   keeps its traceback."""
-  from bil_jax import checkpoint, reliability  # pylint: disable=g-import-not-at-top
-  if isinstance(err, (reliability.TrainingError, checkpoint.CheckpointError, OSError)):
+  from bil_jax import checkpoint, errors  # pylint: disable=g-import-not-at-top
+  if isinstance(err, (errors.TrainingError, checkpoint.CheckpointError, OSError)):
     return True
   return isinstance(err, ValueError) and _raised_in_project(err)
 
@@ -71,7 +71,7 @@ def main(argv):
     cli.fail(f"jax.distributed.initialize: {e}")
   compile_cache.enable(config.compilation_cache)
   timer = compile_cache.CompileTimer()
-  from bil_jax import reliability, train, validate  # pylint: disable=g-import-not-at-top
+  from bil_jax import preemption, train, validate, workdirs  # pylint: disable=g-import-not-at-top
   try:  # every fault of the config, one line each, before anything is written
     validate.check(config, workdir, FLAGS.mode)
   except validate.ConfigError as e:
@@ -79,17 +79,17 @@ def main(argv):
       print(f"error: {line}", file=sys.stderr)
     return 1
   logging.info("config: %s (all values; --verbosity=1 also logs them here)",
-               os.path.join(workdir, reliability.CONFIG_FILE))
+               os.path.join(workdir, workdirs.CONFIG_FILE))
   logging.debug("config:\n%s", config)
   try:
     try:
       train.train_and_evaluate(config, workdir, FLAGS.mode)
     finally:  # logged before any error line, which stays the last line of the output
       logging.info("%s", timer.summary())
-  except reliability.Preempted as p:
+  except preemption.Preempted as p:
     logging.warning("preempted: %s", p)
     print(f"preempted: {p}", file=sys.stderr)
-    return reliability.PREEMPTED_EXIT_CODE
+    return preemption.PREEMPTED_EXIT_CODE
   except Exception as e:  # pylint: disable=broad-except
     if not is_expected(e):
       raise

@@ -15,7 +15,6 @@ size of 1 the axis is None and the step is exactly the one-device step.
 """
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+MODES = ("skip", "stop")  # config.nonfinite: skip the update, or stop the run
+
 
 class SkipNonFiniteState(NamedTuple):
   inner_state: Any  # the state of the wrapped optimizer

@@ -37,7 +37,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 TASKS = "tasks"
 BATCH = "batch"
-AXIS = TASKS  # the axis of the tasks (the only one of the former 1-D mesh)
 AXES = (TASKS, BATCH)
 TASK_SPEC = P(TASKS)              # [M, ...] per-task arrays (keys): split over tasks
 EPISODE_SPEC = P(TASKS, BATCH)    # [M, n, ...] pairs of each task: tasks x their pairs
@@ -106,8 +105,8 @@ def main_process_first(fn, what: str):
       raise
   ok = int(broadcast_from_main([ok])[0])
   if not ok:
-    from bil_jax import reliability  # pylint: disable=g-import-not-at-top
-    raise reliability.TrainingError(f"{what} failed on process 0 (its log has the error)")
+    from bil_jax import errors  # pylint: disable=g-import-not-at-top
+    raise errors.TrainingError(f"{what} failed on process 0 (its log has the error)")
   return result if is_main_process() else fn()
 
 
@@ -140,16 +139,12 @@ def usable_device_counts(meta_batch: int, shots: int, queries: int) -> list:
                  for b in _divisors(math.gcd(shots, queries) or 1)})
 
 
-def _no_fit(num_devices: int, meta_batch: int, shots: Optional[int],
-            queries: Optional[int]) -> str:
-  """The one-line error: M (and the pairs) cannot be split over N devices; what can."""
-  pairs = shots is not None
-  counts = [str(n) for n in usable_device_counts(meta_batch, shots if pairs else 1,
-                                                 queries if pairs else 1)]
+def _no_fit(num_devices: int, meta_batch: int, shots: int, queries: int) -> str:
+  """The one-line error: M tasks and their pairs cannot be split over N devices; what can."""
+  counts = [str(n) for n in usable_device_counts(meta_batch, shots, queries)]
   listed = ", ".join(counts[:-1]) + " or " + counts[-1] if len(counts) > 1 else counts[0]
-  what = (f"meta.meta_batch={meta_batch} with data.shots={shots}, data.queries={queries}"
-          if pairs else f"meta.meta_batch={meta_batch}")
-  return f"{what} cannot be split over {num_devices} devices; use {listed} devices"
+  return (f"meta.meta_batch={meta_batch} with data.shots={shots}, data.queries={queries} "
+          f"cannot be split over {num_devices} devices; use {listed} devices")
 
 
 def choose_mesh_shape(num_devices: int, meta_batch: int, shots: int, queries: int) -> tuple:
@@ -215,19 +210,6 @@ def episode_spec(mesh: Mesh) -> P:
   mesh splits the pairs, else :data:`TASK_SPEC` (a 'batch' of size 1 is not an axis the
   values vary along: the program is the one of a 1-D mesh)."""
   return EPISODE_SPEC if batch_axis_name(mesh) else TASK_SPEC
-
-
-def check_meta_batch(meta_batch: int, mesh: Mesh, shots: Optional[int] = None,
-                     queries: Optional[int] = None) -> None:
-  """Raises a one-line error unless M tasks split over 'tasks' and the shots and queries
-  of each over 'batch'. Without shots and queries the pairs are not split: M must split
-  over all devices of the mesh."""
-  sizes = dict(zip(mesh.axis_names, mesh.devices.shape)) if hasattr(mesh, "axis_names") \
-      else {TASKS: mesh.devices.size}
-  t, b = sizes.get(TASKS, 1), sizes.get(BATCH, 1)
-  pairs = (1, 1) if shots is None else (shots, queries or 0)
-  if not _fits(t, b, meta_batch, *pairs) or (shots is None and b > 1):
-    raise ValueError(_no_fit(t * b, meta_batch, shots, queries))
 
 
 def _task_range(mesh: Mesh) -> slice:

@@ -16,7 +16,6 @@ families, all test tasks), each row's mean with its two-level bootstrap interval
 paired differences of :data:`bil_jax.rows.COMPARISONS` with the two-level interval, the
 seed-level t-interval, the bootstrap p-value and its Holm adjustment.
 """
-import argparse
 import json
 import math
 import os
@@ -24,11 +23,12 @@ import sys
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+from absl import flags
 
-from bil_jax import io_utils, rows, stats
-from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
+from bil_jax import cli, config_lib, io_utils, rows, stats
 from bil_jax.results import ReportError, load_results, summarize
 
+PROG = "python -m bil_jax.report"
 MIN_SEEDS = 5
 CONDITION_TITLES = {"seen": "Seen families", "unseen": "Unseen families",
                     "all": "All test tasks"}
@@ -151,7 +151,7 @@ def write_summaries(writer, config, summary: dict, table: str) -> None:
                         s["ci_low"], f"{pre}{r['id']}/{m}_ci_high": s["ci_high"]})
     for d in cond["differences"]:
       scalars[f"{pre}diff/{d['key']}/{d['metric']}"] = d["mean"]
-  flat = flatten(json.loads(config.to_json_best_effort()))
+  flat = config_lib.flat_config(config)
   writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
                         for k, v in flat.items()})
   writer.write_scalars(0, scalars)
@@ -179,18 +179,40 @@ def write_run(out_dir: str, result: dict, config, write_files: bool = True,
   return table
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m bil_jax.report", description=__doc__.split(
-      "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("dirs", nargs="+", help="workdirs (or their results.json), one per seed")
-  parser.add_argument("--out", default="", help="also write FILE.md and FILE.json")
-  parser.add_argument("--resamples", type=int, default=stats.NUM_RESAMPLES,
-                      help="bootstrap resamples")
-  args = parser.parse_args(argv)
-  if args.resamples < 1:
-    parser.error(f"--resamples must be at least 1, got {args.resamples}")
+def _define_flags() -> flags.FlagValues:
+  """The command's flags, in their own FlagValues (importing this module defines none)."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("out", "", "Also write FILE.md and FILE.json.", flag_values=fv)
+  flags.DEFINE_integer("resamples", stats.NUM_RESAMPLES, "Bootstrap resamples.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_bool("help", False, "Show this help.", flag_values=fv)
+  return fv
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """``python -m bil_jax.report DIR [DIR ...] [--out=FILE.md] [--resamples=N]``.
+
+  Args:
+    argv: the arguments after the program name (default ``sys.argv[1:]``): the workdirs
+      (or their results.json files), one per seed, and the flags, in any order.
+
+  Returns:
+    The exit status: 0, or 1 after a one-line ``error: ...`` (bad flag, no workdir, runs
+    that do not pool).
+  """
+  fv = _define_flags()
   try:
-    summary = summarize(load_results(args.dirs), num_resamples=args.resamples)
+    dirs = fv([PROG, *(sys.argv[1:] if argv is None else argv)])[1:]
+  except flags.Error as e:
+    cli.fail(cli.error_text(e))
+  if fv.help:
+    print(f"usage: {PROG} DIR [DIR ...] [--out=FILE.md] [--resamples=N]\n\n"
+          f"{__doc__.split(chr(10) * 2)[0]}\n\n{fv.get_help(include_special_flags=False)}")
+    return 0
+  if not dirs:
+    cli.fail("no workdir given: python -m bil_jax.report DIR [DIR ...]")
+  try:
+    summary = summarize(load_results(dirs), num_resamples=fv.resamples)
   except ReportError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
@@ -198,8 +220,8 @@ def main(argv=None) -> int:
     print(seeds_warning(len(summary["seeds"])), file=sys.stderr)
   text = markdown(summary)
   print(text, end="")
-  if args.out:
-    base = args.out[:-3] if args.out.endswith(".md") else args.out
+  if fv.out:
+    base = fv.out[:-3] if fv.out.endswith(".md") else fv.out
     io_utils.write_atomic(base + ".md", text)
     io_utils.write_atomic(base + ".json", json.dumps(json_safe(summary), indent=1))
   return 0

@@ -17,9 +17,9 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from flax import traverse_util
 
 from bil_jax import rows, stats
-from bil_jax.io_utils import flatten  # {'a': {'b': v}} -> {'a.b': v}
 
 IGNORED_CONFIG_KEYS = ("seed", "overwrite", "meta.num_hosts", "compilation_cache")
 CONDITIONS = ("seen", "unseen", "all")
@@ -66,6 +66,12 @@ def check_result(f: str, r: dict) -> None:
                       f"file (one of {[b for b in rows.BASELINE_ROWS if b in present_rows(r)]})")
 
 
+def _compared_config(result: dict) -> dict:
+  """{'a.b': value} of a results.json's config without :data:`IGNORED_CONFIG_KEYS`."""
+  flat = traverse_util.flatten_dict(result["config"], sep=".")
+  return {k: v for k, v in flat.items() if k not in IGNORED_CONFIG_KEYS}
+
+
 def load_results(paths: Sequence[str]) -> Loaded:
   """[(file, results.json dict)] of runs that differ only in seed; ReportError otherwise."""
   loaded = []
@@ -81,10 +87,10 @@ def load_results(paths: Sequence[str]) -> Loaded:
     check_result(f, r)
     loaded.append((f, r))
   f0, r0 = loaded[0]
-  c0 = {k: v for k, v in flatten(r0["config"]).items() if k not in IGNORED_CONFIG_KEYS}
+  c0 = _compared_config(r0)
   seeds = {}
   for f, r in loaded:
-    c = {k: v for k, v in flatten(r["config"]).items() if k not in IGNORED_CONFIG_KEYS}
+    c = _compared_config(r)
     for k in sorted(set(c0) | set(c)):
       if c0.get(k) != c.get(k):
         raise ReportError(f"{f}: config differs from {f0} at {k} ({c.get(k)!r} vs "

@@ -33,7 +33,9 @@ KEYS = {
     "eval": 2_000_000,  # + test task index: IS adaptation at evaluation
 }
 AUX_STEPS_PER_TASK = 100_003  # aux episode step = task index * this + Aux step
-QUERY_DROPOUT = 2**20         # fold_in tag of a task's key for its query-set dropout
+# fold_in tag of a task's key for its query-set dropout, disjoint from the inner steps'
+# fold_in(rng, k) (k < K).
+QUERY_DROPOUT = 2**20
 # Validation task v draws from the 'eval' and 'aux' streams with index VAL_TASK_OFFSET + v
 # (test task t with index t), so tuning on validation leaves the test draws unchanged.
 VAL_TASK_OFFSET = 1_000_000

@@ -13,7 +13,6 @@ summaries, preemption, non-finite skips; docs/reliability.md). Outputs go to
 ``WORKDIR/<phase>/``.
 """
 import functools
-import logging
 import os
 from typing import Optional
 
@@ -23,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta,
-                     nonfinite, parallel, reliability, streams, validate, visualize)
+                     nonfinite, parallel, streams, validate, visualize, workdirs)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -57,7 +56,7 @@ def _heldout_names(val_tasks, per_task: int = 1) -> list:
 
 def _model_text(config: ml_collections.ConfigDict) -> str:
   """'pix2pix 32x32' for a phase's first log line."""
-  h, w = builders.image_hw(config)
+  h, w = loading.image_hw(config)
   return f"{config.model.name} {h}x{w}"
 
 
@@ -88,7 +87,7 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
   local = parallel.local_rows(rows)
   opt = nonfinite.skip_nonfinite(builders.pretrain_optimizer(config))
   if params is None:
-    params = builders.init_params(spec, config.seed, builders.image_hw(config))
+    params = builders.init_params(spec, config.seed, loading.image_hw(config))
   sampler = episodes.Sampler.from_config(config.data)
   step_fn = jax.jit(functools.partial(gan.gan_step, spec, opt), donate_argnums=(0, 1))
   key = streams.key(config.seed, stream)
@@ -128,16 +127,6 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
       grid_rows=_heldout_names(val_tasks, int(config.data.queries)),
       description=f"{_model_text(config)}, batch {rows} from {train_tasks.num_tasks} tasks",
       compile_note="compiling the training step (first run: up to a minute; cached after)")
-
-
-def pretrained_params(workdir: str) -> dict:
-  """The latest pre-training parameters of ``workdir``; a one-line error if there are none."""
-  params = checkpoint.latest_params(os.path.join(workdir, "pretrain", "checkpoints"))
-  if params is None:
-    raise FileNotFoundError(
-        f"no pre-training checkpoint in {os.path.join(workdir, 'pretrain')}; run "
-        "--mode=pretrain first or set --config.meta.from_scratch=True")
-  return params
 
 
 def make_adaptation_eval(inner: adapt.InnerLoop):
@@ -255,11 +244,11 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
   if config.meta.from_scratch:
-    start_params = builders.init_params(spec, config.seed, builders.image_hw(config))
+    start_params = builders.init_params(spec, config.seed, loading.image_hw(config))
   elif initial_params is not None:
     start_params = initial_params
   else:
-    start_params = pretrained_params(workdir)
+    start_params = checkpoint.phase_params(workdir, "pretrain")
   # Meta-parameters the estimator learns besides G and D (Meta-SGD's rates) join the GP
   # state here, so they are updated, checkpointed and resumed with it.
   start_params = estimators.init_meta_parameters(config.meta.estimator, start_params)
@@ -282,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   from bil_jax import xplus  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(int(config.meta.num_hosts))
   validate.check(config, workdir, mode)  # every fault in one go, before any work
-  reliability.check_workdir(config, workdir)
+  workdirs.check_workdir(config, workdir)
   parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
   params = None
   if mode in ("pretrain", "all"):

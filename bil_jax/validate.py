@@ -16,14 +16,15 @@ import jax
 import ml_collections
 import optax
 
-from bil_jax import adapt, cli, estimators, losses, models, optimizers, parallel, reliability
+from bil_jax import (adapt, cli, errors, estimators, losses, models, nonfinite, optimizers,
+                     parallel)
 from bil_jax.data import loading, registry
 from bil_jax.models import layers, patchgan
 
 REFERENCE_SOURCES = ("self", "other")
 
 
-class ConfigError(reliability.TrainingError):
+class ConfigError(errors.TrainingError):
   """The config cannot run; ``lines`` holds one message per fault."""
 
   def __init__(self, lines: List[str]):
@@ -155,7 +156,7 @@ def _checks(config, workdir: str, mode: str) -> List[Callable[[], None]]:
   out = [
       lambda: _one_of("--mode", mode, cli.MODES),
       lambda: _creatable(workdir),
-      lambda: _one_of("nonfinite", c.nonfinite, reliability.NONFINITE_MODES),
+      lambda: _one_of("nonfinite", c.nonfinite, nonfinite.MODES),
       lambda: _one_of("data.name", c.data.name, registry.known_names()),
       lambda: _one_of("data.augment.reference_source", c.data.augment.reference_source,
                       REFERENCE_SOURCES),

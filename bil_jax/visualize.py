@@ -1,8 +1,6 @@
 """Sample grids: segmentation maps and images side by side, as PNG and for TensorBoard."""
-import os
-from typing import Sequence
-
 import math
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

@@ -41,8 +41,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from bil_jax import (adapt, builders, eval_inputs, gan, io_utils, loop, metrics, nonfinite,
-                     parallel, streams, train, tuning)
+from bil_jax import (adapt, builders, checkpoint, eval_inputs, gan, io_utils, loop, metrics,
+                     nonfinite, parallel, streams, train, tuning)
 from bil_jax.data import loading
 
 TUNING_FILE = "xplus_tuning.json"
@@ -145,7 +145,7 @@ def val_ssim(config: ml_collections.ConfigDict, spec: gan.GanSpec, params: dict,
 
 
 def _start_params(workdir: str, params: Optional[dict]) -> dict:
-  return params if params is not None else train.pretrained_params(workdir)
+  return params if params is not None else checkpoint.phase_params(workdir, "pretrain")
 
 
 def _check_lr(workdir: str, lr: float) -> None:

@@ -44,8 +44,9 @@ if __package__ in (None, ''):
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from PIL import Image
 
-from bil_jax.data import image_io
+from bil_jax.data import face_video
 from bil_jax.data import faceforensics
+from bil_jax.data import image_io
 
 Detector = Callable[[np.ndarray], Optional[np.ndarray]]  # image -> [68, 2|3]
 
@@ -60,7 +61,7 @@ def find_videos(split_dir: str, subdir: str = '') -> List[Tuple[str, str]]:
       continue
     for fn in sorted(filenames):
       stem, ext = os.path.splitext(fn)
-      if ext.lower() in faceforensics.VIDEO_EXTENSIONS:
+      if ext.lower() in face_video.VIDEO_EXTENSIONS:
         out.setdefault(stem, os.path.join(dirpath, fn))
     if any(os.path.splitext(f)[1].lower() in image_io.IMAGE_EXTENSIONS
            for f in filenames) and dirpath != split_dir:
@@ -72,7 +73,7 @@ def iter_frames(source: str) -> Iterator[np.ndarray]:
   """uint8 [h, w, 3] frames of a video file or a folder of frames, in order."""
   if os.path.isdir(source):
     frames = sorted(image_io.list_images(source).values(),
-                    key=faceforensics.frame_number)
+                    key=face_video.frame_number)
     for path in frames:
       yield image_io.read_rgb(path)
     return

@@ -77,8 +77,7 @@ def main():
     mesh_case(sys.argv[1], sys.argv[3])
     return
   parallel.initialize_distributed()
-  mesh = parallel.make_mesh()
-  parallel.check_meta_batch(META_BATCH, mesh, shots=2, queries=2)
+  mesh = parallel.make_meta_mesh(META_BATCH, shots=2, queries=2)
   sp = tiny.spec()
   lp = tiny.loop(sp, "adam", lr=0.01, steps=2)
   batch = tiny.meta_batch([20, 21, 22, 23])

@@ -23,6 +23,8 @@ from bil_jax import config_lib
 from bil_jax.data import bdd100k
 from bil_jax.data import camvid
 from bil_jax.data import episodes
+from bil_jax.data import face_clips
+from bil_jax.data import face_video
 from bil_jax.data import faceforensics
 from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
@@ -159,7 +161,7 @@ def test_landmark_validity_and_readers(tmp_path):
       {'face_keypoints_2d': flat(good[:, :2], 0.9).tolist()}]}))
   got = lm.read_openpose_json(str(path))
   np.testing.assert_allclose(got[:, :2], good[:, :2], atol=1e-4)
-  assert faceforensics.frame_number(str(path)) == 7
+  assert face_video.frame_number(str(path)) == 7
   path.write_text(json.dumps({'people': []}))
   assert lm.read_openpose_json(str(path)) is None
   path.write_text('{not json')
@@ -245,10 +247,10 @@ def test_faceforensics_augmented_clips(faces):
   dist = [np.abs(means[a] - means[b]).sum() for a in range(7)
           for b in range(a + 1, 7)]
   assert min(dist) > 3, dist
-  a1 = faceforensics.sample_clip_augmentation(
-      faceforensics.clip_rng(0, 'vidB', 3))
-  a2 = faceforensics.sample_clip_augmentation(
-      faceforensics.clip_rng(0, 'vidB', 3))
+  a1 = face_clips.sample_clip_augmentation(
+      face_clips.clip_rng(0, 'vidB', 3))
+  a2 = face_clips.sample_clip_augmentation(
+      face_clips.clip_rng(0, 'vidB', 3))
   assert a1 == a2
 
 
@@ -277,8 +279,8 @@ def test_faceforensics_reads_video_files(tmp_path, monkeypatch):
   arr = np.stack(pts).astype(np.float32)
   arr[1, 0, 0] = np.nan
   np.save(video_dir / 'landmarks.npy', arr)
-  monkeypatch.setattr(faceforensics, 'VIDEO_EXTENSIONS', ('.gif',))
-  params = faceforensics.FaceParams(height=16, width=16, frames_per_clip=0,
+  monkeypatch.setattr(face_video, 'VIDEO_EXTENSIONS', ('.gif',))
+  params = face_clips.FaceParams(height=16, width=16, frames_per_clip=0,
                                     min_frames=2)
   with contextlib.redirect_stdout(io.StringIO()) as out:
     tasks = list(faceforensics.generate_tasks(str(tmp_path), 'test', params))

@@ -9,14 +9,14 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import tiny
-from bil_jax import adapt, estimators, gan
+from bil_jax import adapt, estimators, gan, streams
 
 
 def _meta_losses(lp, params, task, rng):
   """(f_G, f_D)(theta) = (L_G, L_D)(Adapt_K(theta); T(te)), the functions differentiated."""
   adapted, _ = adapt.adapt(lp, params, task["support"], rng)
   t = gan.gan_losses(lp.spec, adapted, task["query"],
-                     jax.random.fold_in(rng, estimators._QUERY_STREAM))
+                     jax.random.fold_in(rng, streams.QUERY_DROPOUT))
   return t["g_loss"], t["d_loss"]
 
 
@@ -62,7 +62,7 @@ def test_second_order_k1_sgd_closed_form():
     g_flat, g_unravel = ravel_pytree(params["G"])
     d_params = params["D"]
     step_rng = jax.random.fold_in(rng, 0)
-    q_rng = jax.random.fold_in(rng, estimators._QUERY_STREAM)
+    q_rng = jax.random.fold_in(rng, streams.QUERY_DROPOUT)
 
     def support_g(gf):
       return gan.gan_losses(sp, {"G": g_unravel(gf), "D": d_params}, task["support"],
@@ -104,7 +104,7 @@ def test_first_order_is_query_gradient_at_adapted_params():
   rng = jax.random.PRNGKey(2)
   grads, _ = jax.jit(functools.partial(estimators.first_order, lp))(params, task, rng)
   adapted, _ = jax.jit(functools.partial(adapt.adapt, lp))(params, task["support"], rng)
-  q_rng = jax.random.fold_in(rng, estimators._QUERY_STREAM)
+  q_rng = jax.random.fold_in(rng, streams.QUERY_DROPOUT)
   query = jax.jit(jax.grad(lambda p, i: gan.gan_losses(sp, p, task["query"], q_rng)[i]),
                   static_argnums=1)
   gg, gd = query(adapted, "g_loss"), query(adapted, "d_loss")

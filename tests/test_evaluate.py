@@ -78,7 +78,7 @@ def tiny_stubs(train_ts, test_ts, spec):
   return [(evaluate.loading, "load_data", lambda *_: splits),
           (evaluate.builders, "build_spec", lambda *_: spec),
           (evaluate.builders, "load_frozen", lambda *_: None),
-          (evaluate, "load_params", lambda _, phase: params[phase])]
+          (evaluate.checkpoint, "phase_params", lambda _, phase: params[phase])]
 
 
 def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():

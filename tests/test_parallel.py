@@ -71,23 +71,6 @@ def test_two_processes_agree_with_one(single, tmp_path):
   np.testing.assert_allclose(got["params"], single["params"], rtol=1e-5, atol=1e-7)
 
 
-def test_meta_batch_must_divide_over_devices():
-  import jax  # pylint: disable=g-import-not-at-top
-  from bil_jax import parallel  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh(jax.devices()[:1] * 1)
-  parallel.check_meta_batch(3, mesh)
-
-  class FakeMesh:
-    class devices:  # pylint: disable=invalid-name
-      size = 2
-  with pytest.raises(ValueError, match="^meta.meta_batch=3 cannot be split over 2 devices; "
-                     "use 1 or 3 devices$"):
-    parallel.check_meta_batch(3, FakeMesh)
-  with pytest.raises(ValueError, match="^meta.meta_batch=3 with data.shots=2, data.queries=2 "
-                     "cannot be split over 2 devices; use 1, 2, 3 or 6 devices$"):
-    parallel.check_meta_batch(3, FakeMesh, shots=2, queries=2)
-
-
 def test_mesh_shape_is_the_largest_task_split_whose_rest_splits_the_pairs():
   """choose_mesh_shape (a pure function): T = the largest divisor of M and N whose
   B = N / T divides the shots and the queries; usable counts are T * B over all fits."""

@@ -29,7 +29,9 @@ from PIL import Image
 
 from bil_jax import checkpoint
 from bil_jax import config_lib
-from bil_jax import reliability
+from bil_jax import errors
+from bil_jax import preemption
+from bil_jax import workdirs
 from tests import fixtures_datasets as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,7 +192,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_75(shared):
   proc = launch(shared, workdir, "pretrain", "--config.pretrain.steps=1000",
                 "--config.pretrain.checkpoint_every=1000")
   rc, out = signal_at_step(proc, "pretrain", 3, signal.SIGTERM)
-  assert rc == reliability.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert rc == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
   line = [l for l in out.splitlines() if l.startswith("preempted: SIGTERM at pretrain step")]
   assert line, out[-3000:]
   step = int(line[0].split("step ")[1].split(":")[0])
@@ -289,22 +291,22 @@ def test_workdir_made_by_another_config_is_refused_unless_overwrite(tmp_path):
   with the differing keys named; overwrite=True deletes the runs and starts afresh."""
   config = config_lib.base_config()
   workdir = str(tmp_path / "w")
-  reliability.record_config(config, workdir)
+  workdirs.record_config(config, workdir)
   os.makedirs(os.path.join(workdir, "pretrain", "checkpoints"))
   for folder in ("xplus", "xplus_lr0"):  # X+ and a --mode=tune run
     os.makedirs(os.path.join(workdir, folder, "checkpoints"))
   with open(os.path.join(workdir, "xplus_tuning.json"), "w") as f:
     f.write("{}")
-  reliability.check_workdir(config, workdir)
+  workdirs.check_workdir(config, workdir)
   config.pretrain.steps += 10
   config.meta.log_every = 7
-  reliability.check_workdir(config, workdir)
+  workdirs.check_workdir(config, workdir)
   config.model.ngf = 8
-  with pytest.raises(reliability.WorkdirError, match=r"model\.ngf: 16 -> 8.*overwrite=True"):
-    reliability.check_workdir(config, workdir)
+  with pytest.raises(errors.WorkdirError, match=r"model\.ngf: 16 -> 8.*overwrite=True"):
+    workdirs.check_workdir(config, workdir)
   assert os.path.isdir(os.path.join(workdir, "pretrain"))
   config.overwrite = True
-  reliability.check_workdir(config, workdir)
+  workdirs.check_workdir(config, workdir)
   for name in ("pretrain", "xplus", "xplus_lr0", "xplus_tuning.json", "config.json"):
     assert not os.path.exists(os.path.join(workdir, name)), name
 
@@ -430,7 +432,7 @@ def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
   """Meta-SGD's learned inner rates are checkpointed, resume bitwise after SIGKILL, and
   are what evaluation loads and adapts with."""
   import jax  # pylint: disable=g-import-not-at-top
-  from bil_jax import adapt, builders, evaluate  # pylint: disable=g-import-not-at-top
+  from bil_jax import adapt, builders  # pylint: disable=g-import-not-at-top
   msgd = ("--config.meta.estimator=meta_sgd",)
   ref, cut = str(shared["root"] / "msgd_ref"), str(shared["root"] / "msgd_cut")
   _ok(*run(shared, ref, "pretrain", *msgd))
@@ -450,7 +452,7 @@ def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
 
   # Evaluation loads the rates with the GP, and adapting with them differs from
   # adapting the same G and D without them.
-  gp = evaluate.load_params(ref, "meta")
+  gp = checkpoint.phase_params(ref, "meta")
   assert adapt.UPDATE_SCALE in gp
   config = _config_of(ref)
   inner = builders.inner_loop(config, builders.build_spec(config, config.data.num_classes))

@@ -3,7 +3,7 @@ streams and the explicit sampling calls drew before them (results stay bitwise e
 import jax
 import numpy as np
 
-from bil_jax import config_lib, estimators, streams
+from bil_jax import config_lib, streams
 from bil_jax.data import episodes, tasks
 
 # The numbers the code used before the named table (issue 11).
@@ -32,7 +32,7 @@ def test_named_streams_are_the_old_numbers():
   _equal(streams.key(7, "aux", 3), jax.random.fold_in(root, 1000 + 3))
   _equal(streams.key(7, "eval", 3), jax.random.fold_in(root, 2_000_000 + 3))
   assert streams.aux_step(2, 5) == 2 * 100_003 + 5
-  assert streams.QUERY_DROPOUT == estimators._QUERY_STREAM == 2**20  # pylint: disable=protected-access
+  assert streams.QUERY_DROPOUT == 2**20
 
 
 def test_sampler_equals_the_explicit_calls():

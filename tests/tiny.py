@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from bil_jax import adapt, gan, optimizers
-from bil_jax.models import layers
+from bil_jax.models import batch_split, layers
 
 C, H, W = 3, 4, 4
 
@@ -35,7 +35,7 @@ class TinyNormG(nn.Module):
   @nn.compact
   def __call__(self, x, train=True):
     h = jnp.tanh(layers.Norm("batch")(nn.Conv(4, (3, 3))(x)))
-    h = layers.Dropout(0.25, deterministic=not train)(h)
+    h = batch_split.Dropout(0.25, deterministic=not train)(h)
     return jnp.tanh(nn.Conv(3, (1, 1))(h))
 
 

@@ -36,7 +36,7 @@ from bil_jax.data import loading
 from bil_jax.models import layers
 
 # --compile_only times one step only where FLOPs / (this share of the measured conv peak)
-# is under its limit: the CPU steps of docs/benchmark.md run at 10-40% of that peak.
+# is under its limit (docs/benchmark.md gives the shares the CPU steps reach).
 EXPECTED_UTILIZATION = 0.2
 
 
@@ -124,8 +124,8 @@ def step_flops(setup: Setup, est: EstimatorSpec, steps: int, remat, args) -> flo
   def flops_at(k):
     lowered = step_fn(setup, est, k, remat, unroll=True).lower(*args)
     # nan where the backend has no cost analysis of the lowered program (GPU). Its compiled
-    # programs' count leaves out the cuDNN convolutions (measured on an H200: 0.48 of 13.1
-    # GFLOP for first_order at torch_ref_32), so it is not used.
+    # programs' count leaves out the cuDNN convolutions (docs/benchmark.md), so it is not
+    # used.
     return float(_cost(lowered).get("flops") or float("nan"))
 
   try:

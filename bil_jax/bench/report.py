@@ -60,6 +60,11 @@ def cost_table(records: list, peaks: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _row(cells) -> str:
+  """One Markdown table row of ``cells`` (each written with ``str``)."""
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def _mib(b) -> str:
   return "" if b is None else f"{b / 2 ** 20:,.0f}"
 
@@ -81,12 +86,10 @@ def compile_table(records: list) -> str:
   for r in records:
     step = (f"{r['step_time_s']:.1f}" if r.get("step_time_s") is not None
             else f"not run: {r.get('step_skipped', '')}")
-    lines.append(
-        f"| {r['estimator']} | {r['remat']} | {r['inner_steps']} | {r['meta_batch']} | "
-        f"{r['flops'] / 1e9:,.0f} | {_mib(r.get('xla_argument_bytes'))} | "
-        f"{_mib(r.get('xla_output_bytes'))} | {_mib(r.get('xla_temp_bytes'))} | "
-        f"{_mib(r.get('xla_alias_bytes'))} | {_mib(r.get('xla_peak_bytes'))} | "
-        f"{r['compile_time_s']:.0f} | {step} |")
+    memory = [_mib(r.get(f"xla_{k}_bytes")) for k in ("argument", "output", "temp", "alias",
+                                                        "peak")]
+    lines.append(_row([r["estimator"], r["remat"], r["inner_steps"], r["meta_batch"],
+                       f"{r['flops'] / 1e9:,.0f}", *memory, f"{r['compile_time_s']:.0f}", step]))
   return "\n".join(lines) + "\n"
 
 
@@ -100,12 +103,19 @@ def fidelity_table(fid: dict) -> str:
            "| estimator | net | cosine per task | cosine of meta-batch mean | rel. error per "
            "task | norm ratio |", "|---|---|---|---|---|---|"]
   for r in fid["summary"]:
-    lines.append(
-        f"| {r['estimator']} | {r['net']} | {r['cosine_mean']:.3f} ± {r['cosine_std']:.3f} "
-        f"({r['cosine_min']:.3f}) | {r['batch_cosine_mean']:.3f} ± {r['batch_cosine_std']:.3f} "
-        f"| {r['rel_error_mean']:.3f} ± {r['rel_error_std']:.3f} | "
-        f"{r['norm_ratio_mean']:.3g} ± {r['norm_ratio_std']:.2g} |")
+    lines.append(_row([
+        r["estimator"], r["net"],
+        f"{r['cosine_mean']:.3f} ± {r['cosine_std']:.3f} ({r['cosine_min']:.3f})",
+        f"{r['batch_cosine_mean']:.3f} ± {r['batch_cosine_std']:.3f}",
+        f"{r['rel_error_mean']:.3f} ± {r['rel_error_std']:.3f}",
+        f"{r['norm_ratio_mean']:.3g} ± {r['norm_ratio_std']:.2g}"]))
   return "\n".join(lines) + "\n"
+
+
+def _run_cells(r: dict) -> str:
+  """The first cells of an outcome row: setting, estimator, meta-steps, s/step."""
+  return (f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | "
+          f"{r['step_time_s']:.3f} | ")
 
 
 def outcome_table(records: List[dict]) -> str:
@@ -120,12 +130,11 @@ def outcome_table(records: List[dict]) -> str:
            "|---|---|---|---|---|---|---|---|"]
   for r in records:
     if r.get("error"):
-      lines.append(f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | "
-                   f"{r['step_time_s']:.3f} | | failed: {r['error']} | | |")
+      lines.append(_run_cells(r) + f"| failed: {r['error']} | | |")
       continue
     lines.append(
-        f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | {r['step_time_s']:.3f} | "
-        f"{r['meta_time_s']:.1f} | {r.get('heldout_l1_after_start', float('nan')):.4f} -> "
+        _run_cells(r) + f"{r['meta_time_s']:.1f} | "
+        f"{r.get('heldout_l1_after_start', float('nan')):.4f} -> "
         f"**{r.get('heldout_l1_after_end', float('nan')):.4f}** | "
         f"{r.get('heldout_l1_before_end', float('nan')):.4f} | {r['process_wall_s']:.0f} |")
   return "\n".join(lines) + "\n"
@@ -138,10 +147,7 @@ def _outcome_seeds_table(rows: List[dict]) -> str:
            "run wall s, mean |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     mem = r.get("peak_memory_bytes")
-    head = (f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | "
-            f"{r['step_time_s']:.3f} | {mem / 2 ** 20:.0f} | " if mem else
-            f"| {r['setting']} | {r['estimator']} | {r['meta_steps']} | "
-            f"{r['step_time_s']:.3f} | | ")
+    head = _run_cells(r) + (f"{mem / 2 ** 20:.0f} | " if mem else "| ")
     failed = f" ({r['failed']} failed)" if r["failed"] else ""
     if not r["seeds"]:
       lines.append(head + f"0{failed} | | | |")

@@ -19,7 +19,7 @@ Classes: the 19 Cityscapes train ids, 0 road, 1 sidewalk, 2 building, 3 wall,
 10 sky, 11 person, 12 rider, 13 car, 14 truck, 15 bus, 16 train,
 17 motorcycle, 18 bicycle, plus **void: label 255 becomes class 19**, so that
 the generator sees unlabelled pixels as a class of their own (C = 20).  Any
-other id is a DataError naming the file.
+other id is a image_io.DataError naming the file.
 
 Images and labels are resized keeping the aspect ratio and centre-cropped to
 data.image_height x data.image_width (128x256 in the paper).  Every example is
@@ -49,7 +49,6 @@ from bil_jax.data import registry
 from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
-DataError = image_io.DataError
 
 BDD_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
                'traffic light', 'traffic sign', 'vegetation', 'terrain', 'sky',
@@ -71,14 +70,14 @@ def find_root(manual_dir: str) -> str:
     if (os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks'))
         or os.path.isdir(os.path.join(root, 'seg', 'labels'))):
       return root
-  raise DataError(manual_dir, 'no BDD100K layout found: expected '
-                  'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
+  raise image_io.DataError(manual_dir, 'no BDD100K layout found: expected '
+                           'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
 
 
 def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
   """Sorted (name, image path, label path) of one BDD split folder.
 
-  Returns [] when the split is absent.  Raises DataError for a label without
+  Returns [] when the split is absent.  Raises image_io.DataError for a label without
   an image; prints how many images without a label were skipped.
   """
   new_lab = os.path.join(root, 'labels', 'sem_seg', 'masks', folder)
@@ -91,14 +90,14 @@ def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
     if not os.path.isdir(lab_dir):
       return []
   if not os.path.isdir(img_dir):
-    raise DataError(img_dir, f'missing; the labels in {lab_dir} need their '
-                    'images here')
+    raise image_io.DataError(img_dir, f'missing; the labels in {lab_dir} need their '
+                             'images here')
   images = image_io.list_images(img_dir)
   pairs = []
   for stem, lab_path in image_io.list_images(lab_dir).items():
     name = stem[:-len(suffix)] if suffix and stem.endswith(suffix) else stem
     if name not in images:
-      raise DataError(lab_path, f'has no image {name}.jpg in {img_dir}')
+      raise image_io.DataError(lab_path, f'has no image {name}.jpg in {img_dir}')
     pairs.append((name, images.pop(name), lab_path))
   if images:
     print(f'bdd100k/{folder}: skipped {len(images)} images without a label '
@@ -124,14 +123,14 @@ def read_pair(image_path: str, label_path: str, height: int,
 
 
 def generate_tasks(manual_dir: str, split: str, height: int, width: int,
-                   val_fraction: float = 0.1) -> Iterator[paired_folder.Task]:
+                   val_fraction: float = 0.1) -> Iterator[task_builder.Task]:
   """Yields one task per pair: (name, maps [1,H,W], images [1,H,W,3]); 'train' and
   'val' split BDD's train by :func:`holdout.items` with ``val_fraction``."""
   root = find_root(manual_dir)
   pairs = list_pairs(root, SPLIT_FOLDERS[split])
   if not pairs:
-    raise DataError(root, f'no labelled pairs for BDD split '
-                    f'{SPLIT_FOLDERS[split]!r}')
+    raise image_io.DataError(root, f'no labelled pairs for BDD split '
+                             f'{SPLIT_FOLDERS[split]!r}')
   if split != 'test':
     _, keep = holdout.items(split, lambda _: [n for n, _, _ in pairs], False,
                             val_fraction,
@@ -159,29 +158,27 @@ class Bdd100kConfig(task_builder.TaskConfig):
 
 def make_builder_config(height: int, width: int,
                         val_fraction: float = 0.1) -> Bdd100kConfig:
-  name = f'h{height}_w{width}_{holdout.source_tag(False, val_fraction)}'
-  return Bdd100kConfig(name=name, description=f'BDD100K pairs {name}',
-                       height=height, width=width, val_fraction=val_fraction)
+  return task_builder.sized_config(Bdd100kConfig, 'BDD100K pairs', height, width,
+                                   holdout.source_tag(False, val_fraction),
+                                   val_fraction=val_fraction)
 
 
-class Bdd100kTasks(paired_folder.ManualTaskBuilder):
+class Bdd100kTasks(task_builder.ManualTaskBuilder):
   """BDD100K segmentation pairs; one example = one single-pair task."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
   HOMEPAGE = 'https://bdd-data.berkeley.edu/'
 
-  def _split_generators(self, dl_manager):
-    manual = str(dl_manager.manual_dir)
-    splits = available_splits(manual)
+  def _splits(self, manual_dir: str):
+    splits = available_splits(manual_dir)
     if 'train' not in splits:
-      raise DataError(find_root(manual), 'no BDD100K train split '
-                      '(labels/sem_seg/masks/train/)')
-    return {s: self._generate_examples(manual, s) for s in splits}
+      raise image_io.DataError(find_root(manual_dir), 'no BDD100K train split '
+                               '(labels/sem_seg/masks/train/)')
+    return splits
 
-  def _generate_examples(self, manual_dir: str, split: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        manual_dir, split, cfg.height, cfg.width, cfg.val_fraction))
+    return generate_tasks(manual_dir, split, cfg.height, cfg.width, cfg.val_fraction)
 
 
 def bdd_dir(data_cfg) -> str:
@@ -212,8 +209,8 @@ def load_bdd100k(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   check_num_classes(data_cfg, 'BDD100K')
   builders = prepare_data(data_cfg, workdir)
   if split not in builders:
-    raise DataError(bdd_dir(data_cfg), f'no BDD100K {SPLIT_FOLDERS[split]} '
-                    'split was prepared')
+    raise image_io.DataError(bdd_dir(data_cfg), f'no BDD100K {SPLIT_FOLDERS[split]} '
+                             'split was prepared')
   ts = tasks_lib.taskset_from_tfds(builders[split], split, NUM_CLASSES)
   root = bdd_dir(data_cfg) or '<bdd100k_dir>'
   return paired_folder.check_task_sizes(

@@ -27,7 +27,7 @@ these clips for 'test'.
 
 Bad input: a label colour not in the palette, an unreadable image, an image
 and label of different sizes, a label without its image, an unparsable name:
-a one-line DataError naming the file.
+a one-line image_io.DataError naming the file.
 """
 import collections
 import dataclasses
@@ -45,7 +45,6 @@ from bil_jax.data import registry
 from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
-DataError = image_io.DataError
 B = {name: i for i, name in enumerate(bdd100k.BDD_CLASSES)}
 
 # The official CamVid palette (label_colors.txt): (name, RGB, BDD100K class).
@@ -96,11 +95,11 @@ WHAT = ('CamVid: images <seq>_<frame>.png and colour labels '
 
 
 def parse_name(path: str, stem: str) -> Tuple[str, int]:
-  """'0006R0_f00930' -> ('0006R0', 930); DataError naming ``path`` if not."""
+  """'0006R0_f00930' -> ('0006R0', 930); image_io.DataError naming ``path`` if not."""
   m = _NAME.match(stem)
   if not m:
-    raise DataError(path, 'cannot read <sequence>_<frame> from the file name '
-                    "(e.g. 0001TP_006690 or Seq05VD_f00000)")
+    raise image_io.DataError(path, 'cannot read <sequence>_<frame> from the file name '
+                             "(e.g. 0001TP_006690 or Seq05VD_f00000)")
   return m.group('seq'), int(m.group('frame'))
 
 
@@ -125,7 +124,7 @@ def find_pairs(root: str) -> Dict[str, List[Tuple[int, str, str]]]:
   seqs = collections.defaultdict(list)
   for stem, lab in sorted(labels.items()):
     if stem not in images:
-      raise DataError(lab, f'has no image {stem}.png below {root}')
+      raise image_io.DataError(lab, f'has no image {stem}.png below {root}')
     seq, frame = parse_name(lab, stem)
     seqs[seq].append((frame, images[stem], lab))
   return {s: sorted(v) for s, v in sorted(seqs.items())}
@@ -160,18 +159,18 @@ def find_root(manual_dir: str) -> str:
 
 
 def generate_tasks(manual_dir: str, height: int, width: int,
-                   clip_length: int = 10) -> Iterator[paired_folder.Task]:
+                   clip_length: int = 10) -> Iterator[task_builder.Task]:
   """Yields one task per clip: (name, maps [L,H,W], images [L,H,W,3])."""
   root = find_root(manual_dir)
   seqs = find_pairs(root)
   if not seqs:
-    raise DataError(root, 'no CamVid labels (<seq>_<frame>_L.png) found')
+    raise image_io.DataError(root, 'no CamVid labels (<seq>_<frame>_L.png) found')
   clips, dropped = make_clips(seqs, clip_length)
   print(f'camvid: {sum(map(len, seqs.values()))} annotated frames in '
         f'{len(seqs)} sequences -> {len(clips)} clips of {clip_length}; '
         f'dropped {dropped} frames at sequence ends', flush=True)
   if not clips:
-    raise DataError(root, f'no sequence has {clip_length} annotated frames')
+    raise image_io.DataError(root, f'no sequence has {clip_length} annotated frames')
   for name, frames in clips:
     maps, images = zip(*(read_pair(ip, lp, height, width)
                          for _, ip, lp in frames))
@@ -185,24 +184,23 @@ class CamvidConfig(task_builder.TaskConfig):
 
 def make_builder_config(height: int, width: int,
                         clip_length: int) -> CamvidConfig:
-  name = f'h{height}_w{width}_clip{clip_length}'
-  return CamvidConfig(name=name, description=f'CamVid clips {name}',
-                      height=height, width=width, clip_length=clip_length)
+  return task_builder.sized_config(CamvidConfig, 'CamVid clips', height, width,
+                                   f'clip{clip_length}', clip_length=clip_length)
 
 
-class CamvidClips(paired_folder.ManualTaskBuilder):
+class CamvidClips(task_builder.ManualTaskBuilder):
   """CamVid clips in BDD100K classes; one example = one clip (test only)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
   HOMEPAGE = 'http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/'
 
-  def _split_generators(self, dl_manager):
-    return {'test': self._generate_examples(str(dl_manager.manual_dir))}
+  def _splits(self, manual_dir: str):
+    del manual_dir
+    return ('test',)
 
-  def _generate_examples(self, manual_dir: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        manual_dir, cfg.height, cfg.width, cfg.clip_length))
+    return generate_tasks(manual_dir, cfg.height, cfg.width, cfg.clip_length)
 
 
 def camvid_dir(data_cfg) -> str:

@@ -22,9 +22,7 @@ from bil_jax.data import face_video
 from bil_jax.data import holdout
 from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
-from bil_jax.data import paired_folder
-
-DataError = image_io.DataError
+from bil_jax.data import task_builder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +131,7 @@ def plan_tasks(video: str, split: str, valid: Sequence[bool],
 def video_tasks(video_dir: str, split: str, params: FaceParams,
                 stats: Dict[str, int],
                 video_extensions: Sequence[str] = face_video.VIDEO_EXTENSIONS
-                ) -> Iterator[paired_folder.Task]:
+                ) -> Iterator[task_builder.Task]:
   """Yields the tasks of one video; updates ``stats`` counters.
 
   Without frames/, the video file is the first one ending in video_extensions.
@@ -146,7 +144,7 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
   else:
     video_file = face_video.find_video_file(video_dir, video_extensions)
     if video_file is None:
-      raise DataError(video_dir, 'has neither frames/ nor a video file')
+      raise image_io.DataError(video_dir, 'has neither frames/ nor a video file')
     numbers = list(range(face_video.landmark_frame_count(video_dir)))
     frames = None
   points = face_video.load_landmarks(video_dir, numbers)
@@ -161,8 +159,8 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
     images = face_video.read_video(video_file, wanted)
     missing = [p for p in wanted if p not in images]
     if missing:
-      raise DataError(video_file, f'has no frame {missing[0]} although '
-                      'landmarks exist for it')
+      raise image_io.DataError(video_file, f'has no frame {missing[0]} although '
+                               'landmarks exist for it')
   for name, pos, clip in plan:
     stats['tasks'] += 1
     if len(pos) < params.min_frames:
@@ -176,21 +174,15 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
 
 
 def list_videos(manual_dir: str, folder: str) -> List[str]:
-  """Sorted video folder names of MANUAL_DIR/<folder>; DataError if missing or empty."""
-  split_dir = os.path.join(manual_dir, folder)
-  if not os.path.isdir(split_dir):
-    raise DataError(split_dir, 'missing; expected {train,test}/<video>/ '
-                    '(and optionally val/<video>/)')
-  videos = sorted(d for d in os.listdir(split_dir)
-                  if os.path.isdir(os.path.join(split_dir, d)))
-  if not videos:
-    raise DataError(split_dir, 'has no video folders')
-  return videos
+  """Sorted video folder names of MANUAL_DIR/<folder>; image_io.DataError if missing or empty."""
+  return image_io.subfolders(os.path.join(manual_dir, folder),
+                             '{train,test}/<video>/ (and optionally val/<video>/)',
+                             'video folders')
 
 
 def generate_tasks(manual_dir: str, split: str, params: FaceParams,
                    video_extensions: Sequence[str] = face_video.VIDEO_EXTENSIONS,
-                   val_fraction: float = 0.0) -> Iterator[paired_folder.Task]:
+                   val_fraction: float = 0.0) -> Iterator[task_builder.Task]:
   """All tasks of builder split ``split``; prints the counts of dropped frames and tasks.
 
   'val' videos are made into tasks as test videos are (one unaugmented task each): from
@@ -211,5 +203,5 @@ def generate_tasks(manual_dir: str, split: str, params: FaceParams,
         f'{"clips" if split == "train" else "videos"} with fewer than '
         f'{params.min_frames} good frames', flush=True)
   if stats['tasks'] == stats['dropped_tasks']:
-    raise DataError(split_dir, f'no task has {params.min_frames} frames with '
-                    'landmarks')
+    raise image_io.DataError(split_dir, f'no task has {params.min_frames} frames with '
+                             'landmarks')

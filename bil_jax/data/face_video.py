@@ -20,7 +20,6 @@ import numpy as np
 from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
 
-DataError = image_io.DataError
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 _INT = re.compile(r'(\d+)')
 
@@ -32,21 +31,21 @@ def frame_number(path: str) -> int:
     stem = stem[:-len('_keypoints')]
   nums = _INT.findall(stem)
   if not nums:
-    raise DataError(path, 'no frame number in the file name')
+    raise image_io.DataError(path, 'no frame number in the file name')
   return int(nums[-1])
 
 
 def list_frames(video_dir: str) -> List[Tuple[int, str]]:
-  """Sorted (frame number, path) of video_dir/frames/; DataError on a clash."""
+  """Sorted (frame number, path) of video_dir/frames/; image_io.DataError on a clash."""
   frames_dir = os.path.join(video_dir, 'frames')
   out = {}
   for path in image_io.list_images(frames_dir).values():
     n = frame_number(path)
     if n in out:
-      raise DataError(path, f'frame number {n} also used by {out[n]}')
+      raise image_io.DataError(path, f'frame number {n} also used by {out[n]}')
     out[n] = path
   if not out:
-    raise DataError(frames_dir, 'has no frames')
+    raise image_io.DataError(frames_dir, 'has no frames')
   return sorted(out.items())
 
 
@@ -79,18 +78,18 @@ def load_landmarks(video_dir: str,
     try:
       arr = np.load(arr_path, allow_pickle=False)
     except (OSError, ValueError) as e:
-      raise DataError(arr_path, f'cannot read landmarks '
-                      f'({image_io.first_line(e)})') from None
+      raise image_io.DataError(arr_path, f'cannot read landmarks '
+                               f'({image_io.first_line(e)})') from None
     if (arr.ndim != 3 or arr.shape[1] < lm.NUM_POINTS
         or arr.shape[2] not in (2, 3)):
-      raise DataError(arr_path, f'landmarks have shape {arr.shape}; expected '
-                      '[frames, 68, 2 or 3]')
+      raise image_io.DataError(arr_path, f'landmarks have shape {arr.shape}; expected '
+                               '[frames, 68, 2 or 3]')
     if arr.shape[0] != len(numbers):
-      raise DataError(arr_path, f'has {arr.shape[0]} rows for {len(numbers)} '
-                      'frames')
+      raise image_io.DataError(arr_path, f'has {arr.shape[0]} rows for {len(numbers)} '
+                               'frames')
     return [a.astype(np.float32) for a in arr]
   if not os.path.isdir(lm_dir):
-    raise DataError(video_dir, 'has no landmarks/ folder or landmarks.npy')
+    raise image_io.DataError(video_dir, 'has no landmarks/ folder or landmarks.npy')
   files = {}
   for name in sorted(os.listdir(lm_dir)):
     if name.endswith(('.json', '.npy')):
@@ -116,12 +115,12 @@ def read_video(path: str, keep: Sequence[int]) -> Dict[int, np.ndarray]:
         break
     return out
   except ImportError:
-    raise DataError(path, 'reading videos needs imageio; extract the frames '
-                    'to <video>/frames/ instead') from None
+    raise image_io.DataError(path, 'reading videos needs imageio; extract the frames '
+                             'to <video>/frames/ instead') from None
   except Exception as e:  # pylint: disable=broad-except
-    raise DataError(path, f'cannot read video ({image_io.first_line(e)}); '
-                    'install imageio-ffmpeg or extract the frames to '
-                    '<video>/frames/') from None
+    raise image_io.DataError(path, f'cannot read video ({image_io.first_line(e)}); '
+                             'install imageio-ffmpeg or extract the frames to '
+                             '<video>/frames/') from None
 
 
 def landmark_frame_count(video_dir: str) -> int:

@@ -45,7 +45,7 @@ data.name = 'faceforensics' (data.num_classes must be 7).
 
 Reading a video is :mod:`bil_jax.data.face_video`, steps 1-4
 :mod:`bil_jax.data.face_clips`; this module holds the TFDS builder and the
-registry loader and re-exports their public names.
+registry loader.
 """
 import dataclasses
 import os
@@ -57,43 +57,22 @@ import tensorflow_datasets as tfds
 from bil_jax.data import face_clips
 from bil_jax.data import face_video
 from bil_jax.data import holdout
-from bil_jax.data import image_io
 from bil_jax.data import landmarks as lm
 from bil_jax.data import paired_folder
 from bil_jax.data import registry
 from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
-DataError = image_io.DataError
 SPLITS = ('train', 'test')  # the folders of the raw download (data_prep)
-VIDEO_EXTENSIONS = face_video.VIDEO_EXTENSIONS
 WHAT = ('FaceForensics frames and landmarks: {train,test}/<video>/frames/ and '
         '<video>/landmarks/ or landmarks.npy (see docs/datasets.md)')
 
-# Re-exported: reading a video lives in face_video, videos -> tasks in
-# face_clips; callers keep importing these names from here.
-frame_number = face_video.frame_number
-list_frames = face_video.list_frames
-find_video_file = face_video.find_video_file
-read_landmark_file = face_video.read_landmark_file
-load_landmarks = face_video.load_landmarks
-read_video = face_video.read_video
-FaceParams = face_clips.FaceParams
-clip_rng = face_clips.clip_rng
-sample_clip_augmentation = face_clips.sample_clip_augmentation
-IDENTITY = face_clips.IDENTITY
-apply_colour = face_clips.apply_colour
-make_pair = face_clips.make_pair
-evenly = face_clips.evenly
-plan_tasks = face_clips.plan_tasks
-video_tasks = face_clips.video_tasks
 
-
-def generate_tasks(manual_dir: str, split: str, params: FaceParams,
-                   val_fraction: float = 0.0) -> Iterator[paired_folder.Task]:
+def generate_tasks(manual_dir: str, split: str, params: face_clips.FaceParams,
+                   val_fraction: float = 0.0) -> Iterator[task_builder.Task]:
   """All tasks of builder split ``split`` (:func:`face_clips.generate_tasks`); a video
-  without frames/ is read from its file ending in this module's VIDEO_EXTENSIONS."""
-  return face_clips.generate_tasks(manual_dir, split, params, VIDEO_EXTENSIONS,
+  without frames/ is read from its file ending in ``face_video.VIDEO_EXTENSIONS``."""
+  return face_clips.generate_tasks(manual_dir, split, params, face_video.VIDEO_EXTENSIONS,
                                    val_fraction)
 
 
@@ -104,11 +83,11 @@ def generate_tasks(manual_dir: str, split: str, params: FaceParams,
 
 @dataclasses.dataclass(eq=False)
 class FaceForensicsConfig(tfds.core.BuilderConfig):
-  params: FaceParams = dataclasses.field(default_factory=FaceParams)
+  params: face_clips.FaceParams = dataclasses.field(default_factory=face_clips.FaceParams)
   val_fraction: float = 0.0  # 0: validation videos from MANUAL_DIR/val/
 
 
-def make_builder_config(params: FaceParams, manual_dir: str = '',
+def make_builder_config(params: face_clips.FaceParams, manual_dir: str = '',
                         val_fraction: float = 0.1) -> FaceForensicsConfig:
   """The config of ``params``; its ``val_fraction`` is 0 when MANUAL_DIR/val/ exists."""
   p = params
@@ -121,8 +100,8 @@ def make_builder_config(params: FaceParams, manual_dir: str = '',
                              val_fraction=0.0 if val_folder else val_fraction)
 
 
-def params_from_data_cfg(data_cfg) -> FaceParams:
-  return FaceParams(
+def params_from_data_cfg(data_cfg) -> face_clips.FaceParams:
+  return face_clips.FaceParams(
       height=int(data_cfg.image_height), width=int(data_cfg.image_width),
       margin=float(data_cfg.get('face_margin', 0.15)),
       clips=int(data_cfg.get('clips_per_video', 7)),
@@ -131,24 +110,19 @@ def params_from_data_cfg(data_cfg) -> FaceParams:
       seed=int(data_cfg.get('prep_seed', 0)))
 
 
-class FaceForensicsTasks(paired_folder.ManualTaskBuilder):
+class FaceForensicsTasks(task_builder.ManualTaskBuilder):
   """FaceForensics clips (train) and videos (val, test); one example = one task."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = WHAT
   HOMEPAGE = 'https://github.com/ondyari/FaceForensics'
 
   def image_hw(self):
-    """(H, W) of the face crops, from the config's FaceParams."""
+    """(H, W) of the face crops, from the config's face_clips.FaceParams."""
     return self.builder_config.params.height, self.builder_config.params.width
 
-  def _split_generators(self, dl_manager):
-    manual = str(dl_manager.manual_dir)
-    return {s: self._generate_examples(manual, s) for s in holdout.SPLITS}
-
-  def _generate_examples(self, manual_dir: str, split: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        manual_dir, split, cfg.params, cfg.val_fraction))
+    return generate_tasks(manual_dir, split, cfg.params, cfg.val_fraction)
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:

@@ -12,7 +12,7 @@ with the offending file, e.g.::
 * label maps uint8 [H, W] with nearest neighbour, so class ids stay valid.
 """
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -224,3 +224,14 @@ def list_images(folder: str) -> Dict[str, str]:
                         'too); keep one')
       out[stem] = os.path.join(folder, name)
   return out
+
+
+def subfolders(folder: str, expected: str, what: str) -> List[str]:
+  """Sorted names of the folders in ``folder``; DataError naming ``folder`` if it is
+  missing ("missing; expected <expected>") or holds none ("has no <what>")."""
+  if not os.path.isdir(folder):
+    raise DataError(folder, f'missing; expected {expected}')
+  names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+  if not names:
+    raise DataError(folder, f'has no {what}')
+  return names

@@ -44,31 +44,16 @@ from bil_jax.data import registry
 from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
-DataError = image_io.DataError
-Task = task_builder.Task  # name, maps [n,H,W], images [n,H,W,3]
-task_example = task_builder.task_example  # re-exported
-
 
 # ---------------------------------------------------------------------------
 # Shared by all manual_dir task builders
 # ---------------------------------------------------------------------------
-
-
-class ManualTaskBuilder(task_builder.TaskBuilder):
-  """Base of the task-level builders that read ``manual_dir``.
-
-  Subclasses define MANUAL_DOWNLOAD_INSTRUCTIONS, ``_split_generators`` and
-  ``_generate_examples`` (and HOMEPAGE); this class is abstract, so TFDS does
-  not register it.
-  """
-
-
 def prepare(builder_cls, config, data_dir: str, manual_dir: str,
             what: str) -> tfds.core.DatasetBuilder:
   """Builds (unless already prepared in data_dir) and returns the builder.
 
   Args:
-    builder_cls: a ManualTaskBuilder subclass.
+    builder_cls: a task_builder.ManualTaskBuilder subclass.
     config: its BuilderConfig.
     data_dir: the TFDS data directory.
     manual_dir: the user's copy of the dataset; checked only when the
@@ -76,7 +61,7 @@ def prepare(builder_cls, config, data_dir: str, manual_dir: str,
     what: what manual_dir should hold, for the error message.
 
   Raises:
-    DataError: one line naming the file, for bad or missing input.
+    image_io.DataError: one line naming the file, for bad or missing input.
   """
   builder = builder_cls(data_dir=data_dir, config=config)
   if builder.is_prepared():
@@ -121,7 +106,7 @@ def required_pairs(data_cfg, split: str) -> int:
 
 def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
                      source: Callable[[str], str]) -> tasks_lib.TaskSet:
-  """Raises DataError for a task with too few pairs, unless reuse_pairs.
+  """Raises image_io.DataError for a task with too few pairs, unless reuse_pairs.
 
   Args:
     taskset: the loaded tasks.
@@ -138,9 +123,9 @@ def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
   for t, n in enumerate(taskset.task_sizes()):
     if n < need:
       name = taskset.names[t]
-      raise DataError(source(name), f'task {name!r} ({split}) has {n} pairs, '
-                      f'fewer than shots + {q} = {need}; add pairs, lower '
-                      f'{lower} or set data.reuse_pairs=True')
+      raise image_io.DataError(source(name), f'task {name!r} ({split}) has {n} pairs, '
+                               f'fewer than shots + {q} = {need}; add pairs, lower '
+                               f'{lower} or set data.reuse_pairs=True')
   return taskset
 
 
@@ -152,8 +137,6 @@ def path_hash(path: str) -> str:
 # ---------------------------------------------------------------------------
 # Paired folders
 # ---------------------------------------------------------------------------
-
-SPLITS = holdout.SPLITS
 
 
 def read_pair(image_path: str, label_path: str, num_classes: int,
@@ -177,30 +160,24 @@ def task_pairs(task_dir: str) -> Dict[str, Tuple[str, str]]:
   lab_dir = os.path.join(task_dir, 'labels')
   for d in (img_dir, lab_dir):
     if not os.path.isdir(d):
-      raise DataError(d, 'missing; a task folder holds images/ and labels/')
+      raise image_io.DataError(d, 'missing; a task folder holds images/ and labels/')
   images, labels = image_io.list_images(img_dir), image_io.list_images(lab_dir)
   for name, path in images.items():
     if name not in labels:
-      raise DataError(path, f'has no label {os.path.join(lab_dir, name)}.png')
+      raise image_io.DataError(path, f'has no label {os.path.join(lab_dir, name)}.png')
   for name, path in labels.items():
     if name not in images:
-      raise DataError(path, f'has no image {os.path.join(img_dir, name)}.png')
+      raise image_io.DataError(path, f'has no image {os.path.join(img_dir, name)}.png')
   if not images:
-    raise DataError(img_dir, 'has no images')
+    raise image_io.DataError(img_dir, 'has no images')
   return {n: (images[n], labels[n]) for n in sorted(images)}
 
 
 def task_folders(root: str, folder: str) -> list:
-  """Sorted task folder names of ROOT/<folder>; DataError if it is missing or empty."""
-  split_dir = os.path.join(root, folder)
-  if not os.path.isdir(split_dir):
-    raise DataError(split_dir, 'missing; expected ROOT/{train,test}/<task>/'
-                    '{images,labels}/ (and optionally ROOT/val/)')
-  names = sorted(d for d in os.listdir(split_dir)
-                 if os.path.isdir(os.path.join(split_dir, d)))
-  if not names:
-    raise DataError(split_dir, 'has no task folders')
-  return names
+  """Sorted task folder names of ROOT/<folder>; image_io.DataError if it is missing or empty."""
+  return image_io.subfolders(os.path.join(root, folder),
+                             'ROOT/{train,test}/<task>/{images,labels}/ (and optionally ROOT/val/)',
+                             'task folders')
 
 
 def split_folder(split: str, val_fraction: float) -> str:
@@ -209,7 +186,7 @@ def split_folder(split: str, val_fraction: float) -> str:
 
 
 def generate_tasks(root: str, split: str, num_classes: int, height: int,
-                   width: int, val_fraction: float = 0.0) -> Iterator[Task]:
+                   width: int, val_fraction: float = 0.0) -> Iterator[task_builder.Task]:
   """Yields (task name, maps uint8 [n,H,W], images uint8 [n,H,W,3]) of builder split
   ``split``; ``val_fraction`` 0 reads ROOT/val/ for 'val', else holds out that fraction
   of ROOT/train/ (:func:`holdout.items`)."""
@@ -240,21 +217,17 @@ def make_builder_config(num_classes: int, height: int, width: int,
                             val_fraction=0.0 if val_folder else val_fraction)
 
 
-class PairedFolderTasks(ManualTaskBuilder):
+class PairedFolderTasks(task_builder.ManualTaskBuilder):
   """Tasks from ROOT/{train,val,test}/<task>/{images,labels}/ (one task/example)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put ROOT/{train,test}/<task>/images/<name>.png and '
       'ROOT/{train,test}/<task>/labels/<name>.png in manual_dir.')
 
-  def _split_generators(self, dl_manager):
-    root = str(dl_manager.manual_dir)
-    return {s: self._generate_examples(root, s) for s in SPLITS}
-
-  def _generate_examples(self, root: str, split: str):
+  def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
-    yield from task_builder.examples(generate_tasks(
-        root, split, cfg.num_classes, cfg.height, cfg.width, cfg.val_fraction))
+    return generate_tasks(manual_dir, split, cfg.num_classes, cfg.height, cfg.width,
+                          cfg.val_fraction)
 
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
@@ -268,7 +241,7 @@ def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
                     default_data_dir(data_cfg, workdir), root,
                     'ROOT/{train,test}/<task>/{images,labels}/ (see '
                     'docs/datasets.md)')
-  return {s: builder for s in SPLITS}
+  return {s: builder for s in holdout.SPLITS}
 
 
 @registry.register('paired_folder')

@@ -24,7 +24,6 @@ import importlib
 import inspect
 from typing import Any, Callable, Dict
 
-from bil_jax.estimators import core
 from bil_jax.estimators.es import es
 from bil_jax.estimators.first_order import first_order
 from bil_jax.estimators.implicit import implicit
@@ -35,9 +34,6 @@ from bil_jax.estimators.truncated import truncated
 
 Estimator = Callable[..., tuple]
 _REGISTRY: Dict[str, Estimator] = {}
-
-# Kept for code written against the single-module API.
-_QUERY_STREAM = core.QUERY_STREAM
 
 
 def register(name: str):

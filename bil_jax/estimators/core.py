@@ -17,9 +17,7 @@ import optax
 
 from bil_jax import adapt as adapt_lib
 from bil_jax import gan
-
-# Query losses use their own dropout stream, disjoint from the inner steps' fold_in(rng, k).
-QUERY_STREAM = 2**20
+from bil_jax import streams
 
 adapt = adapt_lib.adapt
 run_steps = adapt_lib.run_steps
@@ -33,23 +31,23 @@ def query_losses(loop: adapt_lib.InnerLoop, params: Any, task: dict, rng: jax.Ar
     loop: the inner loop (its ``spec`` is the GAN).
     params: {'G', 'D'}.
     task: {'support', 'query'} Pairs; only 'query' [q,...] is used.
-    rng: the task's key; dropout draws from ``fold_in(rng, QUERY_STREAM)``.
+    rng: the task's key; dropout draws from ``fold_in(rng, streams.QUERY_DROPOUT)``.
     frozen: never-trained arrays or None.
 
   Returns:
     ((L_G, L_D) scalars, dict of scalar terms 'g_loss', 'd_loss', 'l1', 'adv', 'perceptual').
   """
   terms = gan.gan_losses(loop.spec, params, task["query"],
-                         jax.random.fold_in(rng, QUERY_STREAM), frozen)
+                         jax.random.fold_in(rng, streams.QUERY_DROPOUT), frozen)
   return (terms["g_loss"], terms["d_loss"]), terms
 
 
 def two_pullbacks(pullback: Callable, like: jax.Array) -> dict:
   """{'G': dL_G/dtheta_G, 'D': dL_D/dtheta_D} from the vjp ``pullback`` of (L_G, L_D).
 
-  ``like`` is a scalar of the losses' dtype. Two sequential pullbacks: pulling both
-  cotangents back in one ``vmap``-ed pass kept both backward passes' buffers live
-  (+10% peak memory at torch_ref_32, no faster on CPU; docs/benchmark.md).
+  ``like`` is a scalar of the losses' dtype. The two pullbacks run one after the other,
+  so that only one backward pass's buffers are live at a time (docs/benchmark.md compares
+  the ``vmap``-ed alternative).
   """
   return split_by_player(*pull_both(pullback, like))
 

@@ -21,8 +21,8 @@ from bil_jax.models import layers
 from bil_jax.models import pg2
 from bil_jax.models import pix2pix
 from bil_jax.models.patchgan import PatchGAN
-from bil_jax.models.pg2 import PG2Generator, pg2_depth
-from bil_jax.models.pix2pix import UnetGenerator, pix2pix_depth
+from bil_jax.models.pg2 import PG2Generator
+from bil_jax.models.pix2pix import UnetGenerator
 
 # model.name -> generator module. A module declares USES_REFERENCE, in_channels(C),
 # depth(image_hw, num_downs) and build(model_cfg, C, image_hw); a new generator is one

@@ -11,9 +11,9 @@ multiplies bfloat16 copies of its input and kernel and accumulates in float32 (t
 precision of GPU tensor cores and TPU MXUs), so only the convolutions' matmuls change.
 
 The pairs of one task may be split over the 'batch' axis of the mesh (bil_jax.parallel).
-While a model is applied inside :func:`batch_axis` (``bil_jax.gan`` does it from
-``GanSpec.batch_axis``), batch norm averages its moments over that axis and
-:class:`Dropout` (``bil_jax.models.batch_split``) draws the mask of the whole task batch
+While a model is applied inside ``bil_jax.models.batch_split.batch_axis`` (``bil_jax.gan``
+does it from ``GanSpec.batch_axis``), batch norm averages its moments over that axis and
+``batch_split.Dropout`` draws the mask of the whole task batch
 and keeps this device's rows, so both compute what one device computes on the whole
 batch. Outside it (None, the default) nothing changes.
 """
@@ -24,9 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# Dropout and batch_axis are re-exported: the layers a model is built from.
-from bil_jax.models.batch_split import (  # pylint: disable=unused-import
-    Dropout, batch_axis, current_batch_axis)
+from bil_jax.models.batch_split import current_batch_axis
 
 NORM_KINDS = ("instance", "batch")
 DTYPES = ("float32", "bfloat16")
@@ -89,7 +87,7 @@ class Norm(nn.Module):
   Attributes:
     kind: "instance": statistics per sample and channel over H, W (zeros at 1x1 spatial);
       "batch": statistics per channel over N, H, W of the current batch (no running stats);
-      of the whole batch where its rows are split over a mesh axis (:func:`batch_axis`).
+      of the whole batch where its rows are split over a mesh axis (``batch_split.batch_axis``).
     eps: added to the variance.
   """
   kind: str = "instance"
@@ -221,8 +219,8 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
   with taps K[a::2] and padding (1-a, a). In 2-D, phase (ay, ax) is a 2x2 convolution with
   K[ay::2, ax::2]; the four phases are interleaved into the output. The result is
   identical to the stride-dilated form, but every convolution (and both of its
-  gradients) is a plain stride-1 one, which XLA:CPU runs about 40x faster than the
-  kernel gradient of an input-dilated convolution.
+  gradients) is a plain stride-1 one, which XLA:CPU runs far faster than the kernel
+  gradient of an input-dilated convolution (docs/usage.md).
 
   Args:
     x: [B,H,W,C].

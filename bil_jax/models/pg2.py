@@ -31,16 +31,15 @@ import jax.numpy as jnp
 from bil_jax.models import layers
 
 
-def pg2_depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
   """Number of down-sampling modules n (see the module docstring for the rule)."""
-  depth = layers.derive_depth(image_hw, num_downs, bottom=4, what="PG2 generator",
-                              min_depth=1)
+  n = layers.derive_depth(image_hw, num_downs, bottom=4, what="PG2 generator", min_depth=1)
   h, w = image_hw
-  if min(h, w) // 2 ** depth < 2:
+  if min(h, w) // 2 ** n < 2:
     raise ValueError(
-        f"PG2 generator: image size {h}x{w} with model.num_downs={depth} leaves a bottom "
+        f"PG2 generator: image size {h}x{w} with model.num_downs={n} leaves a bottom "
         f"smaller than 2x2; use a smaller model.num_downs (or -1: down to 4 pixels).")
-  return depth
+  return n
 
 
 def level_width(ngf: int, i: int) -> int:
@@ -108,9 +107,6 @@ USES_REFERENCE = True  # G(x_R, x_S): the reference image comes first
 def in_channels(num_classes: int) -> int:
   """Generator input channels: reference image [3] then one-hot structure map [C]."""
   return 3 + num_classes
-
-
-depth = pg2_depth  # (image_hw, num_downs) -> number of down-samplings
 
 
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:

@@ -15,15 +15,16 @@ original's (n = 8 is ``unet_256``, n = 7 ``unet_128``; n <= 5 has no dropout blo
 original). The innermost encoder has no norm (its output is 1x1 when the depth is derived,
 where instance norm would give zeros).
 """
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bil_jax.models import batch_split
 from bil_jax.models import layers
 
 
-def pix2pix_depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
+def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
   """Number of down-samplings: ``num_downs``, or log2(min(H, W)) if it is -1.
 
   64x64 -> 6 (down to 1x1), 128x256 -> 7 (down to 1x2), 32x32 -> 5. Raises a one-line
@@ -79,7 +80,7 @@ class UnetGenerator(layers.UNetGenerator):
                          dtype=self.dtype)(h)
       h = layers.Norm(self.norm, name=f"up_norm_{i}")(h)
       if self.dropout > 0 and has_dropout(i, n):
-        h = layers.Dropout(self.dropout, deterministic=not train)(h)
+        h = batch_split.Dropout(self.dropout, deterministic=not train)(h)
     raise AssertionError("unreachable")
 
 
@@ -90,9 +91,6 @@ USES_REFERENCE = False  # G(x_S): no reference image
 def in_channels(num_classes: int) -> int:
   """Generator input channels: the one-hot structure map [C]."""
   return num_classes
-
-
-depth = pix2pix_depth  # (image_hw, num_downs) -> number of down-samplings
 
 
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
