@@ -9,6 +9,8 @@ from bil_jax import config_lib
 from bil_jax.data import augment
 from bil_jax.data import episodes
 from bil_jax.data import registry
+from bil_jax.data import scene_layouts
+from bil_jax.data import scene_render
 from bil_jax.data import synthetic
 from bil_jax.data import tasks
 
@@ -139,18 +141,18 @@ def test_unknown_split_is_refused():
 def _still_clip(n, h=32, w=32, seed=0):
   """Objects, a motionless clip of n frames, one look and one light for every frame."""
   rng = np.random.default_rng(seed)
-  objects = synthetic.sample_objects(rng, C, h, w)
-  moves = synthetic.sample_motion(rng, n, objects['cls'].shape[0], 0.0)
-  look = synthetic.sample_appearance(rng, C)
-  light = synthetic.sample_lighting(rng, look, moves['t'], 0.0)
+  objects = scene_layouts.sample_objects(rng, C, h, w)
+  moves = scene_layouts.sample_motion(rng, n, objects['cls'].shape[0], 0.0)
+  look = scene_render.sample_appearance(rng, C)
+  light = scene_render.sample_lighting(rng, look, moves['t'], 0.0)
   return objects, moves, look, light
 
 
 def test_same_layout_looks_different_in_two_scenes():
   """The map does not reveal the appearance: same frames, other look, other image."""
   objects, moves, _, light = _still_clip(6)
-  frame = synthetic.paint(objects, moves, *HW)
-  img = [synthetic.render(frame, synthetic.sample_appearance(np.random.default_rng(s), C),
+  frame = scene_layouts.paint(objects, moves, *HW)
+  img = [scene_render.render(frame, scene_render.sample_appearance(np.random.default_rng(s), C),
                           light, np.random.default_rng(9)) for s in (1, 2)]
   diff = np.abs(img[0].astype(float) - img[1].astype(float)).mean()
   assert diff > 30.0, diff
@@ -171,8 +173,8 @@ def test_texture_and_shading_move_with_the_camera_and_the_objects(what):
     moves['cam_dx'][1] = shift
   else:
     moves['dx'][1, -1] = shift
-  frame = synthetic.paint(objects, moves, *HW)
-  img = synthetic.render(frame, look, light, np.random.default_rng(0)).astype(float)
+  frame = scene_layouts.paint(objects, moves, *HW)
+  img = scene_render.render(frame, look, light, np.random.default_rng(0)).astype(float)
   m = frame['maps']
   if what == 'camera':
     region = np.ones(HW, bool)

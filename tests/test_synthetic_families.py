@@ -10,6 +10,7 @@ import numpy as np
 
 from bil_jax import retrieval
 from bil_jax.data import episodes
+from bil_jax.data import scene_families
 from bil_jax.data import synthetic
 from bil_jax.data import tasks
 
@@ -68,7 +69,7 @@ def test_val_and_test_have_seen_and_unseen_family_scenes():
   # An unseen-family scene uses its family's classes, which a training family's need not.
   _, maps, _ = synthetic.generate_task(1234, 'test', 0, C, H, W, 6, **KW,
                                        condition='unseen', unseen_families=2)
-  allowed = set(synthetic.sample_family(1234, F + 2, C)['layout']['cls'].tolist()) | {0}
+  allowed = set(scene_families.sample_family(1234, F + 2, C)['layout']['cls'].tolist()) | {0}
   assert set(np.unique(maps).tolist()) <= allowed
 
 
@@ -99,7 +100,7 @@ def test_val_and_test_load_with_the_conditions_alternating(tmp_path):
 def test_a_family_uses_its_own_classes_in_train_and_test():
   """Every map of a family's scenes shows only the family's classes (plus background)."""
   for f in range(3):
-    allowed = set(synthetic.sample_family(1234, f, C)['layout']['cls'].tolist()) | {0}
+    allowed = set(scene_families.sample_family(1234, f, C)['layout']['cls'].tolist()) | {0}
     for split, i in (('train', f), ('train', f + F), ('test', f)):
       assert set(np.unique(_task(split, i)[1]).tolist()) <= allowed
 
@@ -129,7 +130,7 @@ def test_eq3_retrieval_finds_same_family_tasks():
     support = _task('test', i, pairs=5)[1]
     sims = retrieval.task_similarity(support, maps, ids, C, num_tasks=len(train))
     top = retrieval.top_k_tasks(sims, 5)
-    hits += [synthetic.family_of(int(j), F) == synthetic.family_of(i, F) for j in top]
+    hits += [scene_families.family_of(int(j), F) == scene_families.family_of(i, F) for j in top]
   assert np.mean(hits) >= 0.5, np.mean(hits)
 
 

@@ -57,21 +57,6 @@ from bil_jax.data import scene_render
 from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
-# Re-exported: the generator's parts live in scene_layouts, scene_render and
-# scene_families; callers keep importing them from here.
-sample_objects = scene_layouts.sample_objects
-sample_motion = scene_layouts.sample_motion
-paint = scene_layouts.paint
-class_priors = scene_render.class_priors
-sample_appearance = scene_render.sample_appearance
-sample_lighting = scene_render.sample_lighting
-boundary_distance = scene_render.boundary_distance
-render = scene_render.render
-family_of = scene_families.family_of
-sample_family = scene_families.sample_family
-sample_family_objects = scene_families.sample_family_objects
-sample_family_appearance = scene_families.sample_family_appearance
-
 # Seed-stream codes of the splits (2 is taken by scene_families.sample_family).
 _SPLIT_CODE = {'train': 0, 'test': 1, 'val': 3}
 SPLITS = ('train', 'val', 'test')
@@ -127,7 +112,7 @@ def task_family(split: str, condition: str, index: int, num_families: int,
   """The family id of a task: seen families are 0..F-1 (task i: i % F); val's
   unseen families F..F+U-1 and test's F+U..F+2U-1, so the three sets are disjoint."""
   if condition != 'unseen':
-    return family_of(index, num_families)
+    return scene_families.family_of(index, num_families)
   first = num_families + (unseen_families if split == 'test' else 0)
   return first + index % unseen_families
 
@@ -153,10 +138,10 @@ def render_clip(rng: np.random.Generator, objects, look, num_pairs: int, height:
   Objects move, turn and scale, the camera shifts and zooms and the light changes
   from frame to frame, all scaled by ``motion``.
   """
-  moves = sample_motion(rng, num_pairs, objects['cls'].shape[0], motion)
-  frame = paint(objects, moves, height, width)
-  light = sample_lighting(rng, look, moves['t'], motion)
-  return frame['maps'], render(frame, look, light, rng)
+  moves = scene_layouts.sample_motion(rng, num_pairs, objects['cls'].shape[0], motion)
+  frame = scene_layouts.paint(objects, moves, height, width)
+  light = scene_render.sample_lighting(rng, look, moves['t'], motion)
+  return frame['maps'], scene_render.render(frame, look, light, rng)
 
 
 def generate_task(seed: int, split: str, index: int, num_classes: int,
@@ -178,15 +163,15 @@ def generate_task(seed: int, split: str, index: int, num_classes: int,
   if num_families > 0 and condition == 'all' and split != 'train':
     condition = 'seen'
   rng = task_rng(seed, split, index, condition)
-  priors = class_priors(seed, num_classes)
+  priors = scene_render.class_priors(seed, num_classes)
   if num_families > 0:
     family = task_family(split, condition, index, num_families, unseen_families)
-    fam = sample_family(seed, family, num_classes, priors)
-    look = sample_family_appearance(rng, fam, appearance_jitter)
-    objects = sample_family_objects(rng, fam, height, width, layout_jitter)
+    fam = scene_families.sample_family(seed, family, num_classes, priors)
+    look = scene_families.sample_family_appearance(rng, fam, appearance_jitter)
+    objects = scene_families.sample_family_objects(rng, fam, height, width, layout_jitter)
   else:
-    look = sample_appearance(rng, num_classes, priors)
-    objects = sample_objects(rng, num_classes, height, width)
+    look = scene_render.sample_appearance(rng, num_classes, priors)
+    objects = scene_layouts.sample_objects(rng, num_classes, height, width)
   maps, images = render_clip(rng, objects, look, num_pairs, height, width, motion)
   return task_name(split, condition, index), maps, images
 
