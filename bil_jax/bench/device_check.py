@@ -135,8 +135,10 @@ def _base_config():
 
 
 def _meta_job(est: str) -> dict:
+  """A meta-step cost job; second order with remat "step" (without remat, XLA's memory
+  analysis of paper_faces implies 188 GiB, over an H200's memory; docs/benchmark.md)."""
   return {"kind": "cost", "estimator": {"name": est, "options": ""}, "inner_steps": None,
-          "meta_batch": None, "remat": "none"}
+          "meta_batch": None, "remat": "step" if est == "second_order" else "none"}
 
 
 def _paper_jobs(smoke: bool) -> list:
