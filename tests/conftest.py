@@ -38,8 +38,9 @@ SLOW_FIRST = (
     "tests/test_evaluate.py::test_pipeline_runs_end_to_end_and_writes_all_outputs",
     "tests/test_multihost.py::test_two_processes_match_one",   # makes the module's runs
     "tests/test_bench.py::test_torch_reference_computes_the_same_meta_gradients_as_jax",
-    "tests/test_estimators_cli.py::test_estimator_runs_through_main[meta_sgd",
-    "tests/test_estimators_cli.py::test_estimator_runs_through_main[second_order",
+    "tests/test_estimators_cli.py::test_first_order_trains_and_evaluates_through_main",
+    "tests/test_estimators_cli.py::test_estimator_meta_trains_through_main[meta_sgd",
+    "tests/test_estimators_cli.py::test_estimator_meta_trains_through_main[second_order",
     "tests/test_estimators_cli.py::",
     "tests/test_reliability.py::test_sigkill_at_random_steps_then_resume_is_bitwise_identical",
     "tests/test_bench.py::test_cost_and_fidelity_on_a_tiny_model",
