@@ -1,11 +1,14 @@
 """Every shipped estimator, a masked variant and a user's own estimator through the CLI.
 
-Each runs ``python -m bil_jax.main --mode=all`` end to end at smoke size, as a user
-would: meta-training with that estimator, then evaluation. Pre-training does not depend
-on the meta-gradient estimator, so it runs once (the ``pretrained`` fixture, shared by
-the pytest-xdist workers) and each run starts from a copy of its ``pretrain/`` folder and
-TFDS data: ``--mode=all`` resumes the finished pre-training (checked from its log), then
-meta-trains and evaluates.
+Each runs ``python -m bil_jax.main`` as a user would, at smoke size, and must meta-train
+with that estimator: the meta-training checkpoint reaches the last step with finite
+parameters that moved away from the pre-trained ones. Pre-training does not depend on
+the meta-gradient estimator, so it runs once (the ``pretrained`` fixture, shared by the
+pytest-xdist workers) and each run starts from a copy of its ``pretrain/`` folder and
+TFDS data. The test phase sees the estimator only through the parameters it produced
+(Meta-SGD's rates included: tests/test_reliability.py), so one run, first-order, goes on
+through X+ and evaluation (``--mode=all``, resuming the finished pre-training); the
+others stop after ``--mode=metatrain``.
 """
 import json
 import os
@@ -15,9 +18,12 @@ import subprocess
 import sys
 
 import filelock
+import jax
+import numpy as np
 import pytest
 
-from tests.test_reliability import PRE_STEPS, TINY
+from bil_jax import adapt, checkpoint
+from tests.test_reliability import META_STEPS, PRE_STEPS, TINY, final_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config at the smallest size the reliability tests use (16x16, width 4,
@@ -54,21 +60,31 @@ def pretrained(tmp_path_factory):
   return workdir
 
 
-def _run_main(pretrained, workdir, *overrides, env_extra=None):
-  """--mode=all in ``workdir`` from a copy of the shared pre-training: (results, proc)."""
+def _leaves(tree):
+  return [np.asarray(x, np.float64) for x in jax.tree.leaves(tree)]
+
+
+def _run_main(pretrained, workdir, mode, *overrides, env_extra=None):
+  """``mode`` in ``workdir`` from a copy of the shared pre-training; checks that
+  meta-training ran to its last step from the pre-trained parameters and moved them.
+  Returns (final meta-training state, proc)."""
   os.makedirs(workdir)
   for name in ("pretrain", "tfds"):
     shutil.copytree(pretrained / name, workdir / name)
-  proc = _main(workdir, "all", *overrides, env_extra=env_extra)
-  # The copied pre-training was found complete and resumed, not run again.
-  assert f"Resuming pre-training from step {PRE_STEPS}" in proc.stderr, proc.stderr[-3000:]
-  assert "pretrain step 1/" not in proc.stderr
-  with open(os.path.join(workdir, "eval", "results.json")) as f:
-    return json.load(f), proc
+  proc = _main(workdir, mode, *overrides, env_extra=env_extra)
+  assert "pretrain step 1/" not in proc.stderr  # the copy was used, not trained again
+  step, state = final_state(str(workdir), "meta")
+  assert step == META_STEPS, step
+  before = checkpoint.phase_params(str(pretrained), "pretrain")
+  for net in ("G", "D"):
+    after, start = _leaves(state["params"][net]), _leaves(before[net])
+    assert all(np.all(np.isfinite(a)) for a in after), net
+    assert any(a.shape == s.shape and not np.array_equal(a, s)
+               for a, s in zip(after, start)), f"{net} did not move"
+  return state, proc
 
 
 @pytest.mark.parametrize("estimator,options,extra", [
-    ("first_order", "", ()),
     ("reptile", "", ()),
     ("truncated", "backprop_steps=1", ()),
     ("es", "pairs=2,sigma=0.01", ()),
@@ -76,9 +92,26 @@ def _run_main(pretrained, workdir, *overrides, env_extra=None):
     ("meta_sgd", "", ()),
     ("second_order", "", ("--config.meta.adapt_mask=G/*",)),   # second_order, masked
 ])
-def test_estimator_runs_through_main(pretrained, tmp_path, estimator, options, extra):
-  results, _ = _run_main(pretrained, tmp_path / "w", f"--config.meta.estimator={estimator}",
-                         f"--config.meta.estimator_options={options}", *extra)
+def test_estimator_meta_trains_through_main(pretrained, tmp_path, estimator, options, extra):
+  state, _ = _run_main(pretrained, tmp_path / "w", "metatrain",
+                       f"--config.meta.estimator={estimator}",
+                       f"--config.meta.estimator_options={options}", *extra)
+  config = json.load(open(tmp_path / "w" / "config.json"))
+  assert config["meta.estimator"] == estimator
+  assert config["meta.estimator_options"] == options
+  if estimator == "meta_sgd":  # its learned inner rates are part of the meta-state
+    assert adapt.UPDATE_SCALE in state["params"]
+
+
+def test_first_order_trains_and_evaluates_through_main(pretrained, tmp_path):
+  """--mode=all resumes the copied pre-training, meta-trains, then runs X+ and the test
+  phase (the programs test_no_tensorflow's run loads from the compilation cache)."""
+  workdir = tmp_path / "w"
+  _, proc = _run_main(pretrained, workdir, "all", "--config.meta.estimator=first_order")
+  assert f"Resuming pre-training from step {PRE_STEPS}" in proc.stderr, proc.stderr[-3000:]
+  with open(workdir / "eval" / "results.json") as f:
+    results = json.load(f)
+  assert results["rows"] and results["config"]["meta"]["estimator"] == "first_order"
   for row in results["rows"].values():
     assert 0.0 <= row["ssim"] <= 1.0 and row["mse"] >= 0.0
 
@@ -91,10 +124,10 @@ def test_the_documented_user_estimator_trains_through_main(pretrained, tmp_path)
   code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
   assert len(code.strip().splitlines()) < 30
   (tmp_path / "my_estimators.py").write_text(code)
-  results, proc = _run_main(
-      pretrained, tmp_path / "w", "--config.meta.estimator=my_estimators:scaled_first_order",
+  _run_main(
+      pretrained, tmp_path / "w", "metatrain",
+      "--config.meta.estimator=my_estimators:scaled_first_order",
       "--config.meta.estimator_options=scale=0.5",
       env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
-  assert results["rows"]
   config = json.load(open(tmp_path / "w" / "config.json"))
   assert config["meta.estimator"] == "my_estimators:scaled_first_order"
