@@ -18,9 +18,11 @@ from bil_jax import config_lib, errors, io_utils
 CONFIG_FILE = "config.json"
 # Config keys that may change between runs sharing a workdir: they change neither the
 # training trajectory nor what a checkpoint holds (fnmatch patterns on dotted keys).
+# xplus.lr may be set after pre-training (e.g. to another seed's --mode=tune choice): X+
+# records the rate it trained at (xplus.LR_FILE) and refuses to resume at another.
 RESUMABLE_KEYS = ("overwrite", "nonfinite", "compilation_cache", "meta.num_hosts",
                   "meta.mesh_shape", "pretrain.steps", "meta.steps", "*.log_every", "*.image_every",
-                  "*.checkpoint_every", "eval.*")
+                  "*.checkpoint_every", "eval.*", "xplus.lr")
 # Folders a run writes into its workdir (config.overwrite deletes them).
 RUN_FOLDERS = ("pretrain", "meta", "xplus", "eval")
 # Also deleted: the X+ learning-rate runs of --mode=tune (WORKDIR/xplus_lr<i>) and their choice.
