@@ -185,16 +185,18 @@ def generate_task(seed: int, split: str, index: int, num_classes: int,
 class SyntheticScenesConfig(task_builder.TaskConfig):
   """Generation parameters (and height x width); use :func:`make_builder_config`."""
   num_classes: int = 8
+  # Tasks (scenes) per split, and pairs (frames) per task.
   num_train_tasks: int = 200
   num_val_tasks: int = 20
   num_test_tasks: int = 20
   pairs_per_task: int = 30
-  seed: int = 0
+  seed: int = 0  # resolved by data_seed
+  # Families (0: every scene independent); val and test each add unseen_families more.
   num_families: int = 0
   unseen_families: int = 0
   appearance_jitter: float = 0.1
   layout_jitter: float = 0.1
-  motion: float = 1.0
+  motion: float = 1.0  # scales every change between the frames of a clip
 
   def num_tasks(self, split: str) -> int:
     return {'train': self.num_train_tasks, 'val': self.num_val_tasks,
