@@ -49,7 +49,11 @@ TINY = ["--config.data.image_height=16", "--config.data.image_width=16",
         f"--config.meta.steps={META_STEPS}", "--config.meta.meta_batch=1",
         "--config.meta.inner_steps=1", "--config.meta.estimator=first_order",
         "--config.meta.log_every=1", "--config.meta.checkpoint_every=2",
-        "--config.meta.image_every=1000"]
+        "--config.meta.image_every=1000",
+        # A 2 x 2 tuning grid of 1-2 IS steps on 2 validation tasks (the default's is 3 x 3
+        # of up to 80 steps on 8).
+        "--config.eval.tune_is_lrs=(0.001, 0.01)", "--config.eval.tune_is_steps=(1, 2)",
+        "--config.eval.num_val_tasks=2", "--config.eval.is_steps=2"]
 
 
 @pytest.fixture(scope="module")
