@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from bil_jax import builders, estimators, gan, meta, nonfinite, parallel
+from bil_jax import adapt, builders, estimators, gan, meta, nonfinite, parallel
 from bil_jax.bench.common import EstimatorSpec, random_tasks
 from bil_jax.data import loading
 from bil_jax.models import layers
@@ -120,7 +120,9 @@ def step_fn(setup: Setup, est: EstimatorSpec, steps: int, remat, unroll=1):
 def step_flops(setup: Setup, est: EstimatorSpec, steps: int, remat, args) -> float:
   """XLA cost-analysis FLOPs of the step, with the inner loop unrolled at K=1, 2 and
   extrapolated linearly (see the module docstring); unrolled at K itself where an
-  estimator's options rule out K=1 (truncated with T > 1)."""
+  estimator's options rule out K=1 (truncated with T > 1), and for remat "nested", which
+  splits the loop into segments only from K = 4 on (at K = 1 and 2 it is "step", so the
+  line through them would miss the segments' recomputation)."""
   def flops_at(k):
     lowered = step_fn(setup, est, k, remat, unroll=True).lower(*args)
     # nan where the backend has no cost analysis of the lowered program (GPU). Its compiled
@@ -128,6 +130,8 @@ def step_flops(setup: Setup, est: EstimatorSpec, steps: int, remat, args) -> flo
     # used.
     return float(_cost(lowered).get("flops") or float("nan"))
 
+  if adapt.remat_mode(remat) == "nested":
+    return flops_at(steps)
   try:
     f1, f2 = flops_at(1), flops_at(2)
   except ValueError:  # an option needs a larger K (truncated's T > 1): count K itself
