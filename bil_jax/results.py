@@ -21,7 +21,10 @@ from flax import traverse_util
 
 from bil_jax import rows, stats
 
-IGNORED_CONFIG_KEYS = ("seed", "overwrite", "meta.num_hosts", "compilation_cache")
+# data.config_seed mirrors seed; xplus.lr may be one seed's --mode=tune choice given to the
+# others (each results.json records the rate X+ trained at under "xplus_lr").
+IGNORED_CONFIG_KEYS = ("seed", "data.config_seed", "overwrite", "meta.num_hosts",
+                       "compilation_cache", "xplus.lr")
 CONDITIONS = ("seen", "unseen", "all")
 
 Loaded = List[Tuple[str, dict]]  # [(results.json path, its dict)], one per seed
