@@ -61,14 +61,11 @@ def load_data(config: ml_collections.ConfigDict, workdir: str,
     return Splits(*(registry.load_tasks(config.data, s, workdir) if s in splits else None
                     for s in SPLITS))
 
-  def ordered(split, ts):
-    return tasks_lib.balanced(ts) if ts is not None and split != "train" else ts
-
-
   # Loading may build the dataset into a shared data_dir: process 0 builds, then the
   # others read (two builders renaming into one directory at once fail).
   data = parallel.main_process_first(load, f"preparing the {config.data.name!r} dataset")
   for split, ts in zip(SPLITS, data):
     if ts is not None:
       check_split(config, ts, split)
-  return Splits(*(ordered(split, ts) for split, ts in zip(SPLITS, data)))
+  return data._replace(**{s: tasks_lib.balanced(getattr(data, s)) for s in ("val", "test")
+                          if getattr(data, s) is not None})
