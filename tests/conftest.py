@@ -6,7 +6,11 @@ through ``JAX_COMPILATION_CACHE_DIR`` so subprocesses and pytest-xdist workers s
 it is created fresh per run unless ``BIL_JAX_TEST_CACHE`` names one to reuse.
 """
 import os
+import resource
 import tempfile
+import time
+
+import pytest
 
 _CACHE = os.environ.get("BIL_JAX_TEST_CACHE") or os.environ.get("JAX_COMPILATION_CACHE_DIR")
 if not _CACHE:
@@ -15,6 +19,14 @@ os.makedirs(_CACHE, exist_ok=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# LLVM's optimisation level 0 for XLA:CPU code: compiling dominates the suite, and at
+# level 0 it takes about half the CPU time (the tests' programs are small, so running them
+# barely slows). Graph-level (HLO) optimisation is unchanged; float results may differ
+# from the default level's in the last bits, so tests compare runs made under the same
+# flags. Tests that set XLA_FLAGS for a subprocess append to these.
+O0 = "--xla_backend_optimization_level=0"
+if O0 not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {O0}".strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -32,19 +44,19 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # The first two go to one worker, the next two to the other (xdist hands each worker two
 # tests at the start, then one whenever it finishes one). Runs that compile the same
 # programs are kept apart, so that the second finds them in the compilation cache instead
-# of compiling them at the same time: the CLI's meta_sgd run early, test_reliability's
-# Meta-SGD test (the same TINY programs) last.
+# of compiling them at the same time: the CLI runs early, test_reliability's runs (the
+# same TINY pre-training program) later.
 SLOW_FIRST = (
     "tests/test_evaluate.py::test_pipeline_runs_end_to_end_and_writes_all_outputs",
     "tests/test_multihost.py::test_two_processes_match_one",   # makes the module's runs
     "tests/test_bench.py::test_torch_reference_computes_the_same_meta_gradients_as_jax",
     "tests/test_estimators_cli.py::test_first_order_trains_and_evaluates_through_main",
-    "tests/test_estimators_cli.py::test_estimator_meta_trains_through_main[meta_sgd",
     "tests/test_estimators_cli.py::test_estimator_meta_trains_through_main[second_order",
     "tests/test_estimators_cli.py::",
     "tests/test_reliability.py::test_sigkill_at_random_steps_then_resume_is_bitwise_identical",
     "tests/test_bench.py::test_cost_and_fidelity_on_a_tiny_model",
     "tests/test_reliability.py::test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation",
+    "tests/test_estimator_variants.py::test_es_agrees_with_second_order_with_many_pairs",
 )
 
 # Tests that run last. The multi-host ones read the runs test_two_processes_match_one's
@@ -76,3 +88,27 @@ def pytest_collection_modifyitems(config, items):
                 len(SLOW_FIRST))
 
   items.sort(key=rank)  # stable: file order otherwise
+
+
+# ---------------------------------------------------------------------------
+# CPU seconds per test (`BIL_JAX_TEST_CPU_LOG=FILE`): what a test costs on 2 cores
+# ---------------------------------------------------------------------------
+
+def _cpu_seconds():
+  """User + system CPU seconds of this process and of its waited-for subprocesses."""
+  own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+  return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  """Appends '<cpu s> <wall s> <nodeid>' per test (set-up, call and tear-down together)
+  to the file ``BIL_JAX_TEST_CPU_LOG`` names: wall time on a shared 2-core machine says
+  little, CPU time says what a test costs the suite."""
+  del nextitem
+  path = os.environ.get("BIL_JAX_TEST_CPU_LOG")
+  cpu, wall = _cpu_seconds(), time.monotonic()
+  yield
+  if path:
+    with open(path, "a") as f:
+      f.write(f"{_cpu_seconds() - cpu:.1f} {time.monotonic() - wall:.1f} {item.nodeid}\n")

@@ -59,7 +59,8 @@ def _free_port() -> int:
 
 def _env(cache: str, **extra) -> dict:
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1", **extra)
+             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1",
+             **extra)
   for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     if key not in extra:
       env.pop(key, None)

@@ -15,7 +15,7 @@ def _env(devices):
   env = dict(os.environ)
   # XLA:CPU aborts a process whose fake devices wait more than 40 s for each other in a
   # collective (seen at a load of 30 on the 2-core test machine): allow 10 minutes.
-  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
+  env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices} "
                       "--xla_cpu_collective_call_terminate_timeout_seconds=600")
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   return env

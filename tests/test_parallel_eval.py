@@ -15,7 +15,7 @@ NUM_TEST = 3  # 4 devices: the last task is repeated once to fill the last devic
 
 def _run(workdir, devices):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   return subprocess.Popen([sys.executable, WORKER, str(workdir), str(NUM_TEST)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

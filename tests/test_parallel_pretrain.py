@@ -61,7 +61,7 @@ np.savez(sys.argv[1], **out)
 
 
 def test_pretraining_is_independent_of_device_count(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   out = tmp_path / "pretrain.npz"
