@@ -2,11 +2,12 @@
 
 Each runs ``python -m bil_jax.main`` as a user would, at smoke size, and must meta-train
 with that estimator: the meta-training checkpoint reaches the last step with finite
-parameters that moved away from the pre-trained ones. Pre-training does not depend on
-the meta-gradient estimator, so it runs once (the ``pretrained`` fixture, shared by the
-pytest-xdist workers) and each run starts from a copy of its ``pretrain/`` folder and
-TFDS data. The test phase sees the estimator only through the parameters it produced
-(Meta-SGD's rates included: tests/test_reliability.py), so one run, first-order, goes on
+parameters that moved away from the pre-trained ones. Meta-SGD's run is in
+tests/test_reliability.py, which meta-trains it through ``main``, kills and resumes it, and
+checks its learned rates. Pre-training does not depend on the meta-gradient estimator, so
+it runs once (the ``pretrained`` fixture, shared by the pytest-xdist workers) and each run
+starts from a copy of its ``pretrain/`` folder and TFDS data. The test phase sees the
+estimator only through the parameters it produced, so one run, first-order, goes on
 through X+ and evaluation (``--mode=all``, resuming the finished pre-training); the
 others stop after ``--mode=metatrain``.
 """
@@ -89,7 +90,6 @@ def _run_main(pretrained, workdir, mode, *overrides, env_extra=None):
     ("truncated", "backprop_steps=1", ()),
     ("es", "pairs=2,sigma=0.01", ()),
     ("implicit", "lam=1.0,max_iters=5", ()),
-    ("meta_sgd", "", ()),
     ("second_order", "", ("--config.meta.adapt_mask=G/*",)),   # second_order, masked
 ])
 def test_estimator_meta_trains_through_main(pretrained, tmp_path, estimator, options, extra):
