@@ -160,7 +160,7 @@ class Reference:
 def torch_params_from_jax(params) -> dict:
   """bil_jax {'G', 'D'} parameters (Flax, HWIO kernels) -> this module's {'G', 'D'} dicts.
 
-  Convolutions: [kh,kw,I,O] -> [O,I,kh,kw]. Transposed convolutions (``layers.UpConv``,
+  Convolutions: [kh,kw,I,O] -> [O,I,kh,kw]. Transposed convolutions (``convs.UpConv``,
   which equals PyTorch's ConvTranspose2d with the kernel flipped): [4,4,I,O] ->
   [I,O,4,4] flipped. Norm scale/bias and biases are copied. Arrays keep their dtype.
   """
