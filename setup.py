@@ -35,7 +35,7 @@ setuptools.setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "scikit-image", "filelock"],
+        "test": ["pytest", "pytest-xdist", "scikit-image", "filelock", "yapf>=0.43,<0.44"],
         "torch": ["torch>=2.13,<3"],
         # TensorFlow: clu's own summary writer and datasets prepared as TFRecord files;
         # the tests need it (they compare both paths).

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bil_jax.models import layers
+from bil_jax.models import convs
 
 
 @pytest.mark.parametrize("kernel,stride,padding,hw", [(4, 2, 1, (8, 12)), (3, 1, 1, (7, 5)),
@@ -14,13 +14,13 @@ def test_conv2d_matmul_equals_xla_values_and_gradients(kernel, stride, padding, 
   kx, kk = jax.random.split(jax.random.PRNGKey(0))
   x = jax.random.normal(kx, (2, *hw, 3))
   k = jax.random.normal(kk, (kernel, kernel, 3, 5))
-  outs = {impl: layers.conv2d(x, k, stride, padding, impl=impl) for impl in ("xla", "matmul")}
+  outs = {impl: convs.conv2d(x, k, stride, padding, impl=impl) for impl in ("xla", "matmul")}
   np.testing.assert_allclose(outs["matmul"], outs["xla"], rtol=1e-5, atol=1e-5)
   ref = jax.lax.conv_general_dilated(x, k, (stride, stride), ((padding,) * 2,) * 2,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(outs["xla"], ref, rtol=1e-6, atol=1e-6)
   grads = {impl: jax.grad(lambda a, b: jnp.sum(jnp.sin(
-      layers.conv2d(a, b, stride, padding, impl=impl))), argnums=(0, 1))(x, k)
+      convs.conv2d(a, b, stride, padding, impl=impl))), argnums=(0, 1))(x, k)
            for impl in ("xla", "matmul")}
   for g_m, g_x in zip(grads["matmul"], grads["xla"]):
     np.testing.assert_allclose(g_m, g_x, rtol=1e-4, atol=1e-4)
@@ -32,7 +32,7 @@ def test_transposed_conv_impls_equal_flax_conv_transpose():
   params = ref.init(jax.random.PRNGKey(2), x)
   want = ref.apply(params, x)
   for impl in ("xla", "matmul"):
-    got = layers.transposed_conv_4x4_s2(x, params["params"]["kernel"], impl=impl)
+    got = convs.transposed_conv_4x4_s2(x, params["params"]["kernel"], impl=impl)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -53,8 +53,8 @@ def test_second_derivatives_of_both_impls_agree_float64():
     def hvp(impl):
       def f(args):
         a, b, c = args
-        h = layers.conv2d(a, b, 2, 1, impl=impl)
-        return jnp.sum(jnp.sin(layers.transposed_conv_4x4_s2(jnp.tanh(h), c, impl=impl)))
+        h = convs.conv2d(a, b, 2, 1, impl=impl)
+        return jnp.sum(jnp.sin(convs.transposed_conv_4x4_s2(jnp.tanh(h), c, impl=impl)))
       return jax.jvp(jax.grad(f), ((x, k1, k2),), (v,))[1]
 
     for got, want in zip(hvp("matmul"), hvp("xla")):
@@ -64,10 +64,10 @@ def test_second_derivatives_of_both_impls_agree_float64():
 def test_conv_impl_resolves_auto_per_backend_and_rejects_unknown(monkeypatch):
   monkeypatch.delenv("BIL_JAX_CONV_IMPL", raising=False)
   want = "matmul" if jax.default_backend() == "cpu" else "xla"
-  assert layers.conv_impl() == want
-  assert layers.conv_impl("xla") == "xla"
+  assert convs.conv_impl() == want
+  assert convs.conv_impl("xla") == "xla"
   monkeypatch.setenv("BIL_JAX_CONV_IMPL", "xla")
-  assert layers.conv_impl() == "xla"
+  assert convs.conv_impl() == "xla"
   monkeypatch.setenv("BIL_JAX_CONV_IMPL", "cudnn")
   with pytest.raises(ValueError, match="BIL_JAX_CONV_IMPL='cudnn'"):
-    layers.conv_impl()
+    convs.conv_impl()

@@ -11,6 +11,7 @@ import pytest
 
 from bil_jax import config_lib
 from bil_jax import models
+from bil_jax.models import convs
 from bil_jax.models import layers
 from bil_jax.models import patchgan
 from bil_jax.models import pix2pix
@@ -78,7 +79,7 @@ def test_generator_maps_input_to_image_of_same_size(name, hw, depth):
 @pytest.mark.parametrize("in_hw", [(1, 1), (1, 2), (3, 5), (16, 8)])
 def test_transposed_conv_exactly_doubles_the_size(in_hw):
   x = jnp.zeros((1,) + in_hw + (2,))
-  up = layers.up_conv(3)
+  up = convs.up_conv(3)
   out = jax.eval_shape(lambda: up.apply(up.init(key(0), x), x))
   assert out.shape == (1, 2 * in_hw[0], 2 * in_hw[1], 3)
 

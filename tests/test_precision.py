@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bil_jax.bench import precision
+from bil_jax.models import convs
 from bil_jax.models import layers
 
 
@@ -21,9 +22,9 @@ def test_bfloat16_convolutions_return_float32_close_to_float32(impl):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, 8, 8, 5)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(4, 4, 5, 6)), jnp.float32)
-  for f in (lambda d: layers.conv2d(x, k, 2, 1, impl, dtype=d),
-            lambda d: layers.conv2d(x, k[:3, :3], 1, 1, impl, dtype=d),
-            lambda d: layers.transposed_conv_4x4_s2(x, k, impl, dtype=d)):
+  for f in (lambda d: convs.conv2d(x, k, 2, 1, impl, dtype=d),
+            lambda d: convs.conv2d(x, k[:3, :3], 1, 1, impl, dtype=d),
+            lambda d: convs.transposed_conv_4x4_s2(x, k, impl, dtype=d)):
     full, half = f(None), f(jnp.bfloat16)
     assert half.dtype == jnp.float32
     assert not np.array_equal(np.asarray(full), np.asarray(half))  # bf16 really used

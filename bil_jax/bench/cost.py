@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from bil_jax import adapt, builders, estimators, gan, meta, nonfinite, parallel
 from bil_jax.bench.common import EstimatorSpec, random_tasks
 from bil_jax.data import loading
-from bil_jax.models import layers
+from bil_jax.models import convs
 
 # --compile_only times one step only where FLOPs / (this share of the measured conv peak)
 # is under its limit (docs/benchmark.md gives the shares the CPU steps reach).
@@ -179,7 +179,7 @@ def _shape_keys(config) -> dict:
           "queries": int(config.data.queries), "lambda_b": float(config.loss.lambda_b),
           "dtype": str(config.model.dtype), "implementation": "jax",
           "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
-          "conv_impl": layers.conv_impl()}
+          "conv_impl": convs.conv_impl()}
 
 
 def _step_args(setup: Setup, meta_batch: int, seed: int) -> tuple:

@@ -4,9 +4,8 @@ The same meta-step as :mod:`bil_jax.estimators` and :mod:`bil_jax.meta`, written
 PyTorch the way a functional-MAML user writes it: networks whose weights are dicts of
 tensors, the tasks of the meta-batch in a Python loop, K alternating SGD steps (D, then G)
 per task, outer Adam on the mean of the per-task meta-gradients. The networks are those of
-:mod:`bil_jax.models` (pix2pix U-Net with instance norm and 4x4 stride-2 convs of
-min(ngf 2^i, 8 ngf) channels, PatchGAN with 3 layers, both with learnable norm scale and
-bias), the losses Eq. 4-7 without the perceptual term (BCE GAN loss + L1).
+:mod:`bil_jax.models` (pix2pix U-Net and PatchGAN, in :mod:`bil_jax.bench.torch_nets`),
+the losses Eq. 4-7 without the perceptual term (BCE GAN loss + L1).
 
 Gradients use ``torch.func`` (``grad``, ``vjp``), whose nesting levels keep the inner
 gradients exactly those of :func:`bil_jax.gan.gan_step`: the G step differentiates L_G
@@ -37,90 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _level_width(ngf, i):
-  return ngf * min(2 ** i, 8)
-
-
-def _depth(size):
-  return int(size).bit_length() - 1
-
-
-def init_generator(ngf, in_ch, depth, out_ch=3, gen=None):
-  """List of weights [(name, tensor)] of the pix2pix U-Net (see bil_jax.models.pix2pix)."""
-  p = {}
-  cin = in_ch
-  for i in range(depth):
-    with_norm = 0 < i < depth - 1
-    c = _level_width(ngf, i)
-    p[f"down_{i}.w"] = torch.randn(c, cin, 4, 4, generator=gen) * 0.02
-    if with_norm:
-      p[f"down_norm_{i}.s"] = torch.ones(c)
-      p[f"down_norm_{i}.b"] = torch.zeros(c)
-    else:
-      p[f"down_{i}.b"] = torch.zeros(c)
-    cin = c
-  for i in reversed(range(depth)):
-    cin_up = _level_width(ngf, i) * (1 if i == depth - 1 else 2)
-    cout = out_ch if i == 0 else _level_width(ngf, i - 1)
-    p[f"up_{i}.w"] = torch.randn(cin_up, cout, 4, 4, generator=gen) * 0.02
-    if i == 0:
-      p["up_0.b"] = torch.zeros(cout)
-    else:
-      p[f"up_norm_{i}.s"] = torch.ones(cout)
-      p[f"up_norm_{i}.b"] = torch.zeros(cout)
-  return p
-
-
-def _inorm(x, s, b):
-  return F.instance_norm(x, weight=s, bias=b, eps=1e-5)
-
-
-def generator(p, x, depth, dropout=0.5, train=True):
-  """x [B,Cin,H,W] -> [B,3,H,W]."""
-  skips, h = [], x
-  for i in range(depth):
-    with_norm = 0 < i < depth - 1
-    if i > 0:
-      h = F.leaky_relu(h, 0.2)
-    h = F.conv2d(h, p[f"down_{i}.w"], p.get(f"down_{i}.b"), stride=2, padding=1)
-    if with_norm:
-      h = _inorm(h, p[f"down_norm_{i}.s"], p[f"down_norm_{i}.b"])
-    skips.append(h)
-  for i in reversed(range(depth)):
-    if i < depth - 1:
-      h = torch.cat([skips[i], h], 1)
-    h = F.relu(h)
-    h = F.conv_transpose2d(h, p[f"up_{i}.w"], p.get(f"up_{i}.b"), stride=2, padding=1)
-    if i == 0:
-      return torch.tanh(h)
-    h = _inorm(h, p[f"up_norm_{i}.s"], p[f"up_norm_{i}.b"])
-    if dropout > 0 and 4 <= i <= depth - 2:
-      h = F.dropout(h, dropout, training=train)
-  raise AssertionError
-
-
-def init_discriminator(ndf, in_ch, n_layers=3, gen=None):
-  p = {"conv_0.w": torch.randn(ndf, in_ch, 4, 4, generator=gen) * 0.02,
-       "conv_0.b": torch.zeros(ndf)}
-  cin = ndf
-  for i in range(1, n_layers + 1):
-    c = ndf * min(2 ** i, 8)
-    p[f"conv_{i}.w"] = torch.randn(c, cin, 4, 4, generator=gen) * 0.02
-    p[f"norm_{i}.s"] = torch.ones(c)
-    p[f"norm_{i}.b"] = torch.zeros(c)
-    cin = c
-  p["logits.w"] = torch.randn(1, cin, 4, 4, generator=gen) * 0.02
-  p["logits.b"] = torch.zeros(1)
-  return p
-
-
-def discriminator(p, s, y, n_layers=3):
-  h = F.leaky_relu(F.conv2d(torch.cat([s, y], 1), p["conv_0.w"], p["conv_0.b"], 2, 1), 0.2)
-  for i in range(1, n_layers + 1):
-    h = F.conv2d(h, p[f"conv_{i}.w"], None, 2 if i < n_layers else 1, 1)
-    h = F.leaky_relu(_inorm(h, p[f"norm_{i}.s"], p[f"norm_{i}.b"]), 0.2)
-  return F.conv2d(h, p["logits.w"], p["logits.b"], 1, 1)
+from bil_jax.bench import torch_nets
 
 
 def _bce(logits, target):
@@ -133,15 +49,15 @@ class Reference:
   def __init__(self, size=32, ngf=16, ndf=16, num_classes=8, inner_steps=5, inner_lr=1e-4,
                outer_lr=1e-4, lambda_l1=1.0, lambda_a=10.0, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)   # drawn on the CPU: the same weights anywhere
-    self.depth = _depth(size)
+    self.depth = torch_nets.unet_depth(size)
     self.num_classes = num_classes
     self.k = inner_steps
     self.lr = inner_lr
     self.l1, self.la = lambda_l1, lambda_a
     self.g = {k: v.to(device).requires_grad_() for k, v in
-              init_generator(ngf, num_classes, self.depth, gen=gen).items()}
+              torch_nets.init_generator(ngf, num_classes, self.depth, gen=gen).items()}
     self.d = {k: v.to(device).requires_grad_() for k, v in
-              init_discriminator(ndf, num_classes + 3, gen=gen).items()}
+              torch_nets.init_discriminator(ndf, num_classes + 3, gen=gen).items()}
     self.opt = torch.optim.Adam(list(self.g.values()) + list(self.d.values()), lr=outer_lr,
                                 betas=(0.5, 0.999))
 
@@ -154,20 +70,21 @@ class Reference:
 
   def _d_loss(self, d, pairs, fake):
     s = pairs["onehot"]
-    return self._d_loss_from_logits(discriminator(d, s, pairs["image"]),
-                                    discriminator(d, s, fake))
+    return self._d_loss_from_logits(torch_nets.discriminator(d, s, pairs["image"]),
+                                    torch_nets.discriminator(d, s, fake))
 
   def _g_loss(self, d, pairs, fake):
-    return self._g_loss_from_logits(pairs, fake, discriminator(d, pairs["onehot"], fake))
+    fake_logits = torch_nets.discriminator(d, pairs["onehot"], fake)
+    return self._g_loss_from_logits(pairs, fake, fake_logits)
 
   def losses(self, params, pairs):
     """(L_G, L_D) at ``params`` = {'G', 'D'} on ``pairs`` (one G pass; D's logits on the
     fake images serve both losses, as in bil_jax.gan.gan_losses)."""
     s, d = pairs["onehot"], params["D"]
-    fake = generator(params["G"], s, self.depth)
-    fake_logits = discriminator(d, s, fake)
+    fake = torch_nets.generator(params["G"], s, self.depth)
+    fake_logits = torch_nets.discriminator(d, s, fake)
     return (self._g_loss_from_logits(pairs, fake, fake_logits),
-            self._d_loss_from_logits(discriminator(d, s, pairs["image"]), fake_logits))
+            self._d_loss_from_logits(torch_nets.discriminator(d, s, pairs["image"]), fake_logits))
 
   def adapt(self, params, support):
     """K alternating SGD steps (D, then G) from ``params``: those of bil_jax.gan.gan_step.
@@ -177,7 +94,8 @@ class Reference:
     """
     g, d = params["G"], params["D"]
     for _ in range(self.k):
-      fake, g_vjp = torch.func.vjp(lambda g_: generator(g_, support["onehot"], self.depth), g)
+      fake, g_vjp = torch.func.vjp(
+          lambda g_: torch_nets.generator(g_, support["onehot"], self.depth), g)
       gd = torch.func.grad(lambda d_: self._d_loss(d_, support, fake))(d)
       d = {k: v - self.lr * gd[k] for k, v in d.items()}
       (gg,) = g_vjp(torch.func.grad(lambda f: self._g_loss(d, support, f))(fake))
@@ -196,7 +114,7 @@ class Reference:
 
     g, d = leaves(params["G"]), leaves(params["D"])
     for _ in range(self.k):
-      fake = generator(g, support["onehot"], self.depth)
+      fake = torch_nets.generator(g, support["onehot"], self.depth)
       gd = torch.autograd.grad(self._d_loss(d, support, fake.detach()), list(d.values()))
       d = leaves({k: v - self.lr * gr for (k, v), gr in zip(d.items(), gd)})
       gg = torch.autograd.grad(self._g_loss(d, support, fake), list(g.values()))
@@ -242,7 +160,7 @@ class Reference:
 def torch_params_from_jax(params) -> dict:
   """bil_jax {'G', 'D'} parameters (Flax, HWIO kernels) -> this module's {'G', 'D'} dicts.
 
-  Convolutions: [kh,kw,I,O] -> [O,I,kh,kw]. Transposed convolutions (``layers.UpConv``,
+  Convolutions: [kh,kw,I,O] -> [O,I,kh,kw]. Transposed convolutions (``convs.UpConv``,
   which equals PyTorch's ConvTranspose2d with the kernel flipped): [4,4,I,O] ->
   [I,O,4,4] flipped. Norm scale/bias and biases are copied. Arrays keep their dtype.
   """

@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bil_jax.models import convs
 from bil_jax.models import layers
 
 
@@ -56,11 +57,11 @@ class PatchGAN(nn.Module):
           f"PatchGAN: image size {image.shape[1]}x{image.shape[2]} is too small for "
           f"model.d_layers={self.n_layers}.")
     h = jnp.concatenate([structure, image], axis=-1)
-    h = layers.conv(self.ndf, kernel=4, stride=2, padding=1, name="conv_0", dtype=self.dtype)(h)
+    h = convs.conv(self.ndf, kernel=4, stride=2, padding=1, name="conv_0", dtype=self.dtype)(h)
     h = layers.leaky_relu(h)
     for i in range(1, self.n_layers + 1):
       stride = 2 if i < self.n_layers else 1
-      h = layers.conv(self.ndf * min(2 ** i, 8), kernel=4, stride=stride, padding=1,
-                      use_bias=False, name=f"conv_{i}", dtype=self.dtype)(h)
+      h = convs.conv(self.ndf * min(2 ** i, 8), kernel=4, stride=stride, padding=1,
+                     use_bias=False, name=f"conv_{i}", dtype=self.dtype)(h)
       h = layers.leaky_relu(layers.Norm(self.norm, name=f"norm_{i}")(h))
-    return layers.conv(1, kernel=4, stride=1, padding=1, name="logits", dtype=self.dtype)(h)
+    return convs.conv(1, kernel=4, stride=1, padding=1, name="logits", dtype=self.dtype)(h)

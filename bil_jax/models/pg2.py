@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bil_jax.models import convs
 from bil_jax.models import layers
 
 
@@ -55,11 +56,11 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     c = x.shape[-1]
-    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0",
-                    dtype=self.dtype)(x)
+    h = convs.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0",
+                   dtype=self.dtype)(x)
     h = nn.relu(layers.Norm(self.norm, name="norm_0")(h))
-    h = layers.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1",
-                    dtype=self.dtype)(h)
+    h = convs.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1",
+                   dtype=self.dtype)(h)
     h = layers.Norm(self.norm, name="norm_1")(h)
     return x + h
 
@@ -76,27 +77,27 @@ class PG2Generator(layers.UNetGenerator):
     """x: [B, H, W, 3 + C] float32. ``train`` is accepted for API symmetry (no dropout)."""
     del train
     n = self.check_input(x, 1, "PG2 generator")
-    h = layers.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem",
-                    dtype=self.dtype)(x)
+    h = convs.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem",
+                   dtype=self.dtype)(x)
     skips = []
     for i in range(n):
       h = ResBlock(self.norm, self.dtype, name=f"enc_res_{i}")(h)
       skips.append(h)
-      h = layers.conv(level_width(self.ngf, i + 1), kernel=4, stride=2, padding=1,
-                      use_bias=False, name=f"down_{i}", dtype=self.dtype)(h)
+      h = convs.conv(level_width(self.ngf, i + 1), kernel=4, stride=2, padding=1,
+                     use_bias=False, name=f"down_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"down_norm_{i}")(h))
     h = ResBlock(self.norm, self.dtype, name="bottleneck")(h)
     for i in reversed(range(n)):
       c = level_width(self.ngf, i)
-      h = layers.up_conv(c, use_bias=False, name=f"up_{i}", dtype=self.dtype)(h)
+      h = convs.up_conv(c, use_bias=False, name=f"up_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"up_norm_{i}")(h))
       h = jnp.concatenate([h, skips[i]], axis=-1)
-      h = layers.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}",
-                      dtype=self.dtype)(h)
+      h = convs.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}",
+                     dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"merge_norm_{i}")(h))
       h = ResBlock(self.norm, self.dtype, name=f"dec_res_{i}")(h)
-    h = layers.conv(self.out_channels, kernel=3, padding=1, name="head",
-                    dtype=self.dtype)(h)
+    h = convs.conv(self.out_channels, kernel=3, padding=1, name="head",
+                   dtype=self.dtype)(h)
     return jnp.tanh(h)
 
 

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bil_jax.models import batch_split
+from bil_jax.models import convs
 from bil_jax.models import layers
 
 
@@ -63,8 +64,8 @@ class UnetGenerator(layers.UNetGenerator):
       with_norm = 0 < i < n - 1
       if i > 0:
         h = layers.leaky_relu(h)
-      h = layers.conv(level_width(self.ngf, i), kernel=4, stride=2, padding=1,
-                      use_bias=not with_norm, name=f"down_{i}", dtype=self.dtype)(h)
+      h = convs.conv(level_width(self.ngf, i), kernel=4, stride=2, padding=1,
+                     use_bias=not with_norm, name=f"down_{i}", dtype=self.dtype)(h)
       if with_norm:
         h = layers.Norm(self.norm, name=f"down_norm_{i}")(h)
       skips.append(h)
@@ -74,10 +75,10 @@ class UnetGenerator(layers.UNetGenerator):
         h = jnp.concatenate([skips[i], h], axis=-1)
       h = nn.relu(h)
       if i == 0:
-        h = layers.up_conv(self.out_channels, use_bias=True, name="up_0", dtype=self.dtype)(h)
+        h = convs.up_conv(self.out_channels, use_bias=True, name="up_0", dtype=self.dtype)(h)
         return jnp.tanh(h)
-      h = layers.up_conv(level_width(self.ngf, i - 1), use_bias=False, name=f"up_{i}",
-                         dtype=self.dtype)(h)
+      h = convs.up_conv(level_width(self.ngf, i - 1), use_bias=False, name=f"up_{i}",
+                        dtype=self.dtype)(h)
       h = layers.Norm(self.norm, name=f"up_norm_{i}")(h)
       if self.dropout > 0 and has_dropout(i, n):
         h = batch_split.Dropout(self.dropout, deterministic=not train)(h)
