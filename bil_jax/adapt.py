@@ -82,9 +82,11 @@ def _proximal(lam, net, p, anchor):
 def mask_tree(patterns: Tuple[str, ...], nets: dict) -> dict:
   """Bool leaves over {'G', 'D'}: True where a '/'-joined path (e.g. 'G/Conv_0/kernel')
   matches one of the fnmatch ``patterns``; all True when there are none."""
+
   def match(path, _):
     name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
     return not patterns or any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+
   return jax.tree_util.tree_map_with_path(match, nets)
 
 
@@ -112,8 +114,7 @@ def segment_length(num_steps: int) -> int:
   return max(1, math.ceil(math.sqrt(num_steps)))
 
 
-def adapt(loop: InnerLoop, params: Any, support: gan.Pairs, rng: jax.Array,
-          frozen: Any = None):
+def adapt(loop: InnerLoop, params: Any, support: gan.Pairs, rng: jax.Array, frozen: Any = None):
   """Adapts GP parameters to one task: theta' = Adapt_K(theta; T(tr)).
 
   Args:
@@ -133,9 +134,9 @@ def adapt(loop: InnerLoop, params: Any, support: gan.Pairs, rng: jax.Array,
   return params, metrics
 
 
-def run_steps(loop: InnerLoop, params: Any, opt_state: Any, support: gan.Pairs,
-              rng: jax.Array, frozen: Any = None, first_step: int = 0,
-              num_steps: int | None = None, anchor: Any = None):
+def run_steps(loop: InnerLoop, params: Any, opt_state: Any, support: gan.Pairs, rng: jax.Array,
+              frozen: Any = None, first_step: int = 0, num_steps: int | None = None,
+              anchor: Any = None):
   """Inner steps ``first_step .. first_step + num_steps - 1`` from a given inner state.
 
   The hook that truncated and persistent unrolls need: the adaptation can start from
@@ -164,9 +165,8 @@ def run_steps(loop: InnerLoop, params: Any, opt_state: Any, support: gan.Pairs,
 
   def step(carry, k):
     p, s = carry
-    new, s, m = gan.gan_step(loop.spec, loop.optimizer, p, s, support,
-                             jax.random.fold_in(rng, k), frozen, penalty=loop.penalty,
-                             anchor=anchor, update_scale=scale)
+    new, s, m = gan.gan_step(loop.spec, loop.optimizer, p, s, support, jax.random.fold_in(rng, k),
+                             frozen, penalty=loop.penalty, anchor=anchor, update_scale=scale)
     if mask is not None:
       new = jax.tree.map(lambda keep, a, b: jnp.where(keep, a, b), mask, new, p)
     return (new, s), m
@@ -176,8 +176,7 @@ def run_steps(loop: InnerLoop, params: Any, opt_state: Any, support: gan.Pairs,
     step = jax.checkpoint(step)
   ks = first_step + jnp.arange(n)
   if mode != "nested" or n < 4:
-    (nets, opt_state), metrics = jax.lax.scan(step, (nets, opt_state), ks,
-                                              unroll=loop.unroll)
+    (nets, opt_state), metrics = jax.lax.scan(step, (nets, opt_state), ks, unroll=loop.unroll)
     return with_networks(params, nets), opt_state, metrics
 
   @jax.checkpoint
@@ -186,8 +185,7 @@ def run_steps(loop: InnerLoop, params: Any, opt_state: Any, support: gan.Pairs,
 
   seg = segment_length(n)
   full = n // seg
-  carry, metrics = jax.lax.scan(segment, (nets, opt_state),
-                                ks[:full * seg].reshape(full, seg))
+  carry, metrics = jax.lax.scan(segment, (nets, opt_state), ks[:full * seg].reshape(full, seg))
   metrics = jax.tree.map(lambda m: m.reshape((full * seg,) + m.shape[2:]), metrics)
   if n > full * seg:
     carry, rest = segment(carry, ks[full * seg:])
@@ -206,9 +204,8 @@ def adapt_and_generate(loop: InnerLoop, params: Any, support: gan.Pairs, query: 
   return gan.generate(loop.spec, adapted["G"], query, rng, train=False), adapted
 
 
-def adapt_at(loop: InnerLoop, params: Any, support: gan.Pairs, query: gan.Pairs,
-             rng: jax.Array, frozen: Any, step_counts: Tuple[int, ...],
-             post: Optional[Callable] = None):
+def adapt_at(loop: InnerLoop, params: Any, support: gan.Pairs, query: gan.Pairs, rng: jax.Array,
+             frozen: Any, step_counts: Tuple[int, ...], post: Optional[Callable] = None):
   """IS adaptation on ``support`` for max(step_counts) steps; returns ``post`` (default:
   identity) of the query images [S, q, H, W, 3] after each of the S increasing
   ``step_counts`` (no dropout). Step k's dropout is ``fold_in(rng, k)``, so the images
@@ -216,8 +213,8 @@ def adapt_at(loop: InnerLoop, params: Any, support: gan.Pairs, query: gan.Pairs,
   opt_state = gan.init_opt_state(loop.optimizer, params)
   fakes, done = [], 0
   for s in step_counts:
-    params, opt_state, _ = run_steps(loop, params, opt_state, support, rng, frozen,
-                                     first_step=done, num_steps=s - done)
+    params, opt_state, _ = run_steps(loop, params, opt_state, support, rng, frozen, first_step=done,
+                                     num_steps=s - done)
     done = s
     fakes.append(gan.generate(loop.spec, params["G"], query, rng, train=False))
   fakes = jnp.stack(fakes)

@@ -32,16 +32,12 @@ def load_frozen(config: ml_collections.ConfigDict) -> Any:
 def build_spec(config: ml_collections.ConfigDict, num_classes: int) -> gan.GanSpec:
   """The GAN of ``config.model`` with the loss weights of ``config.loss``."""
   hw = loading.image_hw(config)
-  return gan.GanSpec(
-      generator=models.build_generator(config.model, num_classes, hw),
-      discriminator=models.build_discriminator(config.model, num_classes),
-      num_classes=num_classes,
-      uses_reference=models.uses_reference(config.model),
-      lambda_l1=float(config.loss.lambda_l1),
-      lambda_a=float(config.loss.lambda_a),
-      lambda_b=float(config.loss.lambda_b),
-      gan_mode=config.loss.gan_mode,
-      perceptual=losses.check_perceptual(config.loss.perceptual))
+  return gan.GanSpec(generator=models.build_generator(config.model, num_classes, hw),
+                     discriminator=models.build_discriminator(config.model, num_classes),
+                     num_classes=num_classes, uses_reference=models.uses_reference(config.model),
+                     lambda_l1=float(config.loss.lambda_l1), lambda_a=float(config.loss.lambda_a),
+                     lambda_b=float(config.loss.lambda_b), gan_mode=config.loss.gan_mode,
+                     perceptual=losses.check_perceptual(config.loss.perceptual))
 
 
 def init_params(spec: gan.GanSpec, seed: int, hw: Tuple[int, int]) -> dict:
@@ -50,6 +46,7 @@ def init_params(spec: gan.GanSpec, seed: int, hw: Tuple[int, int]) -> dict:
   Initialisation is jitted and draws from an ``rbg`` key: compiling threefry sampling for
   every parameter takes tens of seconds on a CPU, rbg a few.
   """
+
   @jax.jit
   def init(key):
     kg, kd, kdrop = jax.random.split(key, 3)
@@ -81,8 +78,8 @@ def aux_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransforma
   return optimizers.from_spec(spec, "meta.outer_optimizer")
 
 
-def inner_loop(config: ml_collections.ConfigDict, spec: gan.GanSpec,
-               steps: int = -1, lr: Any = None) -> adapt.InnerLoop:
+def inner_loop(config: ml_collections.ConfigDict, spec: gan.GanSpec, steps: int = -1,
+               lr: Any = None) -> adapt.InnerLoop:
   """The IS adaptation of ``config.meta`` (``steps`` overrides meta.inner_steps, ``lr``
   the inner optimizer's learning rate: a float or a traced scalar)."""
   opt_spec = config.meta.inner_optimizer.to_dict()

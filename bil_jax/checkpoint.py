@@ -79,10 +79,10 @@ class Checkpointer:
         # writes it in a background thread; the next save, a restore and close() wait
         # for it. Saving never depends on whether a write is in flight (that differs
         # between processes, which must all save the same steps).
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=self.max_to_keep, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=True,
-            enable_should_save_is_saving_in_progress_check=False),
+        options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
+                                             cleanup_tmp_directories=True,
+                                             enable_async_checkpointing=True,
+                                             enable_should_save_is_saving_in_progress_check=False),
         item_handlers=ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> list:
@@ -133,8 +133,9 @@ class Checkpointer:
     path = os.path.join(self.directory, str(step), _ITEM)
     reader = ocp.Checkpointer(handler, multiprocessing_options=alone)
     try:
-      return reader.restore(path, args=ocp.args.StandardRestore(
-          host_target(target, lambda: handler.metadata(epath.Path(path)).tree)))
+      return reader.restore(
+          path, args=ocp.args.StandardRestore(
+              host_target(target, lambda: handler.metadata(epath.Path(path)).tree)))
     finally:
       reader.close()
 
@@ -148,9 +149,11 @@ class Checkpointer:
       try:
         return s, self._read_alone(s, target), moved
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Checkpoint %d in %s cannot be read (%s: %s); moving it to %s and "
-                        "trying the previous one.", s, self.directory, type(e).__name__,
-                        (str(e).splitlines() or [""])[0][:200], self.directory + ".unreadable")
+        logging.warning(
+            "Checkpoint %d in %s cannot be read (%s: %s); moving it to %s and "
+            "trying the previous one.", s, self.directory,
+            type(e).__name__, (str(e).splitlines() or [""])[0][:200],
+            self.directory + ".unreadable")
         self._set_aside(s)
         moved = True
     return (_UNREADABLE if steps else _NONE), None, moved
@@ -190,8 +193,9 @@ class Checkpointer:
                             f"{self.directory}.unreadable)")
     if jax.process_count() > 1:
       try:
-        state = self._manager.restore(chosen, args=ocp.args.StandardRestore(host_target(
-            target, lambda: self._manager.item_metadata(chosen).tree)))
+        state = self._manager.restore(
+            chosen, args=ocp.args.StandardRestore(
+                host_target(target, lambda: self._manager.item_metadata(chosen).tree)))
       except Exception as e:  # pylint: disable=broad-except
         raise CheckpointError(
             f"process {jax.process_index()} could not restore checkpoint {chosen} of "

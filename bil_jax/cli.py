@@ -25,8 +25,7 @@ def error_text(err: BaseException) -> str:
   """The message of ``err`` as written, not its repr: a KeyError's (or a wrapped one's)
   first argument, and of a message that embeds a traceback, only its last line."""
   inner = err.args[0] if err.args and isinstance(err.args[0], BaseException) else err
-  text = (str(inner.args[0]) if isinstance(inner, KeyError) and inner.args
-          else str(inner))
+  text = (str(inner.args[0]) if isinstance(inner, KeyError) and inner.args else str(inner))
   if "Traceback (most recent call last)" in text:
     lines = [line for line in text.splitlines() if line.strip()]
     head = text.split("Traceback (most recent call last)")[0].strip()

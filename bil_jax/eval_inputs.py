@@ -44,10 +44,9 @@ def test_episodes(config, test_tasks, num: int = -1, index_offset: int = 0) -> L
 
 def retrieve_aux_tasks(support_maps: np.ndarray, train_tasks, k: int) -> np.ndarray:
   """Eq. 3: the k training tasks most similar to the support maps [n,H,W], best first."""
-  sims = retrieval.task_similarity(
-      support_maps, train_tasks.maps,
-      retrieval.task_ids_from_offsets(train_tasks.offsets), train_tasks.num_classes,
-      num_tasks=train_tasks.num_tasks)
+  sims = retrieval.task_similarity(support_maps, train_tasks.maps,
+                                   retrieval.task_ids_from_offsets(train_tasks.offsets),
+                                   train_tasks.num_classes, num_tasks=train_tasks.num_tasks)
   return retrieval.top_k_tasks(sims, k)
 
 
@@ -62,9 +61,11 @@ def random_aux_tasks(config, train_tasks, index: int) -> np.ndarray:
 def _aux_batches(config, sampler, train_tasks, aux: np.ndarray, index: int):
   """(S = eval.aux_steps meta-batches of tasks ``aux``, leaves [S, K, ...]; the step-0
   batch, which exists also for S = 0, for the shapes and the merged ablation)."""
-  batches = [sampler.meta_batch(
-      train_tasks, len(aux), streams.episode_rng(config.seed, "aux", streams.aux_step(index, s)),
-      task_indices=list(aux)) for s in range(max(int(config.eval.aux_steps), 1))]
+  batches = [
+      sampler.meta_batch(train_tasks, len(aux),
+                         streams.episode_rng(config.seed, "aux", streams.aux_step(index, s)),
+                         task_indices=list(aux)) for s in range(max(int(config.eval.aux_steps), 1))
+  ]
   steps = max(int(config.eval.aux_steps), 0)
   return jax.tree.map(lambda *b: np.stack(b)[:steps], *batches), batches[0]
 
@@ -92,11 +93,12 @@ def task_inputs(config, sampler, train_tasks, ep: dict, t: int, ablations: bool 
   steps = max(int(config.eval.aux_steps), 0)
   key = streams.key(config.seed, "aux", t)
   batches, first = _aux_batches(config, sampler, train_tasks, aux, t)
-  rngs = np.stack([np.asarray(meta.task_rngs(key, s, len(aux)))
-                   for s in range(max(steps, 1))])[:steps]
-  out = {"support": ep["support"], "query": ep["query"], "aux": batches, "aux_rngs": rngs,
-         "rng": np.asarray(streams.key(config.seed, "eval", t)),
-         "aux_tasks": aux.astype(np.int32)}
+  rngs = np.stack([np.asarray(meta.task_rngs(key, s, len(aux))) for s in range(max(steps, 1))
+                  ])[:steps]
+  out = {
+      "support": ep["support"], "query": ep["query"], "aux": batches, "aux_rngs": rngs,
+      "rng": np.asarray(streams.key(config.seed, "eval", t)), "aux_tasks": aux.astype(np.int32)
+  }
   if ablations:
     random_tasks = random_aux_tasks(config, train_tasks, t)
     out["aux_random"] = _aux_batches(config, sampler, train_tasks, random_tasks, t)[0]

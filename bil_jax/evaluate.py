@@ -61,8 +61,8 @@ import optax
 from clu import periodic_actions
 from jax.sharding import PartitionSpec as P
 
-from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, lookups, meta,
-                     metrics, parallel, report, rows, streams, tuning, visualize)
+from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, lookups, meta, metrics,
+                     parallel, report, rows, streams, tuning, visualize)
 from bil_jax import xplus as xplus_lib
 from bil_jax.data import episodes, loading
 from bil_jax.data import tasks as tasks_lib
@@ -75,8 +75,10 @@ GRID_QUERIES = 2  # query images per task in the sample grid
 # from ('aux': the GP after Aux fine-tuning on the retrieved tasks, 'aux_random': on
 # random ones).
 IS_ROWS = ("x_nshot", "xplus_nshot", "bil_noaux", "bil", "bil_aux_random")
-STARTS = {"x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux",
-          "bil_aux_random": "aux_random"}
+STARTS = {
+    "x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux",
+    "bil_aux_random": "aux_random"
+}
 
 
 def gather_rows(tree):
@@ -118,6 +120,7 @@ class _Programs:
     self.run_val = self._sharded(self.val_scores)
 
   def _sharded(self, per_task):
+
     def local(params, consts, tasks):
       # The device's tasks one after another: the memory of one task, and the same
       # (unbatched) convolutions as on one device.
@@ -126,19 +129,20 @@ class _Programs:
     # No collectives: every device adapts its own tasks, and every output is per task.
     # (With check_vma off, gradients inside the body are each device's own: JAX does not
     # sum the cotangents of the replicated parameters over devices.)
-    return jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), parallel.TASK_SPEC),
-                                 out_specs=parallel.TASK_SPEC, check_vma=False))
+    return jax.jit(
+        jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), parallel.TASK_SPEC),
+                      out_specs=parallel.TASK_SPEC, check_vma=False))
 
   def aux_finetune(self, params, batches, rngs, frozen):
     """Alg. 2 lines 2-4: S alternating BiL meta-steps of the GP on the K auxiliary tasks,
     from a fresh Aux optimizer. batches: Episodes, leaves [S, K, ...]; rngs [S, K, 2]."""
+
     def meta_step(carry, step_inputs):
-      p, opt_state, _ = meta.meta_update(self.aux_estimator, self.aux_opt, *carry,
-                                         *step_inputs, frozen)
+      p, opt_state, _ = meta.meta_update(self.aux_estimator, self.aux_opt, *carry, *step_inputs,
+                                         frozen)
       return (p, opt_state), None
 
-    (params, _), _ = jax.lax.scan(meta_step, (params, self.aux_opt.init(params)),
-                                  (batches, rngs))
+    (params, _), _ = jax.lax.scan(meta_step, (params, self.aux_opt.init(params)), (batches, rngs))
     return params
 
   def adapt_at(self, params, lr, support, query, rng, frozen, step_counts, post=None):
@@ -171,12 +175,12 @@ class _Programs:
     IS adaptation at each grid learning rate L and step count S on one validation task."""
     lrs, steps = self.grid
     frozen, query = consts["frozen"], task["query"]
-    start = dict(params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"],
-                                               frozen))
+    start = dict(params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"], frozen))
     starts = [start[STARTS[r]] for r in tuning.TUNED_ROWS for _ in lrs]
     ssim = lambda f: jax.vmap(lambda x: metrics.ssim(x, query["image"]).mean())(f)  # pylint: disable=unnecessary-lambda-assignment
-    scores = self.adapt_many(starts, list(lrs) * len(tuning.TUNED_ROWS), task["support"],
-                             query, task["rng"], frozen, steps, post=ssim)
+    scores = self.adapt_many(starts,
+                             list(lrs) * len(tuning.TUNED_ROWS), task["support"], query,
+                             task["rng"], frozen, steps, post=ssim)
     return scores.reshape(len(tuning.TUNED_ROWS), len(lrs), len(steps))
 
   def task_outputs(self, params, consts, task):
@@ -194,27 +198,26 @@ class _Programs:
       'aux_tasks', 'aux_random_tasks': int32 [K], passed through (gathered with the rows).
     """
     frozen, support, query, rng = consts["frozen"], task["support"], task["query"], task["rng"]
-    start = dict(params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"],
-                                               frozen),
-                 aux_random=self.aux_finetune(params["gp"], task["aux_random"],
-                                              task["aux_rngs"], frozen))
+    start = dict(
+        params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"], frozen),
+        aux_random=self.aux_finetune(params["gp"], task["aux_random"], task["aux_rngs"], frozen))
     steps = tuple(sorted({s for _, s in self.settings.values()}))
     adapted = self.adapt_many([start[STARTS[r]] for r in IS_ROWS],
-                              [self.settings[r][0] for r in IS_ROWS], support, query, rng,
-                              frozen, steps)
+                              [self.settings[r][0] for r in IS_ROWS], support, query, rng, frozen,
+                              steps)
     fakes = {r: adapted[i, steps.index(self.settings[r][1])] for i, r in enumerate(IS_ROWS)}
     lr, n = self.settings["bil_aux_merged"]
     merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), support,
                           {k: task["merged"][k] for k in support})
-    fakes["bil_aux_merged"] = self.adapt_at(params["gp"], lr, merged, query, rng, frozen,
-                                            (n,))[0]
+    fakes["bil_aux_merged"] = self.adapt_at(params["gp"], lr, merged, query, rng, frozen, (n,))[0]
     fakes.update({k: self.generate(params[k], query) for k in ("x", "xplus", "gp")})
     fakes.update(zip(lookups.PREDICTORS, task["lookups"]))
     fakes = jnp.stack([fakes[k] for k in ROW_IDS])
-    scores = jax.lax.map(lambda f: metrics.image_metrics(f, query["image"], consts["lpips"]),
-                         fakes)
-    return {"scores": scores, "grid": fakes[:, :GRID_QUERIES],
-            "aux_tasks": task["aux_tasks"], "aux_random_tasks": task["aux_random_tasks"]}
+    scores = jax.lax.map(lambda f: metrics.image_metrics(f, query["image"], consts["lpips"]), fakes)
+    return {
+        "scores": scores, "grid": fakes[:, :GRID_QUERIES], "aux_tasks": task["aux_tasks"],
+        "aux_random_tasks": task["aux_random_tasks"]
+    }
 
 
 def run_tasks(program, mesh, params, consts, inputs, num_tasks: int):
@@ -237,13 +240,12 @@ def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks) -> 
   validation tasks; returns the ``"tuning"`` record of results.json."""
   progs = _Programs(config, spec)
   sampler = episodes.Sampler.from_config(config.data)
-  eps = test_episodes(config, val_tasks, tuning.num_val(config, val_tasks),
-                      streams.VAL_TASK_OFFSET)
+  eps = test_episodes(config, val_tasks, tuning.num_val(config, val_tasks), streams.VAL_TASK_OFFSET)
   per_task = []
-  for t, out in run_tasks(progs.run_val, progs.mesh, params, consts,
-                          lambda t: task_inputs(config, sampler, train_tasks, eps[t],
-                                                streams.VAL_TASK_OFFSET + t, ablations=False),
-                          len(eps)):
+  for t, out in run_tasks(
+      progs.run_val, progs.mesh, params, consts, lambda t: task_inputs(
+          config, sampler, train_tasks, eps[t], streams.VAL_TASK_OFFSET + t, ablations=False),
+      len(eps)):
     per_task.append(out)
     logging.info("tuning: validation task %d/%d (%s)", t + 1, len(eps), val_tasks.names[t])
   scores = np.stack(per_task)  # [V, R, L, S]
@@ -259,15 +261,19 @@ def _mean_rows(per_task: Dict[str, List[dict]]) -> Dict[str, dict]:
   """Averages per-task metric dicts; 'lpips' is None when it was not computed."""
   means = {}
   for name, scores in per_task.items():
-    means[name] = {k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
-                   for k in rows.METRIC_KEYS}
+    means[name] = {
+        k: (float(np.mean([s[k] for s in scores])) if k in scores[0] else None)
+        for k in rows.METRIC_KEYS
+    }
   return means
 
 
 def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List[float]]]:
   """{row: [metrics of task t]} -> {row: {metric: [value per task, in task order]}}."""
-  return {name: {k: [s[k] for s in scores] for k in rows.METRIC_KEYS if k in scores[0]}
-          for name, scores in per_task.items()}
+  return {
+      name: {k: [s[k] for s in scores] for k in rows.METRIC_KEYS if k in scores[0]}
+      for name, scores in per_task.items()
+  }
 
 
 def _eta(since_first: float, done: int, total: int) -> str:
@@ -296,10 +302,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   lpips_params = (lpips_lib.load_lpips_params(config.eval.lpips_weights)
                   if config.eval.lpips_weights else None)
   mesh = parallel.make_mesh()
-  params, consts = parallel.replicate(mesh, (
-      {k: checkpoint.phase_params(workdir, phase) for k, phase in
-       (("x", "pretrain"), ("xplus", "xplus"), ("gp", "meta"))},
-      {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
+  params, consts = parallel.replicate(mesh, ({
+      k: checkpoint.phase_params(workdir, phase)
+      for k, phase in (("x", "pretrain"), ("xplus", "xplus"), ("gp", "meta"))
+  }, {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
   tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val)
   settings = {r: (c["is_lr"], c["is_steps"]) for r, c in tuned["chosen"].items()}
   progs = _Programs(config, spec, settings, mesh)
@@ -311,30 +317,30 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   out = os.path.join(workdir, "eval")
   progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
                                              every_secs=None)
-  logging.info("test phase: %d test tasks on %d devices (%d processes), IS settings tuned "
-               "on validation, %d Aux steps on %d retrieved tasks; compiling its programs "
-               "(first run: about a minute; cached after)", len(eps), mesh.devices.size,
-               jax.process_count(), config.eval.aux_steps, config.eval.aux_tasks)
+  logging.info(
+      "test phase: %d test tasks on %d devices (%d processes), IS settings tuned "
+      "on validation, %d Aux steps on %d retrieved tasks; compiling its programs "
+      "(first run: about a minute; cached after)", len(eps), mesh.devices.size, jax.process_count(),
+      config.eval.aux_steps, config.eval.aux_tasks)
   per_task = {name: [] for name in names.values()}
   t_first = None
   grid_cols = {k: [] for k in GRID_COLUMNS}
   grid_rows = []  # the task name of each grid row
   aux_log = []
-  for t, done in run_tasks(progs.run, mesh, params, consts,
-                           lambda t: task_inputs(config, sampler, train_tasks, eps[t], t),
+  for t, done in run_tasks(progs.run, mesh, params,
+                           consts, lambda t: task_inputs(config, sampler, train_tasks, eps[t], t),
                            len(eps)):
-    aux_log.append({"task": test_tasks.names[t],
-                    "aux_tasks": [train_tasks.names[a] for a in done["aux_tasks"]],
-                    "aux_random_tasks": [train_tasks.names[a]
-                                         for a in done["aux_random_tasks"]]})
+    aux_log.append({
+        "task": test_tasks.names[t], "aux_tasks": [train_tasks.names[a] for a in done["aux_tasks"]],
+        "aux_random_tasks": [train_tasks.names[a] for a in done["aux_random_tasks"]]
+    })
     for r, key in enumerate(ROW_IDS):
       per_task[names[key]].append({k: float(np.mean(v[r])) for k, v in done["scores"].items()})
     if t < config.eval.grid_tasks:
       query = eps[t]["query"]
       for r, key in enumerate(ROW_IDS):
         grid_cols[key].append(done["grid"][r])
-      grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES],
-                                                 spec.num_classes))
+      grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES], spec.num_classes))
       grid_cols["target"].append(query["image"][:GRID_QUERIES])
       grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
     t_first = t_first or time.time()
@@ -344,14 +350,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
 
   means = _mean_rows(per_task)
   task_names = list(test_tasks.names[:len(eps)])
-  result = {"rows": means, "per_task": per_task_values(per_task), "task_names": task_names,
-            "task_conditions": [tasks_lib.task_condition(n) for n in task_names],
-            "row_ids": dict(names), "config": config.to_dict(),
-            "tuning": tuned, "strongest_baseline": tuning.strongest_baseline(tuned["chosen"]),
-            "pair_gradients": xplus_lib.pair_gradients(config),
-            "xplus_lr": xplus_lib.trained_lr(workdir), "num_test_tasks": len(eps),
-            "queries_per_task": int(config.data.eval_queries), "seed": int(config.seed),
-            "aux_retrieval": aux_log, "seconds": time.time() - t0}
+  result = {
+      "rows": means, "per_task": per_task_values(per_task), "task_names": task_names,
+      "task_conditions": [tasks_lib.task_condition(n) for n in task_names
+                         ], "row_ids": dict(names), "config": config.to_dict(), "tuning": tuned,
+      "strongest_baseline": tuning.strongest_baseline(tuned["chosen"]),
+      "pair_gradients": xplus_lib.pair_gradients(config), "xplus_lr": xplus_lib.trained_lr(workdir),
+      "num_test_tasks": len(eps), "queries_per_task": int(config.data.eval_queries),
+      "seed": int(config.seed), "aux_retrieval": aux_log, "seconds": time.time() - t0
+  }
   samples = None
   if grid_cols["map"]:
     labels = {"map": "map", "target": "target", **names}

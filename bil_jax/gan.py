@@ -98,8 +98,7 @@ def generate(spec: GanSpec, g_params: Params, pairs: Pairs, rng: jax.Array,
                      train=train, rngs={"dropout": rng} if train else None)
 
 
-def real_and_fake_logits(spec: GanSpec, d_params: Params, pairs: Pairs,
-                         fake: jax.Array) -> tuple:
+def real_and_fake_logits(spec: GanSpec, d_params: Params, pairs: Pairs, fake: jax.Array) -> tuple:
   """D's logits on the real images of ``pairs`` and on ``fake`` [B,H,W,3], in one D call.
 
   The two image sets are ``vmap``-ed, so each keeps its own normalisation statistics (the
@@ -107,16 +106,18 @@ def real_and_fake_logits(spec: GanSpec, d_params: Params, pairs: Pairs,
   on twice the batch. Returns (real_logits, fake_logits), each [B,h,w,1].
   """
   s = structure_input(spec, pairs)
-  logits = jax.vmap(lambda y: apply_model(spec, spec.discriminator, {"params": d_params}, s,
-                                          y))(jnp.stack([pairs["image"], fake]))
+  logits = jax.vmap(lambda y: apply_model(spec, spec.discriminator, {"params": d_params}, s, y))(
+      jnp.stack([pairs["image"], fake]))
   return logits[0], logits[1]
 
 
 def discriminator_loss_on(spec: GanSpec, d_params: Params, pairs: Pairs,
                           fake: jax.Array) -> jax.Array:
   """L_D given generated images ``fake`` [B,H,W,3] -> scalar."""
-  return batch_mean(spec, losses.discriminator_adversarial_loss(
-      *real_and_fake_logits(spec, d_params, pairs, fake), spec.gan_mode))
+  return batch_mean(
+      spec,
+      losses.discriminator_adversarial_loss(*real_and_fake_logits(spec, d_params, pairs, fake),
+                                            spec.gan_mode))
 
 
 def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Array,
@@ -128,8 +129,8 @@ def generator_loss_terms_from_logits(spec: GanSpec, pairs: Pairs, fake: jax.Arra
   l1 = batch_mean(spec, losses.l1_loss(fake, pairs["image"]))
   adv = batch_mean(spec, losses.generator_adversarial_loss(fake_logits, spec.gan_mode))
   if spec.lambda_b:
-    perceptual = batch_mean(spec, losses.perceptual_loss(spec.perceptual, frozen, fake,
-                                                         pairs["image"]))
+    perceptual = batch_mean(spec,
+                            losses.perceptual_loss(spec.perceptual, frozen, fake, pairs["image"]))
   else:
     perceptual = jnp.zeros((), fake.dtype)
   total = losses.total_generator_loss(l1, adv, perceptual, spec.lambda_l1, spec.lambda_a,
@@ -156,8 +157,8 @@ def gan_losses(spec: GanSpec, params: Params, pairs: Pairs, rng: jax.Array,
   fake = generate(spec, params["G"], pairs, rng)
   real_logits, fake_logits = real_and_fake_logits(spec, params["D"], pairs, fake)
   terms = generator_loss_terms_from_logits(spec, pairs, fake, fake_logits, frozen)
-  terms["d_loss"] = batch_mean(spec, losses.discriminator_adversarial_loss(
-      real_logits, fake_logits, spec.gan_mode))
+  terms["d_loss"] = batch_mean(
+      spec, losses.discriminator_adversarial_loss(real_logits, fake_logits, spec.gan_mode))
   return terms
 
 
@@ -179,8 +180,8 @@ def _scaled(updates, scale, net: str):
   return updates if scale is None else jax.tree.map(jnp.multiply, updates, scale[net])
 
 
-def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
-             opt_state: dict, pairs: Pairs, rng: jax.Array, frozen: Any = None, *,
+def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params, opt_state: dict,
+             pairs: Pairs, rng: jax.Array, frozen: Any = None, *,
              penalty: Optional[Callable] = None, anchor: Optional[Params] = None,
              update_scale: Optional[Params] = None):
   """One alternating GAN update on ``pairs``: D step, then G step (Eq. 7).
@@ -202,8 +203,8 @@ def gan_step(spec: GanSpec, opt: optax.GradientTransformation, params: Params,
   """
   fake, g_pullback = jax.vjp(lambda g: generate(spec, g, pairs, rng), params["G"])
 
-  d_loss, d_grads = jax.value_and_grad(
-      lambda d: discriminator_loss_on(spec, d, pairs, fake))(params["D"])
+  d_loss, d_grads = jax.value_and_grad(lambda d: discriminator_loss_on(spec, d, pairs, fake))(
+      params["D"])
   d_grads = _add_penalty_grad(d_grads, penalty, "D", params["D"], anchor)
   # Each update also gets the losses it has seen: a guarded optimizer
   # (bil_jax.nonfinite) skips it when they are not finite; others ignore them.

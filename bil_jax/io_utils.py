@@ -49,4 +49,3 @@ def png_bytes(image: np.ndarray) -> bytes:
 def write_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 [H,W,3] image as PNG, atomically."""
   write_atomic(path, png_bytes(image))
-

@@ -27,8 +27,7 @@ import numpy as np
 Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def _check(support_maps: np.ndarray, support_images: np.ndarray,
-           query_maps: np.ndarray) -> None:
+def _check(support_maps: np.ndarray, support_images: np.ndarray, query_maps: np.ndarray) -> None:
   """One-line ValueError when the shapes do not fit the contract above."""
   if support_maps.ndim != 3 or support_images.shape != support_maps.shape + (3,):
     raise ValueError(f"lookups: support maps {support_maps.shape} and images "
@@ -47,8 +46,8 @@ def _label_means(support_maps: np.ndarray, support_images: np.ndarray,
   labels = support_maps.reshape(-1)
   colours = support_images.reshape(-1, 3).astype(np.float64)
   counts = np.bincount(labels, minlength=num_labels)[:, None]
-  sums = np.stack([np.bincount(labels, weights=colours[:, c], minlength=num_labels)
-                   for c in range(3)], axis=-1)
+  sums = np.stack(
+      [np.bincount(labels, weights=colours[:, c], minlength=num_labels) for c in range(3)], axis=-1)
   overall = colours.mean(axis=0)
   return np.where(counts > 0, sums / np.maximum(counts, 1), overall)
 
@@ -70,13 +69,12 @@ def label_pixel(support_maps: np.ndarray, support_images: np.ndarray,
   """[q,H,W,3]: each query pixel's mean colour at that pixel over the shots with the same
   label there; else its label's mean (:func:`label_mean`)."""
   _check(support_maps, support_images, query_maps)
-  fallback = _label_means(support_maps, support_images,
-                          _num_labels(support_maps, query_maps))
+  fallback = _label_means(support_maps, support_images, _num_labels(support_maps, query_maps))
   images = support_images.astype(np.float64)
   out = np.empty(query_maps.shape + (3,), np.float32)
   for i, qmap in enumerate(query_maps):
     same = (support_maps == qmap[None]).astype(np.float64)  # [n, H, W]
-    count = same.sum(axis=0)[..., None]                    # [H, W, 1]
+    count = same.sum(axis=0)[..., None]  # [H, W, 1]
     mean = np.einsum("nhw,nhwc->hwc", same, images) / np.maximum(count, 1)
     out[i] = np.where(count > 0, mean, fallback[qmap])
   return out
@@ -100,12 +98,12 @@ def nearest_shot(support_maps: np.ndarray, support_images: np.ndarray,
 
 
 PREDICTORS: Dict[str, Predictor] = {
-    "lookup_label": label_mean, "lookup_pixel": label_pixel, "nearest_shot": nearest_shot}
+    "lookup_label": label_mean, "lookup_pixel": label_pixel, "nearest_shot": nearest_shot
+}
 
 
 def predict_all(support_maps: np.ndarray, support_images: np.ndarray,
                 query_maps: np.ndarray) -> np.ndarray:
   """float32 [len(PREDICTORS), q, H, W, 3]: every predictor's query images, in the order
   of PREDICTORS (keyed by the results table's row ids)."""
-  return np.stack([f(support_maps, support_images, query_maps)
-                   for f in PREDICTORS.values()])
+  return np.stack([f(support_maps, support_images, query_maps) for f in PREDICTORS.values()])

@@ -98,8 +98,8 @@ def _state(done: int, params, opt_state) -> dict:
   return {"step": np.asarray(done, np.int64), "params": params, "opt_state": opt_state}
 
 
-def write_grid(writer, out: str, name: str, step: int, columns: list,
-               headers: Sequence[str] = (), rows: Sequence[str] = ()) -> None:
+def write_grid(writer, out: str, name: str, step: int, columns: list, headers: Sequence[str] = (),
+               rows: Sequence[str] = ()) -> None:
   """A sample grid of image columns [R,H,W,3] (first :data:`GRID_ROWS` rows) as
   ``out/<name>_<step>.png`` and an image summary; with ``headers``, tiles of at least
   96 px under column headers and, with ``rows``, a label per row."""
@@ -116,8 +116,10 @@ def write_grid(writer, out: str, name: str, step: int, columns: list,
 
 def hparams(config) -> dict:
   """The flat config as TensorBoard hyperparameters (lists and None as text)."""
-  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in config_lib.flat_config(config).items()}
+  return {
+      k: v if isinstance(v, (bool, int, float, str)) else str(v)
+      for k, v in config_lib.flat_config(config).items()
+  }
 
 
 class _Run:
@@ -126,8 +128,8 @@ class _Run:
   def __init__(self, phase: Phase, out: str, config):
     self.phase, self.out, self.config = phase, out, config
     self.total = int(phase.schedule.steps)
-    self.writer = metric_writers.create_default_writer(
-        out, just_logging=jax.process_index() > 0)  # process 0 writes the summaries
+    self.writer = metric_writers.create_default_writer(out, just_logging=jax.process_index()
+                                                       > 0)  # process 0 writes the summaries
     self.writer.write_hparams(hparams(config))  # so curves can be filtered by them
     self.ckpt = checkpoint.Checkpointer(os.path.join(out, "checkpoints"))
     self.history: List[Tuple[int, dict]] = []
@@ -161,8 +163,8 @@ class _Run:
       skips = nonfinite.skip_count(opt_state)
       scalars["nonfinite_skips"] = float(skips)
       if skips > self.skips:
-        logging.warning("%s step %d: %d non-finite update(s) skipped so far",
-                        self.phase.name, done, skips)
+        logging.warning("%s step %d: %d non-finite update(s) skipped so far", self.phase.name, done,
+                        skips)
       self.skips = skips
     image_due = _due(done, s.image_every, self.total)
     if _due(done, self.phase.probe_every, self.total) or image_due:

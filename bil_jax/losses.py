@@ -107,8 +107,8 @@ def load_perceptual_weights(kind: str, path: str) -> Any:
   the file and the command that makes it.
   """
   check_perceptual(kind)
-  command = (lpips_lib.CONVERT_COMMANDS["vgg"] if kind == "lpips_vgg"
-             else vgg.CONVERT_HINT.replace("{path}", "PATH"))
+  command = (lpips_lib.CONVERT_COMMANDS["vgg"] if kind == "lpips_vgg" else vgg.CONVERT_HINT.replace(
+      "{path}", "PATH"))
   if not path:
     raise ValueError(
         f"loss.perceptual={kind!r} with loss.lambda_b > 0 needs weights but "

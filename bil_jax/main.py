@@ -28,12 +28,12 @@ from bil_jax import cli, console
 FLAGS = flags.FLAGS
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-
 cli.define_config_flag(sys.argv)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 flags.DEFINE_enum("mode", "all", list(cli.MODES),
                   "What to run (all: pretrain, metatrain, xplus, evaluate).")
 flags.mark_flags_as_required(["workdir"])
+
 
 def _raised_in_project(err: BaseException) -> bool:
   """Whether the innermost frame of ``err``'s traceback is bil_jax code."""
@@ -106,8 +106,9 @@ def run():
   try:
     app.run(main, flags_parser=cli.parse_flags)
   except KeyboardInterrupt:
-    print("interrupted (Ctrl-C); checkpoints already saved are kept: rerun the same command "
-          "to resume", file=sys.stderr)
+    print(
+        "interrupted (Ctrl-C); checkpoints already saved are kept: rerun the same command "
+        "to resume", file=sys.stderr)
     sys.exit(130)
 
 

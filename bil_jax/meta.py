@@ -30,8 +30,8 @@ def task_rngs(rng: jax.Array, step: int, meta_batch: int) -> jax.Array:
   return jax.random.split(jax.random.fold_in(rng, step), meta_batch)
 
 
-def meta_update(estimator, outer_opt: optax.GradientTransformation, params, opt_state,
-                tasks, rngs, frozen, axis=None):
+def meta_update(estimator, outer_opt: optax.GradientTransformation, params, opt_state, tasks, rngs,
+                frozen, axis=None):
   """One outer update from M_local tasks: ``estimator`` vmapped over ``tasks`` (leaves
   [M_local, ...]) and ``rngs`` [M_local, 2], its gradients and metrics averaged over them,
   then ``outer_opt`` (with extra-args support; it also gets the losses, so a guarded one

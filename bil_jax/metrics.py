@@ -43,8 +43,8 @@ def to_unit_range(x: jax.Array) -> jax.Array:
 
 def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
   """SSIM on [0, 1] images. a, b: [B, H, W, C] in [-1, 1] -> [B]."""
-  return pix.ssim(to_unit_range(a), to_unit_range(b), max_val=1.0,
-                  filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
+  return pix.ssim(to_unit_range(a), to_unit_range(b), max_val=1.0, filter_size=11, filter_sigma=1.5,
+                  k1=0.01, k2=0.03)
 
 
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -58,8 +58,7 @@ def mse(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def lpips(params: Any, a: jax.Array, b: jax.Array,
-          precision: Optional[jax.lax.Precision] = jax.lax.Precision.HIGHEST
-          ) -> jax.Array:
+          precision: Optional[jax.lax.Precision] = jax.lax.Precision.HIGHEST) -> jax.Array:
   """LPIPS (AlexNet, v0.1) distance. a, b: [B, H, W, 3] in [-1, 1] -> [B].
 
   Args:

@@ -23,8 +23,11 @@ class SkipNonFiniteState(NamedTuple):
 
 def all_finite(tree: Any) -> jax.Array:
   """Scalar bool: every floating-point leaf of ``tree`` is free of NaN and Inf (jittable)."""
-  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  checks = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
@@ -51,9 +54,10 @@ def skip_nonfinite(opt: optax.GradientTransformation) -> optax.GradientTransform
 
 
 def _guard_states(opt_state: Any) -> list:
-  return [s for s in jax.tree.leaves(opt_state,
-                                     is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
-          if isinstance(s, SkipNonFiniteState)]
+  return [
+      s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
+      if isinstance(s, SkipNonFiniteState)
+  ]
 
 
 def skip_count(opt_state: Any) -> int:

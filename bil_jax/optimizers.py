@@ -28,8 +28,9 @@ def _as_dict(value: Any) -> dict:
 def _optax_function(name: str, key: str, what: str) -> Callable:
   fn = getattr(optax, name, None) if isinstance(name, str) and name else None
   if not callable(fn) or name.startswith("_"):
-    raise ValueError(f"{key}.name={name!r} is not an optax {what} (e.g. "
-                     f"{'adam, sgd, adamw, lion' if what == 'optimizer' else 'cosine_decay_schedule'})")
+    raise ValueError(
+        f"{key}.name={name!r} is not an optax {what} (e.g. "
+        f"{'adam, sgd, adamw, lion' if what == 'optimizer' else 'cosine_decay_schedule'})")
   return fn
 
 

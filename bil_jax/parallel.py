@@ -38,8 +38,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 TASKS = "tasks"
 BATCH = "batch"
 AXES = (TASKS, BATCH)
-TASK_SPEC = P(TASKS)              # [M, ...] per-task arrays (keys): split over tasks
-EPISODE_SPEC = P(TASKS, BATCH)    # [M, n, ...] pairs of each task: tasks x their pairs
+TASK_SPEC = P(TASKS)  # [M, ...] per-task arrays (keys): split over tasks
+EPISODE_SPEC = P(TASKS, BATCH)  # [M, n, ...] pairs of each task: tasks x their pairs
 
 
 def initialize_distributed(num_hosts: int = 1) -> None:
@@ -135,8 +135,8 @@ def _fits(t: int, b: int, meta_batch: int, shots: int, queries: int) -> bool:
 
 def usable_device_counts(meta_batch: int, shots: int, queries: int) -> list:
   """Sorted device counts T * B with T | meta_batch and B | shots, B | queries."""
-  return sorted({t * b for t in _divisors(meta_batch)
-                 for b in _divisors(math.gcd(shots, queries) or 1)})
+  return sorted(
+      {t * b for t in _divisors(meta_batch) for b in _divisors(math.gcd(shots, queries) or 1)})
 
 
 def _no_fit(num_devices: int, meta_batch: int, shots: int, queries: int) -> str:
@@ -215,8 +215,10 @@ def episode_spec(mesh: Mesh) -> P:
 def _task_range(mesh: Mesh) -> slice:
   """The tasks whose blocks this process's devices hold: the rows it must feed."""
   num_tasks_axis = mesh.devices.shape[0]
-  mine = [i for i in range(num_tasks_axis)
-          if any(d.process_index == jax.process_index() for d in mesh.devices[i].flat)]
+  mine = [
+      i for i in range(num_tasks_axis)
+      if any(d.process_index == jax.process_index() for d in mesh.devices[i].flat)
+  ]
   return slice(min(mine), max(mine) + 1)
 
 
@@ -246,8 +248,8 @@ def _place(mesh: Mesh, spec: P, local_tree, rows: Optional[slice], meta_batch: O
   if jax.process_count() == 1:
     return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), local_tree)
   if rows is None:
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                        local_tree)
 
   def local_index(idx):
     """A device's global index (slices) -> the same block of the local rows."""
@@ -260,6 +262,7 @@ def _place(mesh: Mesh, spec: P, local_tree, rows: Optional[slice], meta_batch: O
     x = np.asarray(x)
     return jax.make_array_from_callback((meta_batch,) + x.shape[1:], sharding,
                                         lambda idx: x[local_index(idx)])
+
   return jax.tree.map(one, local_tree)
 
 
@@ -283,8 +286,8 @@ def replicate(mesh: Mesh, tree):
   sharding = NamedSharding(mesh, P())
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      tree)
 
 
 def tasks_parallel(fn, mesh: Mesh, num_replicated_in: int, num_sharded_in: int,
@@ -332,8 +335,9 @@ def data_mesh_for(rows: int, key: str) -> Mesh:
   multiple of the device count, else the first d devices of each process with d from
   :func:`devices_per_process` (logged: the other devices stay idle in this phase)."""
   d = devices_per_process(rows, jax.process_count(), jax.local_device_count(), key)
-  devices = [dev for p in range(jax.process_count())
-             for dev in jax.local_devices(process_index=p)[:d]]
+  devices = [
+      dev for p in range(jax.process_count()) for dev in jax.local_devices(process_index=p)[:d]
+  ]
   if len(devices) < jax.device_count():
     logging.warning("%s=%d is not a multiple of the %d devices: this phase runs on %d of "
                     "them", key, rows, jax.device_count(), len(devices))

@@ -30,8 +30,8 @@ def _jax_preemption_service() -> bool:
   """Whether JAX's multi-host preemption service runs in this process: several processes
   joined by ``jax.distributed.initialize`` while ``jax_enable_preemption_service`` was on
   (``initialize`` starts the service then; the flag is not changed during a run)."""
-  return (jax.process_count() > 1 and jax.distributed.is_initialized()
-          and bool(jax.config.jax_enable_preemption_service))
+  return (jax.process_count() > 1 and jax.distributed.is_initialized() and
+          bool(jax.config.jax_enable_preemption_service))
 
 
 class PreemptionSignals:
@@ -66,8 +66,10 @@ reached_preemption_sync_point` is true on all of them at the same step, with no
       signal.raise_signal(signum)
       return
     self.received = signum
-    logging.warning("%s received: stopping after the current step and checkpointing it "
-                    "(send it again to stop at once).", signal.Signals(signum).name)
+    logging.warning(
+        "%s received: stopping after the current step and checkpointing it "
+        "(send it again to stop at once).",
+        signal.Signals(signum).name)
 
   def _restore(self):
     for sig, old in self._old.items():
@@ -98,8 +100,9 @@ reached_preemption_sync_point` is true on all of them at the same step, with no
     if self._service:
       if multihost_utils.reached_preemption_sync_point(int(sync_step)):
         self.received = signal.SIGTERM
-        logging.warning("preemption notice: all processes stop at this step (sync point "
-                        "%d) and checkpoint it.", sync_step)
+        logging.warning(
+            "preemption notice: all processes stop at this step (sync point "
+            "%d) and checkpoint it.", sync_step)
         return True
       return False
     flags = multihost_utils.process_allgather(np.asarray(self.received is not None))

@@ -30,8 +30,7 @@ from bil_jax.results import ReportError, load_results, summarize
 
 PROG = "python -m bil_jax.report"
 MIN_SEEDS = 5
-CONDITION_TITLES = {"seen": "Seen families", "unseen": "Unseen families",
-                    "all": "All test tasks"}
+CONDITION_TITLES = {"seen": "Seen families", "unseen": "Unseen families", "all": "All test tasks"}
 DIGITS = {"ssim": 3, "psnr": 2, "lpips": 3, "mse": 4}
 
 
@@ -60,12 +59,14 @@ def protocol_lines(summary: dict) -> list:
   level = ("seeds resampled, then test tasks within each seed; beside it the t-interval over "
            f"the {k} per-seed means" if k > 1 else
            "one seed, so test tasks resampled; pool seeds with python -m bil_jax.report")
-  return [f"Protocol: {k} seed(s); means are over seeds of each seed's mean over its test "
-          f"tasks; 95% intervals are percentile bootstraps ({b:,} resamples, fixed seed), "
-          f"{level}.",
-          "p: two-sided bootstrap p of A − B = 0 from the same resamples, Holm-adjusted across "
-          "the comparisons of each metric and condition. SSIM is the primary metric; PSNR "
-          "beside it (MSE is the same measurement); LPIPS where computed."]
+  return [
+      f"Protocol: {k} seed(s); means are over seeds of each seed's mean over its test "
+      f"tasks; 95% intervals are percentile bootstraps ({b:,} resamples, fixed seed), "
+      f"{level}.",
+      "p: two-sided bootstrap p of A − B = 0 from the same resamples, Holm-adjusted across "
+      "the comparisons of each metric and condition. SSIM is the primary metric; PSNR "
+      "beside it (MSE is the same measurement); LPIPS where computed."
+  ]
 
 
 def seeds_warning(num_seeds: int) -> str:
@@ -78,8 +79,10 @@ def seeds_warning(num_seeds: int) -> str:
 
 def rows_markdown(cond: dict, metrics: Sequence[str]) -> list:
   """Lines of the table of row means [two-level 95% interval]."""
-  lines = ["| Model | " + " | ".join(rows.LABELS[m] for m in metrics) + " |",
-           "|---|" + "---|" * len(metrics)]
+  lines = [
+      "| Model | " + " | ".join(rows.LABELS[m] for m in metrics) + " |",
+      "|---|" + "---|" * len(metrics)
+  ]
   for name, r in cond["rows"].items():
     cells = [f"{_fmt(r[m]['mean'], DIGITS[m])} {_interval(r[m], DIGITS[m])}" for m in metrics]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -89,18 +92,18 @@ def rows_markdown(cond: dict, metrics: Sequence[str]) -> list:
 def differences_markdown(cond: dict, num_seeds: int) -> list:
   """Lines of the table of paired differences A − B."""
   seed_col = num_seeds > 1
-  lines = ["| Comparison | Difference | Metric | Mean [95% two-level] | "
-           + ("Seed-level t 95% | " if seed_col else "")
-           + "Relative | p | Holm p | A better on |",
-           "|---|---|---|---|" + ("---|" if seed_col else "") + "---|---|---|---|"]
+  lines = [
+      "| Comparison | Difference | Metric | Mean [95% two-level] | " +
+      ("Seed-level t 95% | " if seed_col else "") + "Relative | p | Holm p | A better on |",
+      "|---|---|---|---|" + ("---|" if seed_col else "") + "---|---|---|---|"
+  ]
   for d in cond["differences"]:
     digits = DIGITS[d["metric"]] + 1
     seed = f"{_interval(d, digits, True, 'seed_ci')} | " if seed_col else ""
-    lines.append(
-        f"| {d['role']} | {d['a']} − {d['b']} | {rows.LABELS[d['metric']]} | "
-        f"{_fmt(d['mean'], digits, True)} {_interval(d, digits, True)} | {seed}"
-        f"{_fmt_pct(d['relative_pct'])} | {_fmt_p(d['p'])} | {_fmt_p(d['p_holm'])} | "
-        f"{d['a_better']}/{d['n']} |")
+    lines.append(f"| {d['role']} | {d['a']} − {d['b']} | {rows.LABELS[d['metric']]} | "
+                 f"{_fmt(d['mean'], digits, True)} {_interval(d, digits, True)} | {seed}"
+                 f"{_fmt_pct(d['relative_pct'])} | {_fmt_p(d['p'])} | {_fmt_p(d['p_holm'])} | "
+                 f"{d['a_better']}/{d['n']} |")
   return lines
 
 
@@ -116,14 +119,20 @@ def markdown(summary: dict) -> str:
              f"{counts[0]}-{counts[-1]} test tasks") + (" per seed" if k > 1 else "")
     lines += ["", f"### {CONDITION_TITLES[name]} ({tasks})", ""]
     lines += rows_markdown(cond, summary["metrics"])
-    lines += ["", "Paired differences A − B on the same tasks (relative = mean difference / "
-              "|mean of B|; PSNR difference in dB).", ""]
+    lines += [
+        "", "Paired differences A − B on the same tasks (relative = mean difference / "
+        "|mean of B|; PSNR difference in dB).", ""
+    ]
     lines += differences_markdown(cond, k)
   if k > 1 and summary["headline"]:
-    lines += ["", f"Headline per seed (relative {rows.LABELS[summary['primary']]} of BiL over "
-              "the strongest baseline, all test tasks):", ""]
-    lines += [f"- seed {h['seed']}: {_fmt_pct(h['relative_pct'])} vs {h['baseline']} "
-              f"({h['file']})" for h in summary["headline"]]
+    lines += [
+        "", f"Headline per seed (relative {rows.LABELS[summary['primary']]} of BiL over "
+        "the strongest baseline, all test tasks):", ""
+    ]
+    lines += [
+        f"- seed {h['seed']}: {_fmt_pct(h['relative_pct'])} vs {h['baseline']} "
+        f"({h['file']})" for h in summary["headline"]
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -147,13 +156,15 @@ def write_summaries(writer, config, summary: dict, table: str) -> None:
     for r in cond["rows"].values():
       for m in summary["metrics"]:
         s = r[m]
-        scalars.update({f"{pre}{r['id']}/{m}": s["mean"], f"{pre}{r['id']}/{m}_ci_low":
-                        s["ci_low"], f"{pre}{r['id']}/{m}_ci_high": s["ci_high"]})
+        scalars.update({
+            f"{pre}{r['id']}/{m}": s["mean"], f"{pre}{r['id']}/{m}_ci_low": s["ci_low"],
+            f"{pre}{r['id']}/{m}_ci_high": s["ci_high"]
+        })
     for d in cond["differences"]:
       scalars[f"{pre}diff/{d['key']}/{d['metric']}"] = d["mean"]
   flat = config_lib.flat_config(config)
-  writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                        for k, v in flat.items()})
+  writer.write_hparams(
+      {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()})
   writer.write_scalars(0, scalars)
   writer.write_texts(0, {"results": table})
   writer.flush()

@@ -41,8 +41,7 @@ def results_path(path: str) -> str:
   """DIR (a workdir or its eval/ folder) or a results.json file -> the results.json path."""
   if os.path.isfile(path):
     return path
-  for candidate in (os.path.join(path, "eval", "results.json"),
-                    os.path.join(path, "results.json")):
+  for candidate in (os.path.join(path, "eval", "results.json"), os.path.join(path, "results.json")):
     if os.path.isfile(candidate):
       return candidate
   return os.path.join(path, "eval", "results.json")
@@ -139,8 +138,10 @@ def task_index(result: dict, condition: str) -> np.ndarray:
 
 def groups(results: Sequence[dict], row: str, metric: str, condition: str) -> List[np.ndarray]:
   """One array per seed: row ``row``'s ``metric`` on the tasks of ``condition``."""
-  return [np.asarray(r["per_task"][r["row_ids"][row]][metric], np.float64)[
-      task_index(r, condition)] for r in results]
+  return [
+      np.asarray(r["per_task"][r["row_ids"][row]][metric], np.float64)[task_index(r, condition)]
+      for r in results
+  ]
 
 
 # ---- comparisons ------------------------------------------------------------------------
@@ -162,8 +163,10 @@ def best_lookup(results: Sequence[dict], condition: str) -> Optional[str]:
   if not present:
     return None
   sign = -1.0 if rows.LOWER_IS_BETTER[rows.PRIMARY] else 1.0
-  score = {r: sign * np.mean([g.mean() for g in groups(results, r, rows.PRIMARY, condition)])
-           for r in present}
+  score = {
+      r: sign * np.mean([g.mean() for g in groups(results, r, rows.PRIMARY, condition)])
+      for r in present
+  }
   return max(present, key=score.get)
 
 
@@ -201,9 +204,12 @@ def condition_summary(results: Sequence[dict], condition: str, metrics: Sequence
   """{'num_tasks': [per seed], 'rows': {name: {'id', metric: stats.summarize}},
   'differences': [...]} of one condition; Holm across the comparisons of each metric."""
   names = results[0]["row_ids"]
-  summary_rows = {names[r]: {"id": r, **{m: stats.summarize(
-      groups(results, r, m, condition), **bootstrap_kw) for m in metrics}}
-                  for r in present_rows(results[0])}
+  summary_rows = {
+      names[r]: {
+          "id": r,
+          **{m: stats.summarize(groups(results, r, m, condition), **bootstrap_kw) for m in metrics}
+      } for r in present_rows(results[0])
+  }
   diffs = []
   for m in metrics:
     family = []
@@ -212,31 +218,38 @@ def condition_summary(results: Sequence[dict], condition: str, metrics: Sequence
       d = stats.paired_difference(ga, gb, lower_is_better=rows.LOWER_IS_BETTER[m],
                                   relative=rows.RELATIVE[m], **bootstrap_kw)
       b_names = sorted({names[x] for x in c["b"]})
-      family.append({"role": c["role"], "key": c["key"], "a": names[c["a"]],
-                     "b": " / ".join(b_names), "a_id": c["a"], "b_ids": c["b"],
-                     "metric": m, **d})
+      family.append({
+          "role": c["role"], "key": c["key"], "a": names[c["a"]], "b": " / ".join(b_names),
+          "a_id": c["a"], "b_ids": c["b"], "metric": m, **d
+      })
     for d, adj in zip(family, stats.holm([d["p"] for d in family])):
       d["p_holm"] = adj
     diffs += family
-  return {"num_tasks": [int(task_index(r, condition).size) for r in results],
-          "rows": summary_rows, "differences": diffs}
+  return {
+      "num_tasks": [int(task_index(r, condition).size) for r in results], "rows": summary_rows,
+      "differences": diffs
+  }
 
 
 def summarize(loaded: Loaded, **bootstrap_kw) -> dict:
   """The report of one or more seeds: per condition, the rows and the differences."""
   results = [r for _, r in loaded]
   metrics = metrics_of(results)
-  conditions = {c: condition_summary(results, c, metrics, **bootstrap_kw)
-                for c in conditions_of(results)}
+  conditions = {
+      c: condition_summary(results, c, metrics, **bootstrap_kw) for c in conditions_of(results)
+  }
   headline = []
   for f, r in loaded:
     b = strongest_baseline(r)
     if "bil" in present_rows(r) and b:
-      bil, base = (float(np.mean(r["per_task"][r["row_ids"][x]][rows.PRIMARY])) for x in
-                   ("bil", b))
-      headline.append({"file": f, "seed": seed_of(r), "baseline": r["row_ids"][b],
-                       "relative_pct": stats.relative_change(bil - base, base)})
-  return {"files": [f for f, _ in loaded], "seeds": [seed_of(r) for r in results],
-          "primary": rows.PRIMARY, "metrics": list(metrics),
-          "num_resamples": bootstrap_kw.get("num_resamples", stats.NUM_RESAMPLES),
-          "conditions": conditions, "headline": headline}
+      bil, base = (float(np.mean(r["per_task"][r["row_ids"][x]][rows.PRIMARY])) for x in ("bil", b))
+      headline.append({
+          "file": f, "seed": seed_of(r), "baseline": r["row_ids"][b],
+          "relative_pct": stats.relative_change(bil - base, base)
+      })
+  return {
+      "files": [f for f, _ in loaded], "seeds": [seed_of(r) for r in results],
+      "primary": rows.PRIMARY, "metrics": list(metrics),
+      "num_resamples": bootstrap_kw.get("num_resamples", stats.NUM_RESAMPLES),
+      "conditions": conditions, "headline": headline
+  }

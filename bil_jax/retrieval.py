@@ -54,8 +54,7 @@ def class_areas(flat: jax.Array, num_classes: int) -> jax.Array:
   return counts.reshape(n, bins)[:, :num_classes]
 
 
-def class_intersections(flat_a: jax.Array, flat_b: jax.Array,
-                        num_classes: int) -> jax.Array:
+def class_intersections(flat_a: jax.Array, flat_b: jax.Array, num_classes: int) -> jax.Array:
   """Per-class intersection counts inter[a, b, c] = sum_p oh_a[p, c] oh_b[p, c].
 
   Uses oh_a[p, c] * oh_b[p, c] = [x_a[p] = x_b[p]] * oh_a[p, c], i.e. one
@@ -74,12 +73,10 @@ def class_intersections(flat_a: jax.Array, flat_b: jax.Array,
   classes = jnp.arange(num_classes, dtype=jnp.int32)[:, None]
   equal = (flat_a[:, None, :] == flat_b[None, :, :]).astype(jnp.int8)
   one_hot_a = (flat_a[:, None, :] == classes).astype(jnp.int8)  # [A, C, P]
-  return jnp.einsum('abp,acp->abc', equal, one_hot_a,
-                    preferred_element_type=jnp.int32)
+  return jnp.einsum('abp,acp->abc', equal, one_hot_a, preferred_element_type=jnp.int32)
 
 
-def _iou_sum(inter: jax.Array, area_a: jax.Array,
-             area_b: jax.Array) -> jax.Array:
+def _iou_sum(inter: jax.Array, area_a: jax.Array, area_b: jax.Array) -> jax.Array:
   """Sum over classes of IoU, 0 for empty unions.
 
   Args:
@@ -92,14 +89,12 @@ def _iou_sum(inter: jax.Array, area_a: jax.Array,
   """
   union = area_a[:, None, :] + area_b[None, :, :] - inter
   iou = jnp.where(union > 0,
-                  inter.astype(jnp.float32)
-                  / jnp.maximum(union, 1).astype(jnp.float32), 0.0)
+                  inter.astype(jnp.float32) / jnp.maximum(union, 1).astype(jnp.float32), 0.0)
   return jnp.sum(iou, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=('num_classes',))
-def pairwise_similarity(maps_a: ArrayLike, maps_b: ArrayLike,
-                        num_classes: int) -> jax.Array:
+def pairwise_similarity(maps_a: ArrayLike, maps_b: ArrayLike, num_classes: int) -> jax.Array:
   """Eq. 3 for all pairs of maps.
 
   Args:
@@ -113,8 +108,7 @@ def pairwise_similarity(maps_a: ArrayLike, maps_b: ArrayLike,
   flat_a = _valid_ids(jnp.asarray(maps_a), num_classes)
   flat_b = _valid_ids(jnp.asarray(maps_b), num_classes)
   inter = class_intersections(flat_a, flat_b, num_classes)
-  return _iou_sum(inter, class_areas(flat_a, num_classes),
-                  class_areas(flat_b, num_classes))
+  return _iou_sum(inter, class_areas(flat_a, num_classes), class_areas(flat_b, num_classes))
 
 
 @functools.partial(jax.jit, static_argnames=('num_classes',))
@@ -132,8 +126,8 @@ def task_ids_from_offsets(offsets: Sequence[int]) -> np.ndarray:
   return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
-def per_map_similarity(query_maps: ArrayLike, candidate_maps: ArrayLike,
-                       num_classes: int, chunk_size: int = 128) -> np.ndarray:
+def per_map_similarity(query_maps: ArrayLike, candidate_maps: ArrayLike, num_classes: int,
+                       chunk_size: int = 128) -> np.ndarray:
   """Mean Sim of each candidate map to the query maps, chunked.
 
   Args:
@@ -167,9 +161,8 @@ def per_map_similarity(query_maps: ArrayLike, candidate_maps: ArrayLike,
   return np.asarray(jnp.concatenate(outs))
 
 
-def task_similarity(query_maps: ArrayLike, candidate_maps: ArrayLike,
-                    candidate_task_ids: ArrayLike, num_classes: int,
-                    num_tasks: Optional[int] = None,
+def task_similarity(query_maps: ArrayLike, candidate_maps: ArrayLike, candidate_task_ids: ArrayLike,
+                    num_classes: int, num_tasks: Optional[int] = None,
                     chunk_size: int = 128) -> np.ndarray:
   """Similarity of the unseen task to every candidate task.
 

@@ -74,7 +74,8 @@ def row_names(model_name: str, shots: int) -> Dict[str, str]:
       "bil_noaux": f"BiL-{x} w/o Aux {n}", "bil": f"BiL-{x} {n}",
       "bil_aux_random": f"BiL-{x} Aux-random {n}", "bil_aux_merged": f"BiL-{x} Aux-merged {n}",
       "gp": f"BiL-{x} (GP)", "lookup_label": f"Label-mean lookup {n}",
-      "lookup_pixel": f"Label×pixel lookup {n}", "nearest_shot": f"Nearest shot {n}"}
+      "lookup_pixel": f"Label×pixel lookup {n}", "nearest_shot": f"Nearest shot {n}"
+  }
 
 
 def in_table_order(ids: Sequence[str]) -> Tuple[str, ...]:

@@ -36,8 +36,8 @@ def lookup_scores(eps: List[dict]) -> Dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in out.items()}
 
 
-def grid_scores(config, workdir: str, phase: str, val_tasks, eps: List[dict],
-                lrs: Sequence[float], steps: Sequence[int]) -> np.ndarray:
+def grid_scores(config, workdir: str, phase: str, val_tasks, eps: List[dict], lrs: Sequence[float],
+                steps: Sequence[int]) -> np.ndarray:
   """Query SSIM [V, L, S] of ``phase``'s parameters after IS adaptation at each learning
   rate L and step count S (one compiled adaptation of max(steps); lr is its input)."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -54,10 +54,13 @@ def grid_scores(config, workdir: str, phase: str, val_tasks, eps: List[dict],
     post = lambda f: jax.vmap(lambda x: metrics.ssim(x, query["image"]).mean())(f)  # pylint: disable=unnecessary-lambda-assignment
     return adapt.adapt_at(loop, p, support, query, rng, frozen, counts, post)
 
-  return np.stack([np.stack([np.asarray(run(params, jnp.float32(lr), ep["support"], ep["query"],
-                                            streams.key(config.seed, "eval",
-                                                        streams.VAL_TASK_OFFSET + t)))
-                             for lr in lrs]) for t, ep in enumerate(eps)])
+  return np.stack([
+      np.stack([
+          np.asarray(
+              run(params, jnp.float32(lr), ep["support"], ep["query"],
+                  streams.key(config.seed, "eval", streams.VAL_TASK_OFFSET + t))) for lr in lrs
+      ]) for t, ep in enumerate(eps)
+  ])
 
 
 def table(names: Sequence[str], lookup: Dict[str, np.ndarray], grid: np.ndarray,
@@ -68,15 +71,17 @@ def table(names: Sequence[str], lookup: Dict[str, np.ndarray], grid: np.ndarray,
   conds = [tasks_lib.task_condition(n) for n in names]
   cols = [c for c in ("seen", "unseen") if c in conds] + ["all"]
   sel = {c: np.asarray([c == "all" or k == c for k in conds]) for c in cols}
-  lines = ["| predictor | " + " | ".join(f"{c} ({sel[c].sum()})" for c in cols) + " |",
-           "|---|" + "---|" * len(cols)]
+  lines = [
+      "| predictor | " + " | ".join(f"{c} ({sel[c].sum()})" for c in cols) + " |",
+      "|---|" + "---|" * len(cols)
+  ]
   for k, v in lookup.items():
     lines.append(f"| {k} | " + " | ".join(f"{v[sel[c]].mean():.3f}" for c in cols) + " |")
   for i, lr in enumerate(lrs):
     for j, s in enumerate(sorted(set(int(x) for x in steps))):
       v = grid[:, i, j]
-      lines.append(f"| IS lr {lr:g}, {s} steps | " +
-                   " | ".join(f"{v[sel[c]].mean():.3f}" for c in cols) + " |")
+      lines.append(f"| IS lr {lr:g}, {s} steps | "
+                   + " | ".join(f"{v[sel[c]].mean():.3f}" for c in cols) + " |")
   best_lookup = max(v.mean() for v in lookup.values())
   lines.append(f"\nbest grid point / best lookup (all): {grid.mean(0).max() / best_lookup:.3f}")
   return "\n".join(lines)

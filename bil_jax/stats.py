@@ -79,11 +79,11 @@ def two_level_bootstrap(groups: Sequence[Sequence[float]], num_resamples: int = 
   means = []
   for start in range(0, num_resamples, CHUNK):
     b = min(CHUNK, num_resamples - start)
-    which = rng.integers(0, s, (b, s))                                   # [b, S] seeds
-    n = counts[which]                                                    # [b, S]
+    which = rng.integers(0, s, (b, s))  # [b, S] seeds
+    n = counts[which]  # [b, S]
     u = rng.random((b, s, counts.max()))
     idx = np.minimum((u * n[..., None]).astype(np.int64), n[..., None] - 1)  # [b, S, nmax]
-    used = np.arange(counts.max()) < n[..., None]                        # first n_s draws
+    used = np.arange(counts.max()) < n[..., None]  # first n_s draws
     vals = padded[which[..., None], idx] * used
     means.append((vals.sum(axis=2) / n).mean(axis=1))
   return np.concatenate(means)
@@ -98,8 +98,7 @@ def percentile_interval(distribution: np.ndarray,
 
 
 def bootstrap_mean_ci(values: Sequence[float], confidence: float = CONFIDENCE,
-                      num_resamples: int = NUM_RESAMPLES,
-                      seed: int = SEED) -> Tuple[float, float]:
+                      num_resamples: int = NUM_RESAMPLES, seed: int = SEED) -> Tuple[float, float]:
   """Percentile bootstrap interval of the mean of values [n] over tasks.
 
   n = 1 gives (v, v); n = 0 gives (nan, nan).
@@ -166,9 +165,11 @@ def _describe(groups: List[np.ndarray], num_resamples: int,
   dist = two_level_bootstrap(groups, num_resamples, seed)
   lo, hi = percentile_interval(dist)
   slo, shi = seed_t_interval(per_seed)
-  return {"mean": float(np.mean(per_seed)), "ci_low": lo, "ci_high": hi, "seed_ci_low": slo,
-          "seed_ci_high": shi, "per_seed": per_seed, "n": int(sum(g.size for g in groups)),
-          "seeds": len(groups)}, dist
+  return {
+      "mean": float(np.mean(per_seed)), "ci_low": lo, "ci_high": hi, "seed_ci_low": slo,
+      "seed_ci_high": shi, "per_seed": per_seed, "n": int(sum(g.size for g in groups)),
+      "seeds": len(groups)
+  }, dist
 
 
 def summarize(groups: Sequence[Sequence[float]], num_resamples: int = NUM_RESAMPLES,

@@ -16,26 +16,26 @@ import numpy as np
 from bil_jax.data import episodes
 
 EPISODES = {
-    "pretrain": 1,      # pre-training batches (step)
-    "meta": 2,          # meta-training meta-batches (step)
-    "heldout": 3,       # the fixed held-out probe of both phases (step 0)
-    "eval": 4,          # evaluation episodes (step = test task index)
-    "aux": 5,           # Aux fine-tuning meta-batches (step = aux_step(task, step))
-    "xplus": 6,         # X+ training batches (step)
-    "aux_random": 7,    # the random training tasks of the Aux ablation (step = test task)
+    "pretrain": 1,  # pre-training batches (step)
+    "meta": 2,  # meta-training meta-batches (step)
+    "heldout": 3,  # the fixed held-out probe of both phases (step 0)
+    "eval": 4,  # evaluation episodes (step = test task index)
+    "aux": 5,  # Aux fine-tuning meta-batches (step = aux_step(task, step))
+    "xplus": 6,  # X+ training batches (step)
+    "aux_random": 7,  # the random training tasks of the Aux ablation (step = test task)
 }
 KEYS = {
-    "pretrain": 11,     # pre-training dropout, folded with the step
-    "meta": 12,         # meta-training task keys, folded with the step
-    "heldout": 14,      # held-out probe of meta-training
-    "xplus": 15,        # X+ training dropout, folded with the step
-    "aux": 1000,        # + test task index: Aux fine-tuning task keys
+    "pretrain": 11,  # pre-training dropout, folded with the step
+    "meta": 12,  # meta-training task keys, folded with the step
+    "heldout": 14,  # held-out probe of meta-training
+    "xplus": 15,  # X+ training dropout, folded with the step
+    "aux": 1000,  # + test task index: Aux fine-tuning task keys
     "eval": 2_000_000,  # + test task index: IS adaptation at evaluation
 }
 AUX_STEPS_PER_TASK = 100_003  # aux episode step = task index * this + Aux step
 # fold_in tag of a task's key for its query-set dropout, disjoint from the inner steps'
 # fold_in(rng, k) (k < K).
-QUERY_DROPOUT = 2**20
+QUERY_DROPOUT = 2 ** 20
 # Validation task v draws from the 'eval' and 'aux' streams with index VAL_TASK_OFFSET + v
 # (test task t with index t), so tuning on validation leaves the test draws unchanged.
 VAL_TASK_OFFSET = 1_000_000

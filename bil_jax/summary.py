@@ -71,8 +71,7 @@ class EventFileWriter(interface.MetricWriter):
     self._writer = event_file_writer.EventFileWriter(logdir, filename_suffix=".v2")
 
   def _add(self, step: int, summary: summary_pb2.Summary) -> None:
-    self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                           summary=summary))
+    self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
   def _add_each(self, step: int, summaries) -> None:
     summary = summary_pb2.Summary()
@@ -93,8 +92,7 @@ class EventFileWriter(interface.MetricWriter):
     self._add(step, summary)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    self._add_each(step, (scalar_summary.scalar_pb(k, np.asarray(v))
-                          for k, v in scalars.items()))
+    self._add_each(step, (scalar_summary.scalar_pb(k, np.asarray(v)) for k, v in scalars.items()))
 
   def write_images(self, step: int, images: Mapping[str, Any]):
     self._add_each(step, (image_summary(k, v) for k, v in images.items()))
@@ -110,9 +108,9 @@ class EventFileWriter(interface.MetricWriter):
 
   def write_histograms(self, step: int, arrays: Mapping[str, Any],
                        num_buckets: Optional[Mapping[str, int]] = None):
-    self._add_each(step, (
-        histogram_summary.histogram_pb(k, np.asarray(v), (num_buckets or {}).get(k))
-        for k, v in arrays.items()))
+    self._add_each(step, (histogram_summary.histogram_pb(k, np.asarray(v),
+                                                         (num_buckets or {}).get(k))
+                          for k, v in arrays.items()))
 
   def write_hparams(self, hparams: Mapping[str, Any]):
     self._add(0, hparams_summary.hparams_pb(dict(clu_utils.flatten_dict(hparams))))

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta,
-                     nonfinite, parallel, streams, validate, visualize, workdirs)
+from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta, nonfinite,
+                     parallel, streams, validate, visualize, workdirs)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -39,8 +39,8 @@ def heldout_episodes(sampler: episodes.Sampler, seed: int, val_tasks,
 
 def _map_columns(spec: gan.GanSpec, pairs: dict) -> list:
   """The input columns of a sample grid: colourised map [R,H,W,3], [reference]."""
-  return ([visualize.colorize(pairs["map"], spec.num_classes)]
-          + ([pairs["ref"]] if spec.uses_reference else []))
+  return ([visualize.colorize(pairs["map"], spec.num_classes)] +
+          ([pairs["ref"]] if spec.uses_reference else []))
 
 
 def _grid_headers(spec: gan.GanSpec, *outputs: str) -> tuple:
@@ -65,8 +65,8 @@ def initial_state(params: dict, opt_state) -> dict:
   return {"step": np.asarray(0, np.int64), "params": params, "opt_state": opt_state}
 
 
-def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
-                   spec: gan.GanSpec, frozen, mesh=None, params: Optional[dict] = None,
+def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: gan.GanSpec,
+                   frozen, mesh=None, params: Optional[dict] = None,
                    stream: str = "pretrain") -> loop.Phase:
   """Pre-training: pooled pairs, one guarded GAN step each; probe: validation L1, no adaptation.
 
@@ -117,14 +117,13 @@ def pretrain_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks,
     return {k: parallel.replicate(mesh, state[k]) for k in ("params", "opt_state")}
 
   return loop.Phase(
-      name="pretrain", title="pre-training", schedule=config.pretrain,
-      initial_state=initial_state(params, gan.init_opt_state(opt, params)),
-      sample=lambda step: sampler.pairs(train_tasks, rows,
-                                        streams.episode_rng(config.seed, stream, step),
-                                        rows=local),
+      name="pretrain", title="pre-training", schedule=config.pretrain, initial_state=initial_state(
+          params, gan.init_opt_state(opt, params)), sample=lambda step: sampler.pairs(
+              train_tasks, rows, streams.episode_rng(config.seed, stream, step), rows=local),
       step=step, probe=probe, probe_every=config.pretrain.log_every, place=place, record=record,
-      grid_columns=_grid_headers(spec, "output"),
-      grid_rows=_heldout_names(val_tasks, int(config.data.queries)),
+      grid_columns=_grid_headers(spec,
+                                 "output"), grid_rows=_heldout_names(val_tasks,
+                                                                     int(config.data.queries)),
       description=f"{_model_text(config)}, batch {rows} from {train_tasks.num_tasks} tasks",
       compile_note="compiling the training step (first run: up to a minute; cached after)")
 
@@ -133,18 +132,20 @@ def make_adaptation_eval(inner: adapt.InnerLoop):
   """Jitted (params, episodes [M,...], rng, frozen) -> query L1 before/after adaptation [M]."""
 
   def one(params, episode, rng, frozen):
-    fake, _ = adapt.adapt_and_generate(inner, params, episode["support"], episode["query"],
-                                       rng, frozen)
+    fake, _ = adapt.adapt_and_generate(inner, params, episode["support"], episode["query"], rng,
+                                       frozen)
     before = gan.generate(inner.spec, params["G"], episode["query"], rng, train=False)
     target = episode["query"]["image"]
-    return {"l1_before": jnp.mean(jnp.abs(before - target)),
-            "l1_after": jnp.mean(jnp.abs(fake - target)), "fake": fake, "gp": before}
+    return {
+        "l1_before": jnp.mean(jnp.abs(before - target)),
+        "l1_after": jnp.mean(jnp.abs(fake - target)), "fake": fake, "gp": before
+    }
 
   return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None)))
 
 
-def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: gan.GanSpec,
-               frozen, start_params: dict, mesh) -> loop.Phase:
+def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: gan.GanSpec, frozen,
+               start_params: dict, mesh) -> loop.Phase:
   """Meta-training: task-parallel meta-steps with the guarded outer optimizer; probe: held-out
   query L1 before and after IS adaptation on the first ``HELDOUT_TASKS`` validation tasks.
 
@@ -163,8 +164,7 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
 
   def step(params, opt_state, batch, step):
     rngs = np.asarray(meta.task_rngs(key, step, m))
-    return meta_step(params, opt_state,
-                     parallel.shard_episodes(mesh, batch, m),
+    return meta_step(params, opt_state, parallel.shard_episodes(mesh, batch, m),
                      parallel.shard_tasks(mesh, rngs[local], m), frozen_r)
 
   heldout = heldout_episodes(sampler, config.seed, val_tasks)
@@ -174,9 +174,10 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
   def probe(p):
     r = evaluate_adaptation(jax.device_get(p), heldout, eval_key, frozen)
     q = jax.tree.map(lambda x: np.asarray(x[:, 0]), heldout["query"])  # each task's first
-    return ({"heldout_l1_before": float(r["l1_before"].mean()),
-             "heldout_l1_after": float(r["l1_after"].mean())},
-            _map_columns(spec, q) + [r["gp"][:, 0], r["fake"][:, 0], q["image"]])
+    return ({
+        "heldout_l1_before": float(r["l1_before"].mean()),
+        "heldout_l1_after": float(r["l1_after"].mean())
+    }, _map_columns(spec, q) + [r["gp"][:, 0], r["fake"][:, 0], q["image"]])
 
   def record(out, history, first_step, completed):
     summary = {"start": v for s, v in history if s == 0}
@@ -184,21 +185,18 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
     if completed and summary:
       io_utils.write_json(
           os.path.join(out, f"heldout_adaptation_{first_step:07d}.json"),
-          dict(summary, inner_steps=inner.steps, estimator=config.meta.estimator,
-               seed=config.seed, first_step=first_step, last_step=int(config.meta.steps)))
+          dict(summary, inner_steps=inner.steps, estimator=config.meta.estimator, seed=config.seed,
+               first_step=first_step, last_step=int(config.meta.steps)))
 
   def place(state):
     return {k: parallel.replicate(mesh, state[k]) for k in ("params", "opt_state")}
 
   return loop.Phase(
-      name="meta", title="meta-training", schedule=config.meta,
-      initial_state=initial_state(start_params, outer.init(start_params)),
-      sample=lambda s: sampler.meta_batch(train_tasks, m,
-                                          streams.episode_rng(config.seed, "meta", s),
-                                          rows=local),
-      step=step, probe=probe, probe_every=config.meta.image_every, place=place,
-      record=record, step_offset=int(config.pretrain.steps),
-      grid_columns=_grid_headers(spec, "GP", "adapted"),
+      name="meta", title="meta-training", schedule=config.meta, initial_state=initial_state(
+          start_params, outer.init(start_params)), sample=lambda s: sampler.meta_batch(
+              train_tasks, m, streams.episode_rng(config.seed, "meta", s), rows=local), step=step,
+      probe=probe, probe_every=config.meta.image_every, place=place, record=record,
+      step_offset=int(config.pretrain.steps), grid_columns=_grid_headers(spec, "GP", "adapted"),
       grid_rows=_heldout_names(val_tasks),
       description=(f"{_model_text(config)}, {config.meta.estimator} meta-gradient through "
                    f"K={inner.steps} inner steps, {m} tasks per meta-batch"),
@@ -257,8 +255,7 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   return loop.run_phase(phase, config, workdir)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       mode: str = "all") -> None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> None:
   """Checks the options and the workdir once, then runs ``mode``: 'pretrain', 'metatrain',
   'xplus' (the compute-matched baseline, :mod:`bil_jax.xplus`), 'tune' (X+'s learning-rate
   grid on validation; needs a pre-training checkpoint), 'evaluate' or 'all' (pretrain,

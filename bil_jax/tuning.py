@@ -23,10 +23,8 @@ BASELINES = ("x_nshot", "xplus_nshot")
 def grid(config) -> Tuple[Tuple[float, ...], Tuple[int, ...]]:
   """(learning rates, increasing distinct step counts) of the tuning grid; a one-line
   error for a step count < 1 or a learning rate <= 0."""
-  lrs = tuple(float(v) for v in config.eval.tune_is_lrs) or (
-      float(config.meta.inner_optimizer.lr),)
-  steps = tuple(sorted({int(v) for v in config.eval.tune_is_steps})) or (
-      int(config.eval.is_steps),)
+  lrs = tuple(float(v) for v in config.eval.tune_is_lrs) or (float(config.meta.inner_optimizer.lr),)
+  steps = tuple(sorted({int(v) for v in config.eval.tune_is_steps})) or (int(config.eval.is_steps),)
   if min(steps) < 1:
     raise ValueError(f"eval.tune_is_steps={tuple(config.eval.tune_is_steps)} (or "
                      f"eval.is_steps={config.eval.is_steps}): step counts must be >= 1")
@@ -56,8 +54,9 @@ def choose(scores: Dict[str, np.ndarray], lrs: Sequence[float],
       raise ValueError(f"tuning scores of {row!r} have shape {mean.shape}, want "
                        f"({len(lrs)}, {len(steps)})")
     li, si = np.unravel_index(int(np.argmax(mean)), mean.shape)  # first maximum
-    chosen[row] = {"is_lr": float(lrs[li]), "is_steps": int(steps[si]),
-                   "val_ssim": float(mean[li, si])}
+    chosen[row] = {
+        "is_lr": float(lrs[li]), "is_steps": int(steps[si]), "val_ssim": float(mean[li, si])
+    }
   for row, leader in FOLLOWS.items():
     if leader in chosen:
       chosen[row] = dict(chosen[leader], follows=leader)
@@ -74,7 +73,8 @@ def record(lrs, steps, chosen: Dict[str, dict], scores: Dict[str, np.ndarray],
            val_names: List[str]) -> dict:
   """The ``"tuning"`` entry of results.json: the grid, the choices, every grid point's
   mean validation SSIM ({row: [L][S]}) and the validation tasks."""
-  return {"grid": {"is_lr": list(lrs), "is_steps": list(steps)}, "chosen": chosen,
-          "val_ssim": {r: np.asarray(s, np.float64).mean(axis=0).tolist()
-                       for r, s in scores.items()},
-          "val_tasks": list(val_names)}
+  return {
+      "grid": {"is_lr": list(lrs), "is_steps": list(steps)}, "chosen": chosen,
+      "val_ssim": {r: np.asarray(s, np.float64).mean(axis=0).tolist() for r, s in scores.items()},
+      "val_tasks": list(val_names)
+  }

@@ -174,22 +174,27 @@ def _checks(config, workdir: str, mode: str) -> List[Callable[[], None]]:
       lambda: _optimizer(c, "meta.outer_optimizer"),
       lambda: _inputs(c, workdir, mode),
   ]
-  out += [lambda k=k: _at_least(c, k, 1) for k in (
-      "data.num_classes", "data.shots", "data.queries", "data.eval_queries", "model.ngf",
-      "model.ndf", "meta.meta_batch", "meta.inner_steps", "meta.num_hosts")]
-  out += [lambda k=k: _at_least(c, k, 0) for k in (
-      "eval.is_steps", "eval.aux_steps", "eval.aux_tasks", "eval.grid_tasks")]
+  out += [
+      lambda k=k: _at_least(c, k, 1)
+      for k in ("data.num_classes", "data.shots", "data.queries", "data.eval_queries", "model.ngf",
+                "model.ndf", "meta.meta_batch", "meta.inner_steps", "meta.num_hosts")
+  ]
+  out += [
+      lambda k=k: _at_least(c, k, 0)
+      for k in ("eval.is_steps", "eval.aux_steps", "eval.aux_tasks", "eval.grid_tasks")
+  ]
   for phase, runs in (("pretrain", pre), ("meta", meta_)):
     if runs:
-      out += [lambda k=f"{phase}.{k}": _at_least(c, k, 1, f" for --mode={mode}")
-              for k in ("steps", "log_every", "checkpoint_every", "image_every")]
+      out += [
+          lambda k=f"{phase}.{k}": _at_least(c, k, 1, f" for --mode={mode}")
+          for k in ("steps", "log_every", "checkpoint_every", "image_every")
+      ]
   if pre:
     out.append(lambda: _at_least(c, "pretrain.batch_size", 1) or parallel.data_mesh_for(
         int(c.pretrain.batch_size), "pretrain.batch_size"))
   if meta_:
-    out.append(lambda: parallel.mesh_shape(
-        jax.device_count(), int(c.meta.meta_batch), int(c.data.shots),
-        int(c.data.queries), c.meta.mesh_shape))
+    out.append(lambda: parallel.mesh_shape(jax.device_count(), int(
+        c.meta.meta_batch), int(c.data.shots), int(c.data.queries), c.meta.mesh_shape))
   return out
 
 

@@ -23,8 +23,9 @@ def colorize(maps: np.ndarray, num_classes: int) -> np.ndarray:
 
 def grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
   """Tiles columns of images, each [R,H,W,3] in [-1,1], into one uint8 [R*(H+p), K*(W+p), 3]."""
-  cols = [np.clip((np.asarray(c, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
-          for c in columns]
+  cols = [
+      np.clip((np.asarray(c, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8) for c in columns
+  ]
   rows, h, w, _ = cols[0].shape
   out = np.full((rows * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, np.uint8)
   for j, col in enumerate(cols):
@@ -83,13 +84,11 @@ def labeled_grid(columns: Sequence[np.ndarray], labels: Sequence[str], min_width
   header_h = max(len(w) for w in wrapped) * line_h + 2 * pad
   margin_w = 0
   if row_labels:
-    margin_w = int(min(max(probe.textlength(t.replace("_", "_ "), font=font)
-                           for t in row_labels),
-                       col_w)) + 3 * pad
-  row_wrapped = [_wrap(t.replace("_", "_ "), margin_w - 2 * pad, probe, font)
-                 for t in row_labels]
-  canvas = Image.new("RGB", (margin_w + body.shape[1], header_h + body.shape[0]),
-                     (255, 255, 255))
+    margin_w = int(
+        min(max(probe.textlength(t.replace("_", "_ "), font=font) for t in row_labels),
+            col_w)) + 3 * pad
+  row_wrapped = [_wrap(t.replace("_", "_ "), margin_w - 2 * pad, probe, font) for t in row_labels]
+  canvas = Image.new("RGB", (margin_w + body.shape[1], header_h + body.shape[0]), (255, 255, 255))
   canvas.paste(Image.fromarray(body), (margin_w, header_h))
   draw = ImageDraw.Draw(canvas)
   for j, lines in enumerate(wrapped):

@@ -32,8 +32,10 @@ RUN_PATTERNS = ("xplus_lr*", "xplus_tuning.json")
 def config_differences(old: dict, new: dict) -> list:
   """Dotted keys whose values differ, ignoring :data:`RESUMABLE_KEYS`."""
   keys = sorted(set(old) | set(new))
-  return [k for k in keys if old.get(k, "<unset>") != new.get(k, "<unset>")
-          and not any(fnmatch.fnmatchcase(k, p) for p in RESUMABLE_KEYS)]
+  return [
+      k for k in keys if old.get(k, "<unset>") != new.get(k, "<unset>") and not any(
+          fnmatch.fnmatchcase(k, p) for p in RESUMABLE_KEYS)
+  ]
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -54,7 +56,8 @@ def check_workdir(config, workdir: str) -> None:
     try:
       old = json.load(f)
     except json.JSONDecodeError as e:
-      raise errors.WorkdirError(f"{path}: unreadable ({e}); delete it or use another workdir") from None
+      raise errors.WorkdirError(
+          f"{path}: unreadable ({e}); delete it or use another workdir") from None
   new = config_lib.flat_config(config)
   diff = config_differences(old, new)
   if not diff:
@@ -65,8 +68,7 @@ def check_workdir(config, workdir: str) -> None:
     raise errors.WorkdirError(
         f"workdir {workdir} was made by a different config ({len(diff)} keys differ: {shown});"
         f" use another --workdir, or --config.overwrite=True to delete its runs and restart")
-  logging.warning("config.overwrite: deleting the runs in %s (config differs: %s)", workdir,
-                  shown)
+  logging.warning("config.overwrite: deleting the runs in %s (config differs: %s)", workdir, shown)
   if jax.process_index() == 0:
     for name in RUN_FOLDERS:
       shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)

@@ -51,8 +51,7 @@ LR_FILE = "lr.json"
 
 def meta_step_pairs(config: ml_collections.ConfigDict) -> int:
   """Pair-gradients of one meta-step per task: K x shots + queries."""
-  return (int(config.meta.inner_steps) * int(config.data.shots)
-          + int(config.data.queries))
+  return (int(config.meta.inner_steps) * int(config.data.shots) + int(config.data.queries))
 
 
 def xplus_steps(config: ml_collections.ConfigDict) -> int:
@@ -68,17 +67,17 @@ def pair_gradients(config: ml_collections.ConfigDict) -> dict:
   return {
       "pretrain": int(config.pretrain.steps) * batch,
       "meta": int(config.meta.steps) * int(config.meta.meta_batch) * meta_step_pairs(config),
-      "xplus": xplus_steps(config) * batch,
-      "aux_per_test_task": (max(int(config.eval.aux_steps), 0) * int(config.eval.aux_tasks)
-                            * meta_step_pairs(config)),
-      "is_per_test_task": int(config.eval.is_steps) * int(config.data.shots)}
+      "xplus": xplus_steps(config) * batch, "aux_per_test_task":
+          (max(int(config.eval.aux_steps), 0) * int(config.eval.aux_tasks) * meta_step_pairs(config)
+          ), "is_per_test_task": int(config.eval.is_steps) * int(config.data.shots)
+  }
 
 
 def _schedule(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   p = config.pretrain
-  return ml_collections.ConfigDict(dict(
-      steps=xplus_steps(config), log_every=int(p.log_every),
-      checkpoint_every=int(p.checkpoint_every), image_every=int(p.image_every)))
+  return ml_collections.ConfigDict(
+      dict(steps=xplus_steps(config), log_every=int(p.log_every),
+           checkpoint_every=int(p.checkpoint_every), image_every=int(p.image_every)))
 
 
 def xplus_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: gan.GanSpec,
@@ -100,8 +99,8 @@ def xplus_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec:
   return dataclasses.replace(
       base, name="xplus" if tune_index is None else f"xplus_lr{tune_index}",
       title=f"X+ training (lr {lr:g})", schedule=_schedule(config),
-      initial_state=train.initial_state(start_params, gan.init_opt_state(opt, start_params)),
-      step_offset=offset)
+      initial_state=train.initial_state(start_params,
+                                        gan.init_opt_state(opt, start_params)), step_offset=offset)
 
 
 def chosen_lr(config: ml_collections.ConfigDict, workdir: str) -> Tuple[float, str]:
@@ -139,9 +138,12 @@ def val_ssim(config: ml_collections.ConfigDict, spec: gan.GanSpec, params: dict,
     fake = adapt.adapt_at(inner, p, support, query, rng, frozen, (steps,))[0]
     return metrics.ssim(fake, query["image"]).mean()
 
-  return float(np.mean([one(params, ep["support"], ep["query"],
-                            streams.key(config.seed, "eval", streams.VAL_TASK_OFFSET + t))
-                        for t, ep in enumerate(eps)]))
+  return float(
+      np.mean([
+          one(params, ep["support"], ep["query"],
+              streams.key(config.seed, "eval", streams.VAL_TASK_OFFSET + t))
+          for t, ep in enumerate(eps)
+      ]))
 
 
 def _start_params(workdir: str, params: Optional[dict]) -> dict:
@@ -159,8 +161,7 @@ def _check_lr(workdir: str, lr: float) -> None:
                        f"delete {os.path.dirname(path)} to retrain it")
 
 
-def xplus(config: ml_collections.ConfigDict, workdir: str,
-          params: Optional[dict] = None) -> dict:
+def xplus(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
   """``--mode=xplus``: X+ from ``params`` (else the pre-training checkpoint) at
   :func:`chosen_lr`; returns its final {'G', 'D'}. The caller checks the workdir first."""
   data = loading.load_data(config, workdir)
@@ -176,8 +177,7 @@ def xplus(config: ml_collections.ConfigDict, workdir: str,
   return loop.run_phase(phase, config, workdir)
 
 
-def tune(config: ml_collections.ConfigDict, workdir: str,
-         params: Optional[dict] = None) -> dict:
+def tune(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
   """``--mode=tune``: one X+ per ``xplus.lr_grid`` value, each scored on the validation
   tasks (:func:`val_ssim`); writes and returns
   ``{'lr_grid', 'val_ssim', 'chosen_lr', 'val_tasks'}`` (WORKDIR/xplus_tuning.json)."""
@@ -195,8 +195,10 @@ def tune(config: ml_collections.ConfigDict, workdir: str,
     scores.append(val_ssim(config, spec, trained, data.val, frozen))
     logging.info("X+ lr %g: validation SSIM of X+ (n-shot) %.4f", lr, scores[-1])
   best = max(range(len(grid)), key=lambda i: (scores[i], -i))  # ties: the first
-  result = {"lr_grid": grid, "val_ssim": scores, "chosen_lr": grid[best],
-            "val_tasks": tuning.num_val(config, data.val)}
+  result = {
+      "lr_grid": grid, "val_ssim": scores, "chosen_lr": grid[best],
+      "val_tasks": tuning.num_val(config, data.val)
+  }
   if parallel.is_main_process():
     io_utils.write_json(os.path.join(workdir, TUNING_FILE), result)
   return result

@@ -26,19 +26,19 @@ def get_config(arg: str = "pg2,5shot"):
   c = config_lib.base_config()
   d = c.data
   d.name = "faceforensics"
-  d.num_classes = 7             # background, face, eyebrows, eyes, nose, lips, inner mouth
+  d.num_classes = 7  # background, face, eyebrows, eyes, nose, lips, inner mouth
   d.image_height = d.image_width = 128
   d.shots = shots
   d.queries = 5
-  d.eval_queries = 20           # "20 pairs per task" (Sec. 5.2)
+  d.eval_queries = 20  # "20 pairs per task" (Sec. 5.2)
   d.reuse_pairs = False
   d.augment.flip_reference = False  # footnote 3
   # FaceForensics preparation (bil_jax/data/faceforensics.py).
-  d.face_margin = 0.15          # crop margin around the landmarks' box, per side
-  d.clips_per_video = 7         # training videos -> 7 clips, 6 of them augmented
-  d.frames_per_clip = 30        # evenly spaced frames kept per clip / test video
-  d.min_frames = 25             # fewer good frames: the clip is dropped (>= 5 + 20)
-  d.prep_seed = 0               # seed of the clip augmentations
+  d.face_margin = 0.15  # crop margin around the landmarks' box, per side
+  d.clips_per_video = 7  # training videos -> 7 clips, 6 of them augmented
+  d.frames_per_clip = 30  # evenly spaced frames kept per clip / test video
+  d.min_frames = 25  # fewer good frames: the clip is dropped (>= 5 + 20)
+  d.prep_seed = 0  # seed of the clip augmentations
   config_lib.paper_training(c, model)
   if smoke:
     config_lib.make_smoke(c, height=32, width=32, pairs_per_task=8)

@@ -33,16 +33,16 @@ def get_config(arg: str = "pg2,1shot"):
   model, _, smoke = config_lib.parse_arg(arg, shots=(1,), file="configs/streets.py")
   c = config_lib.base_config()
   d = c.data
-  d.name = "bdd_camvid"         # train: BDD100K pairs; test: CamVid clips
-  d.num_classes = 20            # BDD100K's 19 classes + void (255 -> 19)
+  d.name = "bdd_camvid"  # train: BDD100K pairs; test: CamVid clips
+  d.num_classes = 20  # BDD100K's 19 classes + void (255 -> 19)
   d.image_height, d.image_width = 128, 256
   d.shots = 1
   d.queries = 5
-  d.eval_queries = 20           # 20 evaluation pairs per CamVid clip (Sec. 5.2), reused
-  d.reuse_pairs = True          # a BDD100K task is ONE pair; a clip has 10 < 1 + 20 frames
-  d.bdd100k_dir = ""            # "" -> MANUAL_DIR/bdd100k (or MANUAL_DIR itself)
-  d.camvid_dir = ""             # "" -> MANUAL_DIR/camvid
-  d.clip_length = 10            # successive annotated CamVid frames per clip
+  d.eval_queries = 20  # 20 evaluation pairs per CamVid clip (Sec. 5.2), reused
+  d.reuse_pairs = True  # a BDD100K task is ONE pair; a clip has 10 < 1 + 20 frames
+  d.bdd100k_dir = ""  # "" -> MANUAL_DIR/bdd100k (or MANUAL_DIR itself)
+  d.camvid_dir = ""  # "" -> MANUAL_DIR/camvid
+  d.clip_length = 10  # successive annotated CamVid frames per clip
   config_lib.paper_training(c, model)
   if smoke:
     config_lib.make_smoke(c, height=32, width=64, pairs_per_task=4)

@@ -68,7 +68,7 @@ def get_config(arg: str = "pix2pix"):
   # for a model pre-trained at 2e-4, at twice the cost).
   c.eval.tune_is_lrs = (3e-3, 1e-2, 3e-2)
   c.eval.tune_is_steps = (20, 40, 80)
-  c.eval.is_steps = 80          # the untuned IS step count (and X+ tuning's)
+  c.eval.is_steps = 80  # the untuned IS step count (and X+ tuning's)
   c.xplus.lr_grid = (6e-4, 1.2e-3, 2.4e-3)
   if c.model.name == "pg2":
     # PG²'s GP drifts under first-order meta-training at GP lr 1e-3: the held-out L1 after

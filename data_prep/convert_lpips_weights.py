@@ -57,8 +57,7 @@ def _to_numpy(x: Any) -> np.ndarray:
   return np.asarray(x, dtype=np.float32)
 
 
-def _get(state_dict: Mapping[str, Any], key: str, shape,
-         what: str) -> np.ndarray:
+def _get(state_dict: Mapping[str, Any], key: str, shape, what: str) -> np.ndarray:
   if key not in state_dict:
     raise KeyError(f'{what} state dict has no key {key!r}')
   value = _to_numpy(state_dict[key])
@@ -68,8 +67,8 @@ def _get(state_dict: Mapping[str, Any], key: str, shape,
   return value
 
 
-def convert(alexnet_state_dict: Mapping[str, Any],
-            lin_state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+def convert(alexnet_state_dict: Mapping[str, Any], lin_state_dict: Mapping[str,
+                                                                           Any]) -> Dict[str, Any]:
   """Builds the Flax variables of `LPIPS` from the two PyTorch state dicts.
 
   Args:
@@ -84,23 +83,19 @@ def convert(alexnet_state_dict: Mapping[str, Any],
   trunk = {}
   for i, idx in enumerate(_TORCH_INDICES):
     out_c, in_c, k = _CHANNELS[i], _IN_CHANNELS[i], _KERNELS[i]
-    w = _get(alexnet_state_dict, f'features.{idx}.weight', (out_c, in_c, k, k),
-             'AlexNet')
+    w = _get(alexnet_state_dict, f'features.{idx}.weight', (out_c, in_c, k, k), 'AlexNet')
     b = _get(alexnet_state_dict, f'features.{idx}.bias', (out_c,), 'AlexNet')
     kernel = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # OIHW -> HWIO
     trunk[f'conv{i}'] = {'kernel': kernel, 'bias': b}
   return {'params': {'trunk': trunk, **_lin_params(lin_state_dict, _CHANNELS)}}
 
 
-def _lin_params(lin_state_dict: Mapping[str, Any],
-                channels) -> Dict[str, Any]:
+def _lin_params(lin_state_dict: Mapping[str, Any], channels) -> Dict[str, Any]:
   """Official `lin{i}.model.1.weight` [1, C, 1, 1] -> {'lin{i}': {'kernel': [1, 1, C, 1]}}."""
   params = {}
   for i, c in enumerate(channels):
-    w = _get(lin_state_dict, f'lin{i}.model.1.weight', (1, c, 1, 1),
-             'LPIPS lin')
-    params[f'lin{i}'] = {
-        'kernel': np.ascontiguousarray(w.transpose(2, 3, 1, 0))}
+    w = _get(lin_state_dict, f'lin{i}.model.1.weight', (1, c, 1, 1), 'LPIPS lin')
+    params[f'lin{i}'] = {'kernel': np.ascontiguousarray(w.transpose(2, 3, 1, 0))}
   return params
 
 
@@ -154,8 +149,7 @@ def main(argv=None) -> int:
                       help='trunk: alex (evaluation metric) or vgg (perceptual loss)')
   parser.add_argument('--alexnet', help='--net=alex: torchvision alexnet-owt-7be5be79.pth')
   parser.add_argument('--vgg16', help='--net=vgg: torchvision vgg16-397923af.pth')
-  parser.add_argument('--lin', required=True,
-                      help='official LPIPS weights/v0.1/{alex,vgg}.pth')
+  parser.add_argument('--lin', required=True, help='official LPIPS weights/v0.1/{alex,vgg}.pth')
   parser.add_argument('--out', required=True, help='output Flax msgpack file')
   args = parser.parse_args(argv)
   trunk_flag = '--alexnet' if args.net == 'alex' else '--vgg16'
@@ -165,8 +159,7 @@ def main(argv=None) -> int:
       raise ValueError(f'--net={args.net} needs {trunk_flag}=PATH')
     trunk = _load_pth(trunk_path, trunk_flag)
     lin = _load_pth(args.lin, '--lin')
-    variables = (convert(trunk, lin) if args.net == 'alex'
-                 else convert_vgg(trunk, lin))
+    variables = (convert(trunk, lin) if args.net == 'alex' else convert_vgg(trunk, lin))
     save(variables, args.out)
   except (FileNotFoundError, KeyError, ValueError) as e:
     msg = e.args[0] if e.args else str(e)

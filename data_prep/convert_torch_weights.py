@@ -55,7 +55,7 @@ def convert_vgg16_state_dict(state_dict: Mapping[str, Any]) -> dict[str, dict[st
       key = f"features.{i}.{torch_leaf}"
       if key not in state_dict:
         raise ValueError(f"VGG16 state dict has no key {key!r} (needed for {name}); "
-                       f"expected torchvision's vgg16 state dict.")
+                         f"expected torchvision's vgg16 state dict.")
       leaves[leaf] = _to_numpy(state_dict[key])
     leaves["kernel"] = np.ascontiguousarray(leaves["kernel"].transpose(2, 3, 1, 0))  # OIHW->HWIO
     params[name] = leaves

@@ -29,13 +29,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py[:args]).',
-    lock_config=True)
-_MANUAL_DIR = flags.DEFINE_string(
-    'manual_dir', None, "The user's copy of the dataset (data.manual_dir).")
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Where the prepared TFDS data goes (data.data_dir).')
+_CONFIG = config_flags.DEFINE_config_file('config', None,
+                                          'Experiment config file (configs/*.py[:args]).',
+                                          lock_config=True)
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
+                                  "The user's copy of the dataset (data.manual_dir).")
+_DATA_DIR = flags.DEFINE_string('data_dir', None,
+                                'Where the prepared TFDS data goes (data.data_dir).')
 
 
 def preparers():
@@ -47,9 +47,8 @@ def preparers():
   from bil_jax.data import synthetic
 
   def prepare_synthetic(data_cfg, workdir):
-    b = synthetic.prepare_builder(
-        synthetic.builder_config_from_data_cfg(data_cfg),
-        paired_folder.default_data_dir(data_cfg, workdir))
+    b = synthetic.prepare_builder(synthetic.builder_config_from_data_cfg(data_cfg),
+                                  paired_folder.default_data_dir(data_cfg, workdir))
     return {s: b for s in ('train', 'test')}
 
   return {

@@ -56,8 +56,7 @@ def find_videos(split_dir: str, subdir: str = '') -> List[Tuple[str, str]]:
   out = {}
   for dirpath, dirnames, filenames in os.walk(split_dir):
     dirnames.sort()
-    if subdir and subdir not in os.path.relpath(dirpath, split_dir).split(
-        os.sep):
+    if subdir and subdir not in os.path.relpath(dirpath, split_dir).split(os.sep):
       continue
     for fn in sorted(filenames):
       stem, ext = os.path.splitext(fn)
@@ -72,8 +71,7 @@ def find_videos(split_dir: str, subdir: str = '') -> List[Tuple[str, str]]:
 def iter_frames(source: str) -> Iterator[np.ndarray]:
   """uint8 [h, w, 3] frames of a video file or a folder of frames, in order."""
   if os.path.isdir(source):
-    frames = sorted(image_io.list_images(source).values(),
-                    key=face_video.frame_number)
+    frames = sorted(image_io.list_images(source).values(), key=face_video.frame_number)
     for path in frames:
       yield image_io.read_rgb(path)
     return
@@ -82,9 +80,10 @@ def iter_frames(source: str) -> Iterator[np.ndarray]:
     for frame in iio.imiter(source):
       yield np.asarray(frame, np.uint8)[..., :3]
   except Exception as e:  # pylint: disable=broad-except
-    raise image_io.DataError(source, f'cannot read video '
-                             f'({image_io.first_line(e)}); pip install '
-                             'imageio-ffmpeg, or extract the frames') from None
+    raise image_io.DataError(
+        source, f'cannot read video '
+        f'({image_io.first_line(e)}); pip install '
+        'imageio-ffmpeg, or extract the frames') from None
 
 
 def dlib_detector(predictor_path: str = '') -> Detector:
@@ -93,8 +92,7 @@ def dlib_detector(predictor_path: str = '') -> Detector:
     import dlib
   except ImportError:
     raise SystemExit('error: --detect needs the optional faces extra: pip '
-                     'install -e .[faces] (dlib, face_recognition_models)'
-                     ) from None
+                     'install -e .[faces] (dlib, face_recognition_models)') from None
   if not predictor_path:
     try:
       import face_recognition_models
@@ -117,9 +115,8 @@ def dlib_detector(predictor_path: str = '') -> Detector:
   return run
 
 
-def convert_video(source: str, out_dir: str, every: int = 1,
-                  max_frames: int = 0, openpose_dir: str = '',
-                  detector: Optional[Detector] = None) -> Tuple[int, int]:
+def convert_video(source: str, out_dir: str, every: int = 1, max_frames: int = 0,
+                  openpose_dir: str = '', detector: Optional[Detector] = None) -> Tuple[int, int]:
   """Writes one video's frames (and landmarks); returns (frames, failed)."""
   frames_dir = os.path.join(out_dir, 'frames')
   os.makedirs(frames_dir, exist_ok=True)
@@ -164,11 +161,9 @@ def main(argv=None) -> int:
   p.add_argument('--openpose', default='', help='OpenPose JSON: DIR/<video>/')
   p.add_argument('--detect', action='store_true',
                  help='detect 68-point landmarks with dlib (faces extra)')
-  p.add_argument('--predictor', default='',
-                 help='dlib shape_predictor_68_face_landmarks.dat')
+  p.add_argument('--predictor', default='', help='dlib shape_predictor_68_face_landmarks.dat')
   p.add_argument('--every', type=int, default=1, help='keep every n-th frame')
-  p.add_argument('--max_frames', type=int, default=0,
-                 help='frames per video (0: all)')
+  p.add_argument('--max_frames', type=int, default=0, help='frames per video (0: all)')
   args = p.parse_args(argv)
   detector = dlib_detector(args.predictor) if args.detect else None
   if not (args.detect or args.openpose):
@@ -183,9 +178,8 @@ def main(argv=None) -> int:
       videos = find_videos(split_dir, args.subdir)
       total = bad = 0
       for name, source in videos:
-        n, f = convert_video(source, os.path.join(args.out, split, name),
-                             args.every, args.max_frames, args.openpose,
-                             detector)
+        n, f = convert_video(source, os.path.join(args.out, split, name), args.every,
+                             args.max_frames, args.openpose, detector)
         total, bad = total + n, bad + f
       print(f'{split}: {len(videos)} videos, {total} frames'
             + (f', no face found in {bad}' if detector else ''))

@@ -34,7 +34,6 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-
 # ---------------------------------------------------------------------------
 # Scheduling under pytest-xdist (`-n 2`): the slow tests first, handed out one at a time
 # ---------------------------------------------------------------------------
@@ -48,7 +47,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # same TINY pre-training program) later.
 SLOW_FIRST = (
     "tests/test_evaluate.py::test_pipeline_runs_end_to_end_and_writes_all_outputs",
-    "tests/test_multihost.py::test_two_processes_match_one",   # makes the module's runs
+    "tests/test_multihost.py::test_two_processes_match_one",  # makes the module's runs
     "tests/test_bench.py::test_torch_reference_computes_the_same_meta_gradients_as_jax",
     "tests/test_estimators_cli.py::test_first_order_trains_and_evaluates_through_main",
     "tests/test_estimators_cli.py::test_estimator_meta_trains_through_main[second_order",
@@ -84,8 +83,7 @@ def pytest_collection_modifyitems(config, items):
   def rank(item):
     if item.nodeid.startswith(LAST):
       return len(SLOW_FIRST) + 1
-    return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)),
-                len(SLOW_FIRST))
+    return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)), len(SLOW_FIRST))
 
   items.sort(key=rank)  # stable: file order otherwise
 
@@ -93,6 +91,7 @@ def pytest_collection_modifyitems(config, items):
 # ---------------------------------------------------------------------------
 # CPU seconds per test (`BIL_JAX_TEST_CPU_LOG=FILE`): what a test costs on 2 cores
 # ---------------------------------------------------------------------------
+
 
 def _cpu_seconds():
   """User + system CPU seconds of this process and of its waited-for subprocesses."""

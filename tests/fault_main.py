@@ -22,8 +22,10 @@ NAN_STEP = int(os.environ.get("BIL_JAX_TEST_NAN_STEP", "-1"))
 
 def nan_images(batch: dict) -> dict:
   """Every 'image' leaf of ``batch`` (pairs, or episodes' support and query) set to NaN."""
-  return {k: (nan_images(v) if isinstance(v, dict)
-              else np.full_like(v, np.nan) if k == "image" else v) for k, v in batch.items()}
+  return {
+      k: (nan_images(v) if isinstance(v, dict) else np.full_like(v, np.nan) if k == "image" else v)
+      for k, v in batch.items()
+  }
 
 
 def inject(phase: str, done: int, batch):

@@ -19,12 +19,11 @@ from bil_jax.data import landmarks as lm
 def class_colour(ids: np.ndarray) -> np.ndarray:
   """A distinct, deterministic RGB colour per class id: uint8 [..., 3]."""
   ids = np.asarray(ids, np.int64)
-  return np.stack([(ids * 67 + 40) % 256, (ids * 131 + 90) % 256,
-                   (ids * 199 + 10) % 256], -1).astype(np.uint8)
+  return np.stack([(ids * 67 + 40) % 256, (ids * 131 + 90) % 256, (ids * 199 + 10) % 256],
+                  -1).astype(np.uint8)
 
 
-def block_map(height: int, width: int, class_ids: Sequence[int],
-              seed: int) -> np.ndarray:
+def block_map(height: int, width: int, class_ids: Sequence[int], seed: int) -> np.ndarray:
   """A map of rectangular blocks (4 columns x 3 rows) of the given ids."""
   rng = np.random.default_rng(seed)
   ids = np.asarray(class_ids)
@@ -45,8 +44,8 @@ def save(path: str, array: np.ndarray, **kw) -> str:
 # ---------------------------------------------------------------------------
 
 
-def write_paired_folder(root: str, tasks: Dict[str, Dict[str, int]],
-                        num_classes: int, hw: Tuple[int, int] = (20, 30)):
+def write_paired_folder(root: str, tasks: Dict[str, Dict[str, int]], num_classes: int,
+                        hw: Tuple[int, int] = (20, 30)):
   """tasks: {split: {task name: number of pairs}}."""
   k = 0
   for split, by_task in tasks.items():
@@ -76,8 +75,8 @@ def write_bdd100k(root: str, counts: Dict[str, int] = None,
       ids = block_map(*hw, list(range(19)) + [255], seed=100 + i + len(folder))
       save(os.path.join(root, 'images', '10k', folder, name + '.jpg'),
            class_colour(np.where(ids == 255, 19, ids)), quality=95)
-      save(os.path.join(root, 'labels', 'sem_seg', 'masks', folder,
-                        name + '.png'), ids.astype(np.uint8))
+      save(os.path.join(root, 'labels', 'sem_seg', 'masks', folder, name + '.png'),
+           ids.astype(np.uint8))
       names[folder].append(name)
   return names
 
@@ -87,8 +86,7 @@ def write_bdd100k(root: str, counts: Dict[str, int] = None,
 # ---------------------------------------------------------------------------
 
 
-def write_camvid(root: str, frames: Dict[str, int] = None,
-                 hw: Tuple[int, int] = (36, 48)) -> None:
+def write_camvid(root: str, frames: Dict[str, int] = None, hw: Tuple[int, int] = (36, 48)) -> None:
   """Writes the original release layout (701_StillsRaw_full/ and
   LabeledApproved_full/) with every palette colour used somewhere."""
   frames = frames or {'0001TP': 12, 'Seq05VD': 10}
@@ -96,17 +94,14 @@ def write_camvid(root: str, frames: Dict[str, int] = None,
   k = 0
   for seq, n in frames.items():
     for i in range(n):
-      stem = (f'{seq}_{30 * i:06d}' if seq[0].isdigit()
-              else f'{seq}_f{30 * i:05d}')
+      stem = (f'{seq}_{30 * i:06d}' if seq[0].isdigit() else f'{seq}_f{30 * i:05d}')
       idx = block_map(*hw, range(len(colours)), seed=k)
       # Every palette entry appears in the first frames.
       idx.flat[:len(colours)] = np.roll(np.arange(len(colours)), k)
       k += 1
       bdd_ids = np.array([b for _, _, b in camvid.CAMVID_CLASSES])[idx]
-      save(os.path.join(root, '701_StillsRaw_full', stem + '.png'),
-           class_colour(bdd_ids))
-      save(os.path.join(root, 'LabeledApproved_full', stem + '_L.png'),
-           colours[idx])
+      save(os.path.join(root, '701_StillsRaw_full', stem + '.png'), class_colour(bdd_ids))
+      save(os.path.join(root, 'LabeledApproved_full', stem + '_L.png'), colours[idx])
 
 
 # ---------------------------------------------------------------------------
@@ -114,8 +109,7 @@ def write_camvid(root: str, frames: Dict[str, int] = None,
 # ---------------------------------------------------------------------------
 
 
-def face_frame(points: np.ndarray, hw: Tuple[int, int],
-               tint: int) -> np.ndarray:
+def face_frame(points: np.ndarray, hw: Tuple[int, int], tint: int) -> np.ndarray:
   """A frame rendered from the landmarks' map: uint8 [h, w, 3]."""
   seg = lm.rasterise(points, *hw)
   img = class_colour(seg).astype(np.int32)
@@ -151,15 +145,14 @@ def write_faceforensics(root: str, size: int = 64) -> Dict[str, dict]:
   os.makedirs(lm_dir, exist_ok=True)
   for f in range(21):
     pts = frame_landmarks(f, size)
-    save(os.path.join(frames_dir('train', 'vidA'), f'{f:05d}.png'),
-         face_frame(pts, hw, 10))
+    save(os.path.join(frames_dir('train', 'vidA'), f'{f:05d}.png'), face_frame(pts, hw, 10))
     if f == 3:
       continue
     people = [] if f == 4 else [{
-        'pose_keypoints_2d': [],
-        'face_keypoints_2d': np.concatenate(
-            [np.concatenate([pts, np.full((68, 1), 0.8)], 1),
-             np.zeros((2, 3))]).ravel().tolist()}]
+        'pose_keypoints_2d': [], 'face_keypoints_2d':
+            np.concatenate([np.concatenate([pts, np.full((68, 1), 0.8)], 1),
+                            np.zeros((2, 3))]).ravel().tolist()
+    }]
     with open(os.path.join(lm_dir, f'vidA_{f:012d}_keypoints.json'), 'w') as fh:
       json.dump({'version': 1.3, 'people': people}, fh)
   info['vidA'] = {'split': 'train', 'frames': 21, 'failed': [3, 4]}
@@ -169,8 +162,8 @@ def write_faceforensics(root: str, size: int = 64) -> Dict[str, dict]:
   for f in range(21):
     pts = frame_landmarks(f + 1, size)
     arr[f, :, :2], arr[f, :, 2] = pts, 0.9
-    save(os.path.join(frames_dir('train', 'vidB'), f'frame_{f:04d}.jpg'),
-         face_frame(pts, hw, 60), quality=95)
+    save(os.path.join(frames_dir('train', 'vidB'), f'frame_{f:04d}.jpg'), face_frame(pts, hw, 60),
+         quality=95)
   arr[20, 5, 0] = np.nan
   np.save(os.path.join(root, 'train', 'vidB', 'landmarks.npy'), arr)
   info['vidB'] = {'split': 'train', 'frames': 21, 'failed': [20]}
@@ -180,8 +173,7 @@ def write_faceforensics(root: str, size: int = 64) -> Dict[str, dict]:
   os.makedirs(lm_dir, exist_ok=True)
   for f in range(5):
     pts = frame_landmarks(f + 2, size)
-    save(os.path.join(frames_dir('test', 'vidC'), f'{f:03d}.png'),
-         face_frame(pts, hw, 120))
+    save(os.path.join(frames_dir('test', 'vidC'), f'{f:03d}.png'), face_frame(pts, hw, 120))
     p3 = np.concatenate([pts, np.ones((68, 1))], 1)
     if f == 2:
       p3[30, 2] = 0.0

@@ -13,8 +13,10 @@ import torch
 nn = torch.nn
 
 # torchvision `features` slices LPIPS takes its five maps from (lpips/pretrained_networks.py).
-SLICES = {'alex': ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12)),
-          'vgg': ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))}
+SLICES = {
+    'alex': ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12)),
+    'vgg': ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+}
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 
 
@@ -22,10 +24,8 @@ class TorchScalingLayer(nn.Module):
 
   def __init__(self):
     super().__init__()
-    self.register_buffer('shift',
-                         torch.Tensor([-.030, -.088, -.188])[None, :, None, None])
-    self.register_buffer('scale',
-                         torch.Tensor([.458, .448, .450])[None, :, None, None])
+    self.register_buffer('shift', torch.Tensor([-.030, -.088, -.188])[None, :, None, None])
+    self.register_buffer('scale', torch.Tensor([.458, .448, .450])[None, :, None, None])
 
   def forward(self, x):
     return (x - self.shift) / self.scale
@@ -75,8 +75,7 @@ class TorchLPIPS(nn.Module):
       self.chns = list(widths)
     self.slices = SLICES[net]
     self.lins = nn.ModuleList([
-        nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, stride=1, padding=0,
-                                              bias=False))
+        nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, stride=1, padding=0, bias=False))
         for c in self.chns
     ])
 
@@ -90,7 +89,7 @@ class TorchLPIPS(nn.Module):
 
   @staticmethod
   def normalize_tensor(x, eps=1e-10):
-    norm_factor = torch.sqrt(torch.sum(x**2, dim=1, keepdim=True))
+    norm_factor = torch.sqrt(torch.sum(x ** 2, dim=1, keepdim=True))
     return x / (norm_factor + eps)
 
   def forward(self, in0, in1, per_layer=False):
@@ -98,8 +97,7 @@ class TorchLPIPS(nn.Module):
     outs1 = self.net(self.scaling_layer(in1))
     res = []
     for kk in range(len(self.chns)):
-      diff = (self.normalize_tensor(outs0[kk])
-              - self.normalize_tensor(outs1[kk]))**2
+      diff = (self.normalize_tensor(outs0[kk]) - self.normalize_tensor(outs1[kk])) ** 2
       res.append(self.lins[kk](diff).mean([2, 3], keepdim=True))
     val = 0
     for r in res:
@@ -109,8 +107,7 @@ class TorchLPIPS(nn.Module):
   def state_dicts(self):
     """(torchvision trunk state dict, official LPIPS lin state dict)."""
     trunk = {f'features.{k}': v for k, v in self.features.state_dict().items()}
-    lin = {f'lin{i}.model.1.weight': l[1].weight.detach().clone()
-           for i, l in enumerate(self.lins)}
+    lin = {f'lin{i}.model.1.weight': l[1].weight.detach().clone() for i, l in enumerate(self.lins)}
     return trunk, lin
 
 
@@ -132,8 +129,9 @@ def random_lpips(net='alex', widths=VGG16_WIDTHS, seed=0):
 def torch_lpips(model, a, b, per_layer=False):
   """model on NHWC float numpy images -> numpy [B] (and per-layer [B] terms)."""
   with torch.no_grad():
-    out = model(torch.from_numpy(a).permute(0, 3, 1, 2),
-                torch.from_numpy(b).permute(0, 3, 1, 2), per_layer=True)
+    out = model(
+        torch.from_numpy(a).permute(0, 3, 1, 2),
+        torch.from_numpy(b).permute(0, 3, 1, 2), per_layer=True)
   total = out[0].reshape(-1).numpy()
   if per_layer:
     return total, [r.reshape(-1).numpy() for r in out[1]]

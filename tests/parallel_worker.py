@@ -66,8 +66,10 @@ def mesh_case(out, estimator_names):
   saved = {"mesh": np.asarray(mesh.devices.shape)}
   for name in estimator_names.split(","):
     before, after, metrics = one_step(mesh, sp, lp, name, batch, MESH_M)
-    saved.update({f"before_{name}": before, f"params_{name}": after,
-                  f"loss_{name}": float(metrics["query_g_loss_after"])})
+    saved.update({
+        f"before_{name}": before, f"params_{name}": after,
+        f"loss_{name}": float(metrics["query_g_loss_after"])
+    })
   if jax.process_index() == 0:
     np.savez(out, processes=jax.process_count(), **saved)
 
@@ -83,8 +85,7 @@ def main():
   batch = tiny.meta_batch([20, 21, 22, 23])
   before, new, metrics = one_step(mesh, sp, lp, "second_order", batch, META_BATCH)
   if jax.process_index() == 0:
-    np.savez(sys.argv[1], params=new, before=before,
-             loss=float(metrics["query_g_loss_after"]),
+    np.savez(sys.argv[1], params=new, before=before, loss=float(metrics["query_g_loss_after"]),
              devices=jax.device_count(), processes=jax.process_count())
 
 

@@ -9,8 +9,7 @@ import pytest
 
 import tiny
 from bil_jax import config_lib
-from bil_jax.bench import (common, cost, fidelity, options, outcome, presets, report, sweep,
-                           worker)
+from bil_jax.bench import (common, cost, fidelity, options, outcome, presets, report, sweep, worker)
 from bil_jax.bench.common import EstimatorSpec
 
 
@@ -28,20 +27,19 @@ def _tiny_config(**meta):
 
 def _tiny_setup(config, estimator="second_order"):
   sp = tiny.spec()
-  return cost.make_setup(config, estimator, spec=sp, params=tiny.init_params(sp),
-                               model_name="tiny")
+  return cost.make_setup(config, estimator, spec=sp, params=tiny.init_params(sp), model_name="tiny")
 
 
 def test_estimators_flag_binds_options_to_the_estimator_before_them():
   specs = common.parse_estimators(
       "second_order,truncated:backprop_steps=2,es:pairs=16,sigma=0.02,reptile")
-  assert [s.label for s in specs] == ["second_order", "truncated(backprop_steps=2)",
-                                      "es(pairs=16,sigma=0.02)", "reptile"]
+  assert [s.label for s in specs
+         ] == ["second_order", "truncated(backprop_steps=2)", "es(pairs=16,sigma=0.02)", "reptile"]
   assert not specs[3].backprops_unroll and specs[1].backprops_unroll
   (user,) = common.parse_estimators("bil_jax.estimators.first_order:first_order")
   assert user.name == "bil_jax.estimators.first_order:first_order" and not user.options
-  for bad, says in (("es:nope=1", "nope"), ("pairs=2", "before any estimator"),
-                    ("bogus", "bogus"), ("reptile,reptile", "twice")):
+  for bad, says in (("es:nope=1", "nope"), ("pairs=2", "before any estimator"), ("bogus", "bogus"),
+                    ("reptile,reptile", "twice")):
     with pytest.raises(ValueError, match=says):
       common.parse_estimators(bad)
 
@@ -128,9 +126,10 @@ def test_config_survives_the_trip_to_a_worker_process(tmp_path):
   with pytest.raises(AttributeError):
     back.new_key = 1  # locked, as bil_jax.main's configs are
   # A failing job comes back as a one-line error from the fresh process.
-  job = {"kind": "cost", "config": common.config_to_json(config), "inner_steps": 1,
-         "meta_batch": 1, "remat": "none", "peaks": {},
-         "estimator": {"name": "es", "options": "nope=1"}}
+  job = {
+      "kind": "cost", "config": common.config_to_json(config), "inner_steps": 1, "meta_batch": 1,
+      "remat": "none", "peaks": {}, "estimator": {"name": "es", "options": "nope=1"}
+  }
   r = worker.run_in_process(job, str(tmp_path), log=lambda *_: None)
   assert "nope=1" in r["error"] and "\n" not in r["error"]
 
@@ -163,17 +162,18 @@ def test_outcome_runs_each_estimator_for_equal_steps_and_equal_time(tmp_path, mo
     calls.append((overrides["meta.estimator"], overrides["meta.steps"]))
     end = 0.3 - 0.01 * overrides["meta.steps"]
     os.makedirs(os.path.join(workdir, "meta"))
-    json.dump({"start": {"heldout_l1_after": 0.3, "heldout_l1_before": 0.4},
-               "end": {"heldout_l1_after": end, "heldout_l1_before": 0.4}},
-              open(os.path.join(workdir, "meta", "heldout_adaptation_0000000.json"), "w"))
+    json.dump(
+        {
+            "start": {"heldout_l1_after": 0.3, "heldout_l1_before": 0.4},
+            "end": {"heldout_l1_after": end, "heldout_l1_before": 0.4}
+        }, open(os.path.join(workdir, "meta", "heldout_adaptation_0000000.json"), "w"))
     return {"returncode": 0, "wall_s": 1.0, "error": "", "command": []}
 
   monkeypatch.setattr(outcome, "run_main", fake_main)
   specs = [EstimatorSpec("second_order"), EstimatorSpec("first_order")]
   recs = outcome.run_outcome(config_lib.base_config(), specs,
-                                   {"second_order": 1.0, "first_order": 0.25}, steps=4,
-                                   budget_s=0, pretrained=str(pre), out_dir=str(tmp_path),
-                                   log=lambda *_: None)
+                             {"second_order": 1.0, "first_order": 0.25}, steps=4, budget_s=0,
+                             pretrained=str(pre), out_dir=str(tmp_path), log=lambda *_: None)
   # Budget = 4 x 1.0 s: second_order 4 steps in both settings (run once), first_order 16.
   assert sorted(calls) == [("first_order", 4), ("first_order", 16), ("second_order", 4)]
   got = {(r["setting"], r["estimator"]): r for r in recs}
@@ -182,14 +182,13 @@ def test_outcome_runs_each_estimator_for_equal_steps_and_equal_time(tmp_path, mo
   md = report.outcome_table(recs)
   assert md.count("| same_time |") == 2
   report.plot_outcome(recs, {"second_order": 2 ** 20, "first_order": 2 ** 19},
-                            str(tmp_path / "outcome.png"))
+                      str(tmp_path / "outcome.png"))
   assert os.path.getsize(tmp_path / "outcome.png") > 0
   assert report.pareto_front([(1, 3), (2, 2), (3, 3), (2, 1)]) == [0, 3]
   assert outcome.budget_steps(1.0, 0.3) == 3 and outcome.budget_steps(0.1, 1) == 1
 
 
-def test_outcome_seeds_give_mean_and_spread_and_reuse_a_given_pretraining(tmp_path,
-                                                                           monkeypatch):
+def test_outcome_seeds_give_mean_and_spread_and_reuse_a_given_pretraining(tmp_path, monkeypatch):
   """--outcome_seeds: every estimator runs with the same seeds (config.seed + i); the table
   reports their mean ± std; --outcome_settings picks settings; bad flags are one-line errors."""
   pre = tmp_path / "pre"
@@ -209,12 +208,10 @@ def test_outcome_seeds_give_mean_and_spread_and_reuse_a_given_pretraining(tmp_pa
   config = config_lib.base_config()
   config.seed = 7
   specs = [EstimatorSpec("second_order"), EstimatorSpec("first_order")]
-  recs = outcome.run_outcome(config, specs, {"second_order": 1.0, "first_order": 0.25},
-                                   steps=4, budget_s=0, pretrained=str(pre),
-                                   out_dir=str(tmp_path), log=lambda *_: None, seeds=3,
-                                   settings=["same_steps"])
-  assert sorted(calls) == sorted((e, s) for e in ("second_order", "first_order")
-                                 for s in (7, 8, 9))
+  recs = outcome.run_outcome(config, specs, {"second_order": 1.0, "first_order": 0.25}, steps=4,
+                             budget_s=0, pretrained=str(pre), out_dir=str(tmp_path),
+                             log=lambda *_: None, seeds=3, settings=["same_steps"])
+  assert sorted(calls) == sorted((e, s) for e in ("second_order", "first_order") for s in (7, 8, 9))
   rows = {r["estimator"]: r for r in outcome.summarize(recs)}
   assert rows["first_order"]["seeds"] == 3
   assert rows["first_order"]["end_mean"] == pytest.approx(0.11)
@@ -263,13 +260,15 @@ def test_torch_reference_computes_the_same_meta_gradients_as_jax():
 
     def nchw(pairs):
       onehot = np.eye(8)[pairs["map"]].transpose(0, 3, 1, 2)
-      return {"onehot": torch.from_numpy(onehot),
-              "image": torch.from_numpy(pairs["image"].transpose(0, 3, 1, 2).copy())}
+      return {
+          "onehot": torch.from_numpy(onehot),
+          "image": torch.from_numpy(pairs["image"].transpose(0, 3, 1, 2).copy())
+      }
 
     ttask = {"support": nchw(task["support"]), "query": nchw(task["query"])}
     for name in ("second_order", "first_order"):
-      want, _ = jax.jit(functools.partial(estimators.get(name), loop))(
-          params, task, jax.random.PRNGKey(0))
+      want, _ = jax.jit(functools.partial(estimators.get(name), loop))(params, task,
+                                                                       jax.random.PRNGKey(0))
       got_t, _ = ref.meta_gradient(ttask, name)
       want_t = torch_ref.torch_params_from_jax(jax.device_get(want))
       for net in ("G", "D"):
@@ -285,7 +284,7 @@ def test_torch_reference_runs_in_a_fresh_process_and_returns_its_record(tmp_path
   assert r["implementation"] == "pytorch_eager" and r["estimator"] == "first_order"
   assert (r["inner_steps"], r["meta_batch"], r["ngf"]) == (1, 1, 2)
   assert r["step_time_s"] > 0 and r["flops"] > 0 and r["device"] == "cpu"
-  assert not os.listdir(tmp_path)       # the hand-over file is removed
+  assert not os.listdir(tmp_path)  # the hand-over file is removed
 
 
 def test_torch_reference_on_a_missing_gpu_is_a_one_line_error():
@@ -295,11 +294,11 @@ def test_torch_reference_on_a_missing_gpu_is_a_one_line_error():
     pytest.skip("this machine has a GPU")
   with pytest.raises(SystemExit, match="--device cuda: torch .* sees no GPU"):
     torch_ref.measure(size=32, ngf=2, num_classes=3, meta_batch=1, shots=1, queries=1,
-                        inner_steps=1, repeats=1, device="cuda")
+                      inner_steps=1, repeats=1, device="cuda")
 
 
-def test_device_check_at_smoke_size_records_each_part_and_survives_a_failed_one(tmp_path,
-                                                                              monkeypatch):
+def test_device_check_at_smoke_size_records_each_part_and_survives_a_failed_one(
+    tmp_path, monkeypatch):
   """--preset=device_check --smoke on the CPU: the synthetic --mode=all run with its phase
   rates, the paper presets' pre-training and meta-steps, one markdown and one JSON table;
   a part that raises is recorded and the check goes on."""

@@ -37,8 +37,8 @@ SYNTHETIC = {"data.synthetic_seed": (1234, -1), "data.family_layout_jitter": (0.
 def load(spec: str):
   """'faces.py:pg2,1shot' -> the locked ConfigDict."""
   name, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(
-      name[:-3], os.path.join(REPO, "configs", name))
+  module_spec = importlib.util.spec_from_file_location(name[:-3],
+                                                       os.path.join(REPO, "configs", name))
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -64,18 +64,20 @@ def test_every_old_variant_keeps_its_settings(old, new):
     assert after.get(key, "<missing>") == want[1], (new, key, value, after.get(key))
 
 
-@pytest.mark.parametrize("spec, same_as", [
-    ("faces.py:", "faces.py:pg2,5shot"), ("faces.py:smoke", "faces.py:pg2,5shot,smoke"),
-    ("faces.py:1shot,pix2pix", "faces.py:pix2pix,1shot"),
-    ("streets.py:", "streets.py:pg2,1shot"), ("streets.py:smoke", "streets.py:pg2,smoke"),
-    ("streets.py:pix2pix", "streets.py:pix2pix,1shot")])
+@pytest.mark.parametrize("spec, same_as", [("faces.py:", "faces.py:pg2,5shot"),
+                                           ("faces.py:smoke", "faces.py:pg2,5shot,smoke"),
+                                           ("faces.py:1shot,pix2pix", "faces.py:pix2pix,1shot"),
+                                           ("streets.py:", "streets.py:pg2,1shot"),
+                                           ("streets.py:smoke", "streets.py:pg2,smoke"),
+                                           ("streets.py:pix2pix", "streets.py:pix2pix,1shot")])
 def test_defaults_and_smoke_alone(spec, same_as):
   assert load(spec).to_json_best_effort() == load(same_as).to_json_best_effort()
 
 
-@pytest.mark.parametrize("spec", ["faces.py:3shot", "faces.py:pg2,pix2pix",
-                                  "faces.py:5shot,1shot", "streets.py:5shot",
-                                  "streets.py:nope"])
+@pytest.mark.parametrize("spec", [
+    "faces.py:3shot", "faces.py:pg2,pix2pix", "faces.py:5shot,1shot", "streets.py:5shot",
+    "streets.py:nope"
+])
 def test_bad_arguments_name_the_file(spec):
   with pytest.raises(ValueError, match=f"configs/{spec.split(':')[0]}: config argument"):
     load(spec)

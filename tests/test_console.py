@@ -5,8 +5,8 @@ from bil_jax import console
 
 
 def test_metric_lines_are_rounded_to_three_significant_digits():
-  line = console.metric_line({"l1": 0.44178092, "d_loss": 1.4233757, "steps": 1234.5,
-                              "tiny": 0.000123456, "skips": 0.0})
+  line = console.metric_line(
+      {"l1": 0.44178092, "d_loss": 1.4233757, "steps": 1234.5, "tiny": 0.000123456, "skips": 0.0})
   assert line == "d_loss 1.42, l1 0.442, skips 0, steps 1234, tiny 0.000123"
 
 
@@ -24,10 +24,9 @@ def test_quiet_filter_drops_library_info_but_keeps_warnings_and_our_lines():
   f = console.QuietFilter()
   assert f.filter(_record("/site-packages/bil_jax/loop.py", logging.INFO))
   assert not f.filter(_record("/site-packages/jax/_src/xla_bridge.py", logging.INFO))
-  assert not f.filter(_record("/site-packages/clu/metric_writers/logging_writer.py",
-                              logging.INFO))
+  assert not f.filter(_record("/site-packages/clu/metric_writers/logging_writer.py", logging.INFO))
   assert f.filter(_record("/site-packages/orbax/checkpoint/x.py", logging.WARNING))
-  assert not f.filter(_record("/site-packages/tensorflow_datasets/core/dataset_builder.py",
-                              logging.WARNING))
+  assert not f.filter(
+      _record("/site-packages/tensorflow_datasets/core/dataset_builder.py", logging.WARNING))
   formatted = console.ShortFormatter().format(_record("/a.py", logging.WARNING, "careful"))
   assert formatted.endswith(" warning: careful") and len(formatted.split()[0]) == 8

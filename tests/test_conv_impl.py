@@ -19,9 +19,11 @@ def test_conv2d_matmul_equals_xla_values_and_gradients(kernel, stride, padding, 
   ref = jax.lax.conv_general_dilated(x, k, (stride, stride), ((padding,) * 2,) * 2,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(outs["xla"], ref, rtol=1e-6, atol=1e-6)
-  grads = {impl: jax.grad(lambda a, b: jnp.sum(jnp.sin(
-      convs.conv2d(a, b, stride, padding, impl=impl))), argnums=(0, 1))(x, k)
-           for impl in ("xla", "matmul")}
+  grads = {
+      impl:
+          jax.grad(lambda a, b: jnp.sum(jnp.sin(convs.conv2d(a, b, stride, padding, impl=impl))),
+                   argnums=(0, 1))(x, k) for impl in ("xla", "matmul")
+  }
   for g_m, g_x in zip(grads["matmul"], grads["xla"]):
     np.testing.assert_allclose(g_m, g_x, rtol=1e-4, atol=1e-4)
 
@@ -47,14 +49,15 @@ def test_second_derivatives_of_both_impls_agree_float64():
     x = jax.random.normal(keys[0], (2, 8, 8, 3), jnp.float64)
     k1 = jax.random.normal(keys[1], (4, 4, 3, 5), jnp.float64)
     k2 = jax.random.normal(keys[2], (4, 4, 5, 2), jnp.float64)
-    v = tuple(jax.random.normal(kk, a.shape, jnp.float64)
-              for kk, a in zip(keys[3:], (x, k1, k2)))
+    v = tuple(jax.random.normal(kk, a.shape, jnp.float64) for kk, a in zip(keys[3:], (x, k1, k2)))
 
     def hvp(impl):
+
       def f(args):
         a, b, c = args
         h = convs.conv2d(a, b, 2, 1, impl=impl)
         return jnp.sum(jnp.sin(convs.transposed_conv_4x4_s2(jnp.tanh(h), c, impl=impl)))
+
       return jax.jvp(jax.grad(f), ((x, k1, k2),), (v,))[1]
 
     for got, want in zip(hvp("matmul"), hvp("xla")):

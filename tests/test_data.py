@@ -37,15 +37,13 @@ def built(tmp_path_factory):
   out = []
   for k in range(2):
     d = small_data_cfg(str(tmp_path_factory.mktemp(f'tfds{k}')))
-    out.append({s: synthetic.load_synthetic(d, s, workdir='/nonexistent')
-                for s in synthetic.SPLITS})
+    out.append({s: synthetic.load_synthetic(d, s, workdir='/nonexistent') for s in synthetic.SPLITS})
   return out
 
 
 def aug_cfg(flip=True, crop=0.9, rot=10.0, flip_ref=True):
-  return ml_collections.ConfigDict(dict(
-      flip=flip, crop_fraction=crop, max_rotation_deg=rot,
-      flip_reference=flip_ref))
+  return ml_collections.ConfigDict(
+      dict(flip=flip, crop_fraction=crop, max_rotation_deg=rot, flip_reference=flip_ref))
 
 
 def coded_taskset(sizes, hw=(8, 8)) -> tasks.TaskSet:
@@ -152,8 +150,10 @@ def test_same_layout_looks_different_in_two_scenes():
   """The map does not reveal the appearance: same frames, other look, other image."""
   objects, moves, _, light = _still_clip(6)
   frame = scene_layouts.paint(objects, moves, *HW)
-  img = [scene_render.render(frame, scene_render.sample_appearance(np.random.default_rng(s), C),
-                          light, np.random.default_rng(9)) for s in (1, 2)]
+  img = [
+      scene_render.render(frame, scene_render.sample_appearance(np.random.default_rng(s), C), light,
+                          np.random.default_rng(9)) for s in (1, 2)
+  ]
   diff = np.abs(img[0].astype(float) - img[1].astype(float)).mean()
   assert diff > 30.0, diff
 
@@ -197,12 +197,14 @@ def test_scenes_have_diverse_palettes(built):
   class prior); the mean image over scenes is far from every scene."""
   ts = built[0]['train']
   means = np.stack([
-      np.stack([ts.task_images(t)[ts.task_maps(t) == c].mean(0)
-                if (ts.task_maps(t) == c).any() else np.full(3, np.nan)
-                for c in range(C)]) for t in range(ts.num_tasks)])  # [T,C,3]
+      np.stack([
+          ts.task_images(t)[ts.task_maps(t) == c].mean(0) if
+          (ts.task_maps(t) == c).any() else np.full(3, np.nan) for c in range(C)
+      ]) for t in range(ts.num_tasks)
+  ])  # [T,C,3]
   assert np.nanmean(np.nanstd(means, 0)) > 15.0
-  per_scene = np.stack([ts.task_images(t).astype(float).mean(0)
-                        for t in range(ts.num_tasks)])  # [T,H,W,3]
+  per_scene = np.stack([ts.task_images(t).astype(float).mean(0) for t in range(ts.num_tasks)
+                       ])  # [T,H,W,3]
   grand = per_scene.mean(0)
   assert np.abs(per_scene - grand).mean(axis=(1, 2, 3)).min() > 5.0
 
@@ -210,13 +212,14 @@ def test_scenes_have_diverse_palettes(built):
 def test_class_priors_are_shared_by_train_and_test_scenes():
   """Scenes perturb one dataset-wide colour per class: averaged over many scenes, a
   class looks alike in train and test, while different classes look different."""
+
   def class_means(split):
     out = []
     for i in range(24):
       _, m, im = synthetic.generate_task(5, split, i, C, 32, 32, 6)
-      out.append([im[m == c].mean(0) if (m == c).any() else np.full(3, np.nan)
-                  for c in range(C)])
+      out.append([im[m == c].mean(0) if (m == c).any() else np.full(3, np.nan) for c in range(C)])
     return np.nanmean(np.asarray(out, float), axis=0)  # [C,3]
+
   tr, te = class_means('train'), class_means('test')
   same = np.abs(tr - te).mean()
   other = np.abs(tr - np.roll(te, 1, axis=0)).mean()
@@ -238,9 +241,10 @@ def test_scene_pairs_share_appearance_and_differ_in_layout(built):
 def test_tfrecord_and_array_record_read_the_same(tmp_path):
   """taskset_from_tfds reads tf.data-backed (tfrecord) builders too."""
   cfg = synthetic.make_builder_config(3, 16, 16, 2, 1, 3, 5)
-  out = [tasks.taskset_from_tfds(
-      synthetic.prepare_builder(cfg, str(tmp_path / fmt), fmt), 'train', 3)
-         for fmt in ('array_record', 'tfrecord')]
+  out = [
+      tasks.taskset_from_tfds(synthetic.prepare_builder(cfg, str(tmp_path / fmt), fmt), 'train', 3)
+      for fmt in ('array_record', 'tfrecord')
+  ]
   assert out[0].names == out[1].names
   np.testing.assert_array_equal(out[0].maps, out[1].maps)
   np.testing.assert_array_equal(out[0].images, out[1].images)
@@ -272,8 +276,7 @@ def test_generation_is_fast_and_works_at_128x256():
 def test_registry_unknown_name():
   d = small_data_cfg('')
   d.name = 'no_such_dataset'
-  with pytest.raises(ValueError, match=r'data\.name .*no_such_dataset.*synthetic'
-                     ) as e:
+  with pytest.raises(ValueError, match=r'data\.name .*no_such_dataset.*synthetic') as e:
     registry.load_tasks(d, 'train', '/tmp')
   assert '\n' not in str(e.value)
 
@@ -324,8 +327,7 @@ def test_episode_shapes_and_ranges(built):
 def test_support_and_query_are_disjoint_pairs_of_the_task():
   ts = coded_taskset([12, 12, 12])
   for step in range(20):
-    ep = episodes.sample_episode(ts, 1, 5, 7, episodes.episode_rng(1, step),
-                                 aug_cfg())
+    ep = episodes.sample_episode(ts, 1, 5, 7, episodes.episode_rng(1, step), aug_cfg())
     st, sp = decode(ep['support']['image'])
     qt, qp = decode(ep['query']['image'])
     assert set(st) == set(qt) == {1}
@@ -335,17 +337,13 @@ def test_support_and_query_are_disjoint_pairs_of_the_task():
 
 def test_same_rng_same_episode():
   ts = coded_taskset([10, 10])
-  e1 = episodes.sample_episode(ts, 0, 3, 3, episodes.episode_rng(7, 3, 1),
-                               aug_cfg())
-  e2 = episodes.sample_episode(ts, 0, 3, 3, episodes.episode_rng(7, 3, 1),
-                               aug_cfg())
-  e3 = episodes.sample_episode(ts, 0, 3, 3, episodes.episode_rng(7, 4, 1),
-                               aug_cfg())
+  e1 = episodes.sample_episode(ts, 0, 3, 3, episodes.episode_rng(7, 3, 1), aug_cfg())
+  e2 = episodes.sample_episode(ts, 0, 3, 3, episodes.episode_rng(7, 3, 1), aug_cfg())
+  e3 = episodes.sample_episode(ts, 0, 3, 3, episodes.episode_rng(7, 4, 1), aug_cfg())
   for part in ('support', 'query'):
     for k in ('map', 'image', 'ref'):
       np.testing.assert_array_equal(e1[part][k], e2[part][k])
-  assert any(not np.array_equal(e1[p]['image'], e3[p]['image'])
-             for p in ('support', 'query'))
+  assert any(not np.array_equal(e1[p]['image'], e3[p]['image']) for p in ('support', 'query'))
 
 
 def test_references():
@@ -353,8 +351,7 @@ def test_references():
   target of the same task, never from the query's own target."""
   ts = coded_taskset([20, 20])
   for step in range(20):
-    ep = episodes.sample_episode(ts, 0, 2, 6, episodes.episode_rng(0, step),
-                                 aug_cfg())
+    ep = episodes.sample_episode(ts, 0, 2, 6, episodes.episode_rng(0, step), aug_cfg())
     _, sp = decode(ep['support']['image'])
     _, sp_ref = decode(ep['support']['ref'])
     _, qp = decode(ep['query']['image'])
@@ -383,8 +380,8 @@ def test_flip_reference_false_never_flips_the_reference(built):
 
 def test_augment_query_false_leaves_queries_untouched(built):
   ts = built[0]['train']
-  ep = episodes.sample_episode(ts, 3, 4, 8, episodes.episode_rng(0, 0),
-                               aug_cfg(rot=30.0), augment_query=False)
+  ep = episodes.sample_episode(ts, 3, 4, 8, episodes.episode_rng(0, 0), aug_cfg(rot=30.0),
+                               augment_query=False)
   task_maps = {m.astype(np.int32).tobytes() for m in ts.task_maps(3)}
   task_imgs = {episodes.to_float(x).tobytes() for x in ts.task_images(3)}
   for m, x in zip(ep['query']['map'], ep['query']['image']):
@@ -397,12 +394,11 @@ def test_too_few_pairs():
     episodes.sample_episode(ts, 0, 3, 4, episodes.episode_rng(0, 0), None)
   assert '\n' not in str(e.value)
   ts1 = coded_taskset([1, 1])  # BDD100K-like: one pair per task
-  ep = episodes.sample_episode(ts1, 1, 1, 2, episodes.episode_rng(0, 0),
-                               aug_cfg(), reuse_pairs=True)
+  ep = episodes.sample_episode(ts1, 1, 1, 2, episodes.episode_rng(0, 0), aug_cfg(),
+                               reuse_pairs=True)
   assert ep['support']['image'].shape[0] == 1
   assert ep['query']['image'].shape[0] == 2
-  ep = episodes.sample_episode(coded_taskset([6]), 0, 5, 5,
-                               episodes.episode_rng(0, 0), None,
+  ep = episodes.sample_episode(coded_taskset([6]), 0, 5, 5, episodes.episode_rng(0, 0), None,
                                reuse_pairs=True)
   _, sp = decode(ep['support']['image'])
   _, qp = decode(ep['query']['image'])
@@ -411,8 +407,7 @@ def test_too_few_pairs():
 
 def test_meta_batch():
   ts = coded_taskset([8] * 6)
-  mb = episodes.sample_meta_batch(ts, 5, 2, 3, episodes.episode_rng(0, 0),
-                                  aug_cfg())
+  mb = episodes.sample_meta_batch(ts, 5, 2, 3, episodes.episode_rng(0, 0), aug_cfg())
   assert mb['support']['map'].shape == (5, 2, 8, 8)
   assert mb['query']['image'].shape == (5, 3, 8, 8, 3)
   assert mb['query']['ref'].shape == (5, 3, 8, 8, 3)
@@ -420,10 +415,9 @@ def test_meta_batch():
   qt, _ = decode(mb['query']['image'])
   np.testing.assert_array_equal(st[:, 0], qt[:, 0])
   assert len(set(st[:, 0])) == 5  # without replacement
-  mb = episodes.sample_meta_batch(ts, 3, 2, 3, episodes.episode_rng(0, 0),
-                                  None, task_indices=[4, 4, 1])
-  np.testing.assert_array_equal(decode(mb['support']['image'])[0][:, 0],
-                                [4, 4, 1])
+  mb = episodes.sample_meta_batch(ts, 3, 2, 3, episodes.episode_rng(0, 0), None,
+                                  task_indices=[4, 4, 1])
+  np.testing.assert_array_equal(decode(mb['support']['image'])[0][:, 0], [4, 4, 1])
   mb = episodes.sample_meta_batch(ts, 9, 2, 3, episodes.episode_rng(0, 0), None)
   assert mb['support']['map'].shape[0] == 9  # with replacement when M > T
 
@@ -447,8 +441,10 @@ def test_each_slot_and_row_is_sampled_from_its_own_stream(reference_source):
   aug.reference_source = reference_source
   rng = lambda: episodes.episode_rng(3, 7)
   whole = episodes.sample_meta_batch(ts, 4, 2, 3, rng(), aug)
-  parts = [episodes.sample_meta_batch(ts, 4, 2, 3, rng(), aug, rows=r)
-           for r in (slice(0, 1), slice(1, 3), [3])]
+  parts = [
+      episodes.sample_meta_batch(ts, 4, 2, 3, rng(), aug, rows=r)
+      for r in (slice(0, 1), slice(1, 3), [3])
+  ]
   for net in ('support', 'query'):
     for k, v in whole[net].items():
       np.testing.assert_array_equal(np.concatenate([p[net][k] for p in parts]), v)
@@ -488,8 +484,8 @@ def test_augmentation_keeps_map_and_image_aligned(hw):
   """Image colour is a function of the class id; after a joint warp it still
   is, except within 2 pixels of a class boundary (bilinear blending)."""
   maps, images, palette = _class_coloured_batch(6, *hw)
-  out_m, out_i = augment.augment_pairs(
-      maps, images, np.random.default_rng(3), aug_cfg(crop=0.8, rot=30.0))
+  out_m, out_i = augment.augment_pairs(maps, images, np.random.default_rng(3),
+                                       aug_cfg(crop=0.8, rot=30.0))
   assert out_m.dtype == np.int32 and out_i.dtype == np.float32
   assert out_m.shape == maps.shape and out_i.shape == images.shape
   assert not np.array_equal(out_m, maps)
@@ -508,8 +504,8 @@ def test_augmentation_keeps_map_and_image_aligned(hw):
 
 def test_flip_only_mirrors_map_and_image_together():
   maps, images, _ = _class_coloured_batch(16, 16, 16)
-  out_m, out_i = augment.augment_pairs(
-      maps, images, np.random.default_rng(0), aug_cfg(crop=1.0, rot=0.0))
+  out_m, out_i = augment.augment_pairs(maps, images, np.random.default_rng(0),
+                                       aug_cfg(crop=1.0, rot=0.0))
   flipped = 0
   for m, x, m2, x2 in zip(maps, images, out_m, out_i):
     if np.array_equal(m2, m[:, ::-1]):
@@ -524,8 +520,7 @@ def test_flip_only_mirrors_map_and_image_together():
 def test_no_augmentation_is_identity():
   maps, images, _ = _class_coloured_batch(3, 16, 16)
   for cfg in (None, aug_cfg(flip=False, crop=1.0, rot=0.0)):
-    out_m, out_i = augment.augment_pairs(maps, images,
-                                         np.random.default_rng(0), cfg)
+    out_m, out_i = augment.augment_pairs(maps, images, np.random.default_rng(0), cfg)
     np.testing.assert_array_equal(out_m, maps)
     np.testing.assert_allclose(out_i, images, atol=1e-6)
   ref = augment.augment_reference(images, np.random.default_rng(0), None)
@@ -536,8 +531,7 @@ def test_crop_zooms_in():
   """A centred crop of fraction f scales content by 1/f about the centre."""
   x = np.zeros((1, 32, 32, 1), np.float32)
   x[0, 6:26, 6:26] = 1.0  # a 20x20 square around the centre 16x16 window
-  p = augment.WarpParams(flip=np.array([False]), scale=np.array([0.5]),
-                         center_y=np.array([16.0]), center_x=np.array([16.0]),
-                         angle=np.array([0.0]))
+  p = augment.WarpParams(flip=np.array([False]), scale=np.array([0.5]), center_y=np.array([16.0]),
+                         center_x=np.array([16.0]), angle=np.array([0.0]))
   _, out = augment.apply_warp(p, None, x)
   assert out[0, :, :, 0].min() == 1.0  # the square now fills the image

@@ -124,7 +124,7 @@ def test_landmark_regions_are_where_their_polygons_are():
   assert px((pts[60] + pts[64]) / 2) == 6  # mouth centre: inner mouth
   assert px((pts[51] + pts[62]) / 2) == 5  # between outer and inner upper lip
   assert px((pts[29] + pts[33]) / 2) == 4  # nose
-  assert px((pts[2] + pts[30]) / 2) == 1   # cheek
+  assert px((pts[2] + pts[30]) / 2) == 1  # cheek
   assert seg[0, 0] == 0 and seg[-1, -1] == 0  # background
 
 
@@ -154,11 +154,14 @@ def test_landmark_validity_and_readers(tmp_path):
   assert not lm.is_valid(good[:30])
   # OpenPose JSON: 70 points, the best of two people; none -> None.
   flat = lambda p, c: np.concatenate(
-      [np.concatenate([p, np.full((68, 1), c)], 1), np.zeros((2, 3))]).ravel()
+      [np.concatenate([p, np.full(
+          (68, 1), c)], 1), np.zeros((2, 3))]).ravel()
   path = tmp_path / 'a_000000000007_keypoints.json'
-  path.write_text(json.dumps({'people': [
-      {'face_keypoints_2d': flat(good[:, :2] + 1, 0.2).tolist()},
-      {'face_keypoints_2d': flat(good[:, :2], 0.9).tolist()}]}))
+  path.write_text(
+      json.dumps({
+          'people': [{'face_keypoints_2d': flat(good[:, :2] + 1, 0.2).tolist()},
+                     {'face_keypoints_2d': flat(good[:, :2], 0.9).tolist()}]
+      }))
   got = lm.read_openpose_json(str(path))
   np.testing.assert_allclose(got[:, :2], good[:, :2], atol=1e-4)
   assert face_video.frame_number(str(path)) == 7
@@ -180,23 +183,21 @@ def faces(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('ff_manual'))
   info = fx.write_faceforensics(root, size=64)
   shutil.copytree(os.path.join(root, 'test', 'vidC'), os.path.join(root, 'val', 'vidV'))
-  d = data_cfg(name='faceforensics', num_classes=7, image_height=32,
-               image_width=32, manual_dir=root,
-               data_dir=str(tmp_path_factory.mktemp('ff_tfds')),
-               shots=1, queries=1, eval_queries=1)
+  d = data_cfg(name='faceforensics', num_classes=7, image_height=32, image_width=32,
+               manual_dir=root, data_dir=str(tmp_path_factory.mktemp('ff_tfds')), shots=1,
+               queries=1, eval_queries=1)
   d.frames_per_clip, d.min_frames = 3, 2
   (train, out_tr), (test, out_te) = load(d, 'train'), load(d, 'test')
   val, _ = load(d, 'val')
-  return {'train': train, 'val': val, 'test': test, 'out': out_tr + out_te,
-          'info': info, 'cfg': d}
+  return {'train': train, 'val': val, 'test': test, 'out': out_tr + out_te, 'info': info, 'cfg': d}
 
 
 def test_faceforensics_tasks_shapes_and_classes(faces):
   tr, te = faces['train'], faces['test']
   # vidA: 7 clips of 3 frames, clip 1 lost 2 frames -> dropped (min 2).
   # vidB: 7 clips, the last lost 1 frame -> kept with 2.
-  assert tr.names == tuple([f'vidA_c{c}' for c in (0, 2, 3, 4, 5, 6)] +
-                           [f'vidB_c{c}' for c in range(7)])
+  assert tr.names == tuple([f'vidA_c{c}' for c in (0, 2, 3, 4, 5, 6)]
+                           + [f'vidB_c{c}' for c in range(7)])
   np.testing.assert_array_equal(tr.task_sizes(), [3] * 12 + [2])
   assert te.names == ('vidC',) and te.task_sizes().tolist() == [3]
   # MANUAL_DIR/val/ exists: its videos are the validation tasks, one unaugmented each.
@@ -218,8 +219,7 @@ def test_faceforensics_prints_dropped_counts(faces):
 
 def test_faceforensics_crop_keeps_map_and_image_aligned(faces):
   """Unaugmented tasks: the image colour at each pixel is its class colour."""
-  for ts, names, tint in ((faces['train'], ('vidA_c0',), 10),
-                          (faces['train'], ('vidB_c0',), 60),
+  for ts, names, tint in ((faces['train'], ('vidA_c0',), 10), (faces['train'], ('vidB_c0',), 60),
                           (faces['test'], ('vidC',), 120)):
     t = ts.names.index(names[0])
     colours = fx.class_colour(np.arange(7)).astype(int)
@@ -239,25 +239,21 @@ def test_faceforensics_augmented_clips(faces):
     maps, imgs = tr.task_maps(t), tr.task_images(t).astype(float)
     # The map still explains the image: with each class's median colour in
     # this clip as its colour, most pixels are nearest to their own class.
-    colours = np.stack([np.median(imgs[maps == k], 0) if np.any(maps == k)
-                        else np.full(3, 1e4) for k in range(7)])
+    colours = np.stack(
+        [np.median(imgs[maps == k], 0) if np.any(maps == k) else np.full(3, 1e4) for k in range(7)])
     assert agreement(maps, imgs, colours) > 0.85, c
     means.append(imgs[maps == 1].mean(0))
   # Different clips look different (colour augmentation).
-  dist = [np.abs(means[a] - means[b]).sum() for a in range(7)
-          for b in range(a + 1, 7)]
+  dist = [np.abs(means[a] - means[b]).sum() for a in range(7) for b in range(a + 1, 7)]
   assert min(dist) > 3, dist
-  a1 = face_clips.sample_clip_augmentation(
-      face_clips.clip_rng(0, 'vidB', 3))
-  a2 = face_clips.sample_clip_augmentation(
-      face_clips.clip_rng(0, 'vidB', 3))
+  a1 = face_clips.sample_clip_augmentation(face_clips.clip_rng(0, 'vidB', 3))
+  a2 = face_clips.sample_clip_augmentation(face_clips.clip_rng(0, 'vidB', 3))
   assert a1 == a2
 
 
 def test_faceforensics_episodes_sample(faces):
   ts, d = faces['train'], faces['cfg']
-  ep = episodes.sample_meta_batch(ts, 2, 1, 1, np.random.default_rng(0),
-                                  d.augment)
+  ep = episodes.sample_meta_batch(ts, 2, 1, 1, np.random.default_rng(0), d.augment)
   assert ep['support']['map'].shape == (2, 1, 32, 32)
 
 
@@ -274,34 +270,29 @@ def test_faceforensics_reads_video_files(tmp_path, monkeypatch):
   os.makedirs(video_dir)
   pts = [fx.frame_landmarks(f, 48) for f in range(6)]
   frames = [Image.fromarray(fx.face_frame(p, (48, 48), 0)) for p in pts]
-  frames[0].save(video_dir / 'video.gif', save_all=True,
-                 append_images=frames[1:], duration=40, loop=0)
+  frames[0].save(video_dir / 'video.gif', save_all=True, append_images=frames[1:], duration=40,
+                 loop=0)
   arr = np.stack(pts).astype(np.float32)
   arr[1, 0, 0] = np.nan
   np.save(video_dir / 'landmarks.npy', arr)
   monkeypatch.setattr(face_video, 'VIDEO_EXTENSIONS', ('.gif',))
-  params = face_clips.FaceParams(height=16, width=16, frames_per_clip=0,
-                                    min_frames=2)
+  params = face_clips.FaceParams(height=16, width=16, frames_per_clip=0, min_frames=2)
   with contextlib.redirect_stdout(io.StringIO()) as out:
     tasks = list(faceforensics.generate_tasks(str(tmp_path), 'test', params))
-  assert [(n, m.shape, i.shape) for n, m, i in tasks] == [
-      ('vidG', (5, 16, 16), (5, 16, 16, 3))]
+  assert [(n, m.shape, i.shape) for n, m, i in tasks] == [('vidG', (5, 16, 16), (5, 16, 16, 3))]
   assert 'dropped 1 of 6 frames' in out.getvalue()
 
 
 def test_faceforensics_converter_from_frames(tmp_path):
   spec = importlib.util.spec_from_file_location(
-      'prepare_faceforensics',
-      os.path.join(REPO, 'data_prep', 'prepare_faceforensics.py'))
+      'prepare_faceforensics', os.path.join(REPO, 'data_prep', 'prepare_faceforensics.py'))
   conv = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(conv)
   src = tmp_path / 'raw' / 'train' / 'original' / 'v1'
   os.makedirs(src)
   for f in range(4):
-    fx.save(str(src / f'img{f}.png'),
-            fx.face_frame(fx.frame_landmarks(f, 40), (40, 40), 0))
-  assert conv.find_videos(str(tmp_path / 'raw' / 'train'), 'original') == [
-      ('v1', str(src))]
+    fx.save(str(src / f'img{f}.png'), fx.face_frame(fx.frame_landmarks(f, 40), (40, 40), 0))
+  assert conv.find_videos(str(tmp_path / 'raw' / 'train'), 'original') == [('v1', str(src))]
   calls = iter([None, lm.template(30.0), lm.template(30.0), None])
   n, failed = conv.convert_video(str(src), str(tmp_path / 'out' / 'v1'),
                                  detector=lambda img: next(calls))
@@ -309,8 +300,8 @@ def test_faceforensics_converter_from_frames(tmp_path):
   arr = np.load(tmp_path / 'out' / 'v1' / 'landmarks.npy')
   assert arr.shape == (4, 68, 3)
   assert [lm.is_valid(a) for a in arr] == [False, True, True, False]
-  assert sorted(os.listdir(tmp_path / 'out' / 'v1' / 'frames')) == [
-      '00000.png', '00001.png', '00002.png', '00003.png']
+  assert sorted(os.listdir(tmp_path / 'out' / 'v1'
+                           / 'frames')) == ['00000.png', '00001.png', '00002.png', '00003.png']
 
 
 # ---------------------------------------------------------------------------
@@ -323,14 +314,14 @@ def streets(tmp_path_factory):
   root = tmp_path_factory.mktemp('streets')
   names = fx.write_bdd100k(str(root / 'bdd100k'))
   fx.write_camvid(str(root / 'camvid'))
-  d = data_cfg(name='bdd_camvid', num_classes=20, image_height=16,
-               image_width=32, manual_dir=str(root), shots=1, queries=5,
-               eval_queries=5, reuse_pairs=True,
+  d = data_cfg(name='bdd_camvid', num_classes=20, image_height=16, image_width=32,
+               manual_dir=str(root), shots=1, queries=5, eval_queries=5, reuse_pairs=True,
                data_dir=str(tmp_path_factory.mktemp('streets_tfds')))
   (train, _), (test, out) = load(d, 'train'), load(d, 'test')
   val, _ = load(d, 'val')
-  return {'train': train, 'val': val, 'test': test, 'out': out, 'names': names,
-          'root': root, 'cfg': d}
+  return {
+      'train': train, 'val': val, 'test': test, 'out': out, 'names': names, 'root': root, 'cfg': d
+  }
 
 
 def test_bdd100k_pairs_are_one_shot_tasks(streets):
@@ -346,8 +337,8 @@ def test_bdd100k_pairs_are_one_shot_tasks(streets):
   assert agreement(np.concatenate([tr.maps, va.maps]), np.concatenate([tr.images, va.images]),
                    fx.class_colour(np.arange(20))) > 0.85
   # reuse_pairs fills support + query sets from the single pair.
-  ep = episodes.sample_episode(tr, 0, 1, 5, np.random.default_rng(0),
-                               streets['cfg'].augment, reuse_pairs=True)
+  ep = episodes.sample_episode(tr, 0, 1, 5, np.random.default_rng(0), streets['cfg'].augment,
+                               reuse_pairs=True)
   assert ep['query']['map'].shape == (5, 16, 32)
 
 
@@ -367,8 +358,7 @@ def test_camvid_clips(streets):
   assert te.maps.max() <= 19
   assert 'dropped 2 frames at sequence ends' in streets['out']
   assert agreement(te.maps, te.images, fx.class_colour(np.arange(20))) > 0.9
-  ep = episodes.sample_episode(te, 1, 1, 5, np.random.default_rng(0), None,
-                               augment_query=False)
+  ep = episodes.sample_episode(te, 1, 1, 5, np.random.default_rng(0), None, augment_query=False)
   assert ep['support']['map'].shape == (1, 16, 32)
   assert ep['query']['map'].shape == (5, 16, 32)
 
@@ -381,9 +371,8 @@ def test_camvid_mapping_covers_every_class():
   assert set(camvid.CAMVID_TO_BDD) == set(names)
   assert all(0 <= b < bdd100k.NUM_CLASSES for b in camvid.CAMVID_TO_BDD.values())
   assert camvid.CAMVID_TO_BDD['Void'] == bdd100k.VOID
-  for n, b in [('Road', 'road'), ('Sky', 'sky'), ('Car', 'car'),
-               ('Pedestrian', 'person'), ('Tree', 'vegetation'),
-               ('Building', 'building'), ('Sidewalk', 'sidewalk'),
+  for n, b in [('Road', 'road'), ('Sky', 'sky'), ('Car', 'car'), ('Pedestrian', 'person'),
+               ('Tree', 'vegetation'), ('Building', 'building'), ('Sidewalk', 'sidewalk'),
                ('Column_Pole', 'pole'), ('TrafficLight', 'traffic light')]:
     assert bdd100k.BDD_CLASSES[camvid.CAMVID_TO_BDD[n]] == b
   # The palette decodes every colour to its mapped class.
@@ -395,15 +384,14 @@ def test_camvid_mapping_covers_every_class():
 def test_resize_center_crop_geometry():
   """720x1280 -> cover 144x256 -> rows 8..135; the map follows the image."""
   ids = np.zeros((720, 1280), np.uint8)
-  ids[:45] = 1     # first 45 rows -> 9 rows at 144 -> 1 row after the crop
+  ids[:45] = 1  # first 45 rows -> 9 rows at 144 -> 1 row after the crop
   ids[:, 640:] += 2
   img = fx.class_colour(ids)
   out_img, out_ids = image_io.resize_center_crop(img, ids, 128, 256)
   assert out_img.shape == (128, 256, 3) and out_ids.shape == (128, 256)
   assert np.all(out_ids[0, :128] == 1) and np.all(out_ids[1:, :128] == 0)
   assert np.all(out_ids[5:, 128:] == 2)
-  assert agreement(out_ids[None], out_img[None],
-                   fx.class_colour(np.arange(4))) > 0.98
+  assert agreement(out_ids[None], out_img[None], fx.class_colour(np.arange(4))) > 0.98
 
 
 def test_bdd_camvid_loads_by_parts(tmp_path, streets):
@@ -423,16 +411,16 @@ def test_bdd_camvid_loads_by_parts(tmp_path, streets):
 
 
 def paired_cfg(root, data_dir, **kw):
-  return data_cfg(name='paired_folder', num_classes=5, image_height=16,
-                  image_width=24, manual_dir=str(root), data_dir=str(data_dir),
-                  shots=2, queries=2, eval_queries=2, **kw)
+  return data_cfg(name='paired_folder', num_classes=5, image_height=16, image_width=24,
+                  manual_dir=str(root), data_dir=str(data_dir), shots=2, queries=2, eval_queries=2,
+                  **kw)
 
 
 def test_paired_folder(tmp_path):
-  fx.write_paired_folder(str(tmp_path / 'root'),
-                         {'train': {'alice': 4, 'bob': 5}, 'val': {'dave': 4},
-                          'test': {'carol': 4}},
-                         num_classes=5, hw=(20, 30))
+  fx.write_paired_folder(
+      str(tmp_path / 'root'),
+      {'train': {'alice': 4, 'bob': 5}, 'val': {'dave': 4}, 'test': {'carol': 4}}, num_classes=5,
+      hw=(20, 30))
   d = paired_cfg(tmp_path / 'root', tmp_path / 'tfds')
   tr, _ = load(d, 'train')
   te, _ = load(d, 'test')
@@ -460,8 +448,7 @@ def test_corrupt_or_truncated_image(tmp_path):
   with pytest.raises(DataError) as err:
     image_io.read_rgb(str(bad))
   assert_one_line_naming(err, bad)
-  good = write_png(tmp_path / 'good.png', np.random.default_rng(0).integers(
-      0, 255, (64, 64, 3)))
+  good = write_png(tmp_path / 'good.png', np.random.default_rng(0).integers(0, 255, (64, 64, 3)))
   cut = tmp_path / 'cut.png'
   cut.write_bytes(open(good, 'rb').read()[:400])
   with pytest.raises(DataError) as err:
@@ -510,8 +497,7 @@ def test_image_and_label_of_different_sizes(tmp_path):
   assert_one_line_naming(err, lab)
   assert 'label is 8x9 but its image' in str(err.value)
   fx.write_bdd100k(str(tmp_path / 'bdd'), {'train': 2}, hw=(10, 20))
-  lab = tmp_path / 'bdd' / 'labels' / 'sem_seg' / 'masks' / 'train' / (
-      'tr0000-bdd.png')
+  lab = tmp_path / 'bdd' / 'labels' / 'sem_seg' / 'masks' / 'train' / ('tr0000-bdd.png')
   write_png(lab, np.zeros((10, 21)))
   with pytest.raises(DataError) as err:
     list(bdd100k.generate_tasks(str(tmp_path / 'bdd'), 'train', 8, 8))
@@ -528,8 +514,7 @@ def test_missing_image_or_label(tmp_path):
 
 def test_task_with_too_few_pairs(tmp_path):
   fx.write_paired_folder(str(tmp_path / 'root'),
-                         {'train': {'big': 4, 'small': 3}, 'val': {'v': 4},
-                          'test': {'c': 4}},
+                         {'train': {'big': 4, 'small': 3}, 'val': {'v': 4}, 'test': {'c': 4}},
                          num_classes=5, hw=(8, 8))
   d = paired_cfg(tmp_path / 'root', tmp_path / 'tfds')
   with pytest.raises(DataError) as err:
@@ -542,10 +527,8 @@ def test_task_with_too_few_pairs(tmp_path):
 
 
 def test_missing_manual_dir(tmp_path):
-  for manual, named in ((str(tmp_path / 'nope'), str(tmp_path / 'nope')),
-                        ('', 'data.manual_dir')):
-    for name, classes in (('paired_folder', 5), ('faceforensics', 7),
-                          ('bdd_camvid', 20)):
+  for manual, named in ((str(tmp_path / 'nope'), str(tmp_path / 'nope')), ('', 'data.manual_dir')):
+    for name, classes in (('paired_folder', 5), ('faceforensics', 7), ('bdd_camvid', 20)):
       d = paired_cfg(manual, tmp_path / 'tfds')
       d.name, d.num_classes = name, classes
       with pytest.raises(DataError) as err:
@@ -565,8 +548,8 @@ def test_failure_leaves_nothing_half_written(tmp_path):
   """A bad file in the LAST split: the train split was already written to a
   temporary folder, which TFDS removes; nothing prepared remains."""
   root = tmp_path / 'root'
-  fx.write_paired_folder(str(root), {'train': {'a': 4}, 'val': {'v': 4},
-                                     'test': {'b': 4}}, num_classes=5, hw=(8, 8))
+  fx.write_paired_folder(str(root), {'train': {'a': 4}, 'val': {'v': 4}, 'test': {'b': 4}},
+                         num_classes=5, hw=(8, 8))
   bad = root / 'test' / 'b' / 'images' / 'p002.png'
   good_bytes = bad.read_bytes()
   bad.write_bytes(b'\x89PNG\r\n\x1a\n garbage')
@@ -575,8 +558,8 @@ def test_failure_leaves_nothing_half_written(tmp_path):
     load(d, 'train')
   assert_one_line_naming(err, bad)
   leftovers = prepared_files(tmp_path / 'tfds')
-  assert not [f for f in leftovers if 'array_record' in f or f.endswith(
-      'dataset_info.json')], leftovers
+  assert not [f for f in leftovers if 'array_record' in f or f.endswith('dataset_info.json')
+             ], leftovers
   assert not [f for f in leftovers if 'incomplete' in f], leftovers
   # Fixing the file and preparing again works from scratch.
   bad.write_bytes(good_bytes)
@@ -591,46 +574,40 @@ def test_failure_leaves_nothing_half_written(tmp_path):
 
 def run_cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, os.path.join(REPO, 'data_prep',
-                                                      'prepare.py'), *args],
-                        capture_output=True, text=True, env=env, timeout=120,
-                        check=False)
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, 'data_prep', 'prepare.py'), *args], capture_output=True,
+      text=True, env=env, timeout=120, check=False)
 
 
 def test_prepare_cli(tmp_path):
   fx.write_bdd100k(str(tmp_path / 'm' / 'bdd100k'), {'train': 2})
   fx.write_camvid(str(tmp_path / 'm' / 'camvid'), {'0006R0': 10})
   size = ['--config.data.image_height=16', '--config.data.image_width=32']
-  res = run_cli(f'--config={REPO}/configs/streets.py:pix2pix',
-                f'--manual_dir={tmp_path}/m', f'--data_dir={tmp_path}/tfds',
-                *size)
+  res = run_cli(f'--config={REPO}/configs/streets.py:pix2pix', f'--manual_dir={tmp_path}/m',
+                f'--data_dir={tmp_path}/tfds', *size)
   assert res.returncode == 0, res.stderr[-2000:]
   assert 'bdd_camvid/train: 1 tasks of 16x32' in res.stdout
   assert 'bdd_camvid/val: 1 tasks of 16x32' in res.stdout
   assert 'bdd_camvid/test: 1 tasks of 16x32' in res.stdout
   # A colour outside the palette: exit 1 with one line naming the file.
-  lab = tmp_path / 'm' / 'camvid' / 'LabeledApproved_full' / (
-      '0006R0_f00030_L.png')
+  lab = tmp_path / 'm' / 'camvid' / 'LabeledApproved_full' / ('0006R0_f00030_L.png')
   write_png(lab, np.full((36, 48, 3), 7))
-  res = run_cli(f'--config={REPO}/configs/streets.py:pg2',
-                f'--manual_dir={tmp_path}/m', f'--data_dir={tmp_path}/tfds2',
-                *size)
+  res = run_cli(f'--config={REPO}/configs/streets.py:pg2', f'--manual_dir={tmp_path}/m',
+                f'--data_dir={tmp_path}/tfds2', *size)
   assert res.returncode == 1
   errors = [l for l in res.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and str(lab) in errors[0], res.stderr[-2000:]
 
 
 def load_config(name, arg):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(REPO, 'configs', name + '.py'))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod.get_config(arg)
 
 
-PAPER_CONFIGS = [('faces', 'pg2,5shot'), ('faces', 'pg2,1shot'),
-                 ('faces', 'pix2pix,5shot'), ('faces', 'pix2pix,1shot'),
-                 ('streets', 'pg2'), ('streets', 'pix2pix')]
+PAPER_CONFIGS = [('faces', 'pg2,5shot'), ('faces', 'pg2,1shot'), ('faces', 'pix2pix,5shot'),
+                 ('faces', 'pix2pix,1shot'), ('streets', 'pg2'), ('streets', 'pix2pix')]
 
 
 @pytest.mark.parametrize('name,arg', PAPER_CONFIGS)
@@ -640,8 +617,7 @@ def test_paper_configs(name, arg):
   assert c.model.name == arg.split(',')[0]
   assert c.data.name == ('faceforensics' if faces else 'bdd_camvid')
   assert c.data.num_classes == (7 if faces else 20)
-  assert (c.data.image_height, c.data.image_width) == (
-      (128, 128) if faces else (128, 256))
+  assert (c.data.image_height, c.data.image_width) == ((128, 128) if faces else (128, 256))
   assert c.data.shots == (1 if '1shot' in arg or not faces else 5)
   assert c.data.eval_queries == 20  # Sec. 5.2: 20 per test video / CamVid clip
   assert c.data.reuse_pairs == (not faces)
@@ -670,11 +646,8 @@ def test_smoke_configs_run_on_synthetic_data(name, arg, tmp_path):
   d.data_dir = str(tmp_path)
   ts = registry.load_tasks(d, 'train', '/nonexistent')
   ep = episodes.sample_meta_batch(ts, c.meta.meta_batch, d.shots, d.queries,
-                                  np.random.default_rng(0), d.augment,
-                                  reuse_pairs=d.reuse_pairs)
-  assert ep['support']['map'].shape == (
-      c.meta.meta_batch, d.shots, d.image_height, d.image_width)
+                                  np.random.default_rng(0), d.augment, reuse_pairs=d.reuse_pairs)
+  assert ep['support']['map'].shape == (c.meta.meta_batch, d.shots, d.image_height, d.image_width)
   te = registry.load_tasks(d, 'test', '/nonexistent')
-  episodes.sample_episode(te, 0, d.shots, d.eval_queries,
-                          np.random.default_rng(1), d.augment, False,
-                          reuse_pairs=d.reuse_pairs)
+  episodes.sample_episode(te, 0, d.shots, d.eval_queries, np.random.default_rng(1), d.augment,
+                          False, reuse_pairs=d.reuse_pairs)

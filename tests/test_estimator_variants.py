@@ -83,8 +83,8 @@ def test_es_agrees_with_second_order_with_many_pairs():
 
 def test_options_are_parsed_by_their_declared_types_and_bad_ones_named():
   assert estimators.options(estimators.get("es")) == {"pairs": 8, "sigma": 0.01}
-  assert estimators.parse_options(estimators.get("es"), "pairs=3, sigma=0.5") == {
-      "pairs": 3, "sigma": 0.5}
+  assert estimators.parse_options(estimators.get("es"),
+                                  "pairs=3, sigma=0.5") == {"pairs": 3, "sigma": 0.5}
   with pytest.raises(ValueError, match="'nope=1' is not name=value of an option of es"):
     estimators.parse_options(estimators.get("es"), "nope=1", "es")
   with pytest.raises(ValueError, match="pairs='x' is not a int"):
@@ -113,13 +113,11 @@ def test_user_estimator_from_outside_the_package(tmp_path, monkeypatch):
   mine = estimators.resolve("my_estimators:scaled_first_order", "scale=2")
   got = jax.jit(functools.partial(mine, lp))(params, task, rng)[0]
   want = _grads("first_order", lp, params, task, rng)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 2 * b, rtol=1e-6, atol=1e-8),
-               got, want)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 2 * b, rtol=1e-6, atol=1e-8), got, want)
   sys.modules.pop("my_estimators", None)
 
 
-@pytest.mark.parametrize("name,opts", [("second_order", {}),
-                                       ("truncated", {"backprop_steps": 5})])
+@pytest.mark.parametrize("name,opts", [("second_order", {}), ("truncated", {"backprop_steps": 5})])
 def test_nested_remat_equals_none_and_step(name, opts):
   """Nested segments (K=7: segments of 3, 3 and 1) give the gradients of no remat."""
   with jax.enable_x64(True):
@@ -127,19 +125,22 @@ def test_nested_remat_equals_none_and_step(name, opts):
     params = tiny.init_params(sp, seed=4, dtype=jnp.float64)
     task = tiny.task(6, dtype=np.float64)
     rng = jax.random.PRNGKey(4)
-    outs = [_grads(name, tiny.loop(sp, "adam", lr=0.01, steps=7, remat=r), params, task, rng,
-                   **opts) for r in ("none", "step", "nested")]
+    outs = [
+        _grads(name, tiny.loop(sp, "adam", lr=0.01, steps=7, remat=r), params, task, rng, **opts)
+        for r in ("none", "step", "nested")
+    ]
     _assert_trees_equal(outs[0], outs[1], rtol=1e-12)
     _assert_trees_equal(outs[0], outs[2], rtol=1e-12)
 
 
 # ---- implicit differentiation through the game ------------------------------------
 
+
 def _quadratic_game(seed=0):
   """F(theta) = A theta + b over theta = {'G': [2], 'D': [3]}, A non-symmetric."""
   rng = np.random.default_rng(seed)
   a = rng.normal(size=(5, 5))
-  a[:2, 2:] += 2.0          # G's gradient depends on D much more than D's on G
+  a[:2, 2:] += 2.0  # G's gradient depends on D much more than D's on G
   b = rng.normal(size=5)
   split = lambda x: {"G": x[:2], "D": x[2:]}
   join = lambda t: jnp.concatenate([t["G"], t["D"]])
@@ -193,6 +194,7 @@ def test_implicit_agrees_with_second_order_through_the_regularised_unroll():
 
 # ---- Meta-SGD and partial adaptation ----------------------------------------------
 
+
 def test_meta_sgd_rate_gradients_match_finite_differences():
   """d L_G^q / d s_G and d L_D^q / d s_D equal float64 central differences."""
   from bil_jax import adapt
@@ -208,12 +210,13 @@ def test_meta_sgd_rate_gradients_match_finite_differences():
     rng = jax.random.PRNGKey(6)
     grads = _grads("meta_sgd", lp, params, task, rng)
     flat, unravel = ravel_pytree(params)
-    f = jax.jit(lambda x: jnp.stack(core.query_losses(
-        lp, core.adapt(lp, unravel(x), task["support"], rng)[0], task, rng)[0]))
+    f = jax.jit(lambda x: jnp.stack(
+        core.query_losses(lp,
+                          core.adapt(lp, unravel(x), task["support"], rng)[0], task, rng)[0]))
     for net, which in (("G", 0), ("D", 1)):
       v = jax.tree.map(jnp.zeros_like, params)
-      v[adapt.UPDATE_SCALE][net] = jax.tree.map(
-          lambda a: jnp.asarray(r.normal(size=a.shape)), params[adapt.UPDATE_SCALE][net])
+      v[adapt.UPDATE_SCALE][net] = jax.tree.map(lambda a: jnp.asarray(r.normal(size=a.shape)),
+                                                params[adapt.UPDATE_SCALE][net])
       vflat = ravel_pytree(v)[0]
       eps = 1e-6
       fd = (f(flat + eps * vflat)[which] - f(flat - eps * vflat)[which]) / (2 * eps)
@@ -231,14 +234,14 @@ def test_meta_sgd_scales_change_the_adaptation():
   plain, _ = adapt.adapt(lp, adapt.networks(params), task["support"], rng)
   ones, _ = adapt.adapt(lp, params, task["support"], rng)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               adapt.networks(ones), plain)                   # s = 1: plain adaptation
-  doubled = dict(params, **{adapt.UPDATE_SCALE: jax.tree.map(
-      lambda s: 2 * s, params[adapt.UPDATE_SCALE])})
+               adapt.networks(ones), plain)  # s = 1: plain adaptation
+  doubled = dict(params,
+                 **{adapt.UPDATE_SCALE: jax.tree.map(lambda s: 2 * s, params[adapt.UPDATE_SCALE])})
   two, _ = adapt.adapt(lp, doubled, task["support"], rng)
-  delta = lambda p: ravel_pytree(jax.tree.map(jnp.subtract, adapt.networks(p),
-                                              adapt.networks(params)))[0]
+  delta = lambda p: ravel_pytree(
+      jax.tree.map(jnp.subtract, adapt.networks(p), adapt.networks(params)))[0]
   assert float(jnp.linalg.norm(delta(two) - 2 * delta(ones))) < 0.5 * float(
-      jnp.linalg.norm(delta(ones)))   # SGD: twice the rate, about twice the step
+      jnp.linalg.norm(delta(ones)))  # SGD: twice the rate, about twice the step
 
 
 @pytest.mark.parametrize("name", ["second_order", "first_order", "reptile", "truncated"])
@@ -250,8 +253,9 @@ def test_adapt_mask_freezes_the_rest_during_adaptation(name):
   params, task, rng = tiny.init_params(sp), tiny.task(10), jax.random.PRNGKey(8)
   adapted, _ = adapt.adapt(lp, params, task["support"], rng)
   _assert_trees_equal(adapted["D"], params["D"])
-  assert float(ravel_pytree(jax.tree.map(jnp.subtract, adapted["G"], params["G"]))[0]
-               @ ravel_pytree(jax.tree.map(jnp.subtract, adapted["G"], params["G"]))[0]) > 0
+  assert float(
+      ravel_pytree(jax.tree.map(jnp.subtract, adapted["G"], params["G"]))[0]
+      @ ravel_pytree(jax.tree.map(jnp.subtract, adapted["G"], params["G"]))[0]) > 0
   grads = _grads(name, lp, params, task, rng)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   with pytest.raises(ValueError, match="matches no parameter"):

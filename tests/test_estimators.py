@@ -40,8 +40,8 @@ def test_second_order_matches_central_finite_differences_float64(inner):
     for net, which in (("G", 0), ("D", 1)):
       for _ in range(2):
         v = jax.tree.map(jnp.zeros_like, params)
-        v[net] = jax.tree.map(
-            lambda a: jnp.asarray(vrng.normal(size=a.shape), jnp.float64), params[net])
+        v[net] = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape), jnp.float64),
+                              params[net])
         vflat, _ = ravel_pytree(v)
         fd = (f(flat + eps * vflat)[which] - f(flat - eps * vflat)[which]) / (2 * eps)
         analytic = ravel_pytree(grads[net])[0] @ ravel_pytree(v[net])[0]
@@ -69,8 +69,7 @@ def test_second_order_k1_sgd_closed_form():
                             step_rng)["g_loss"]
 
     def query_g(gf):
-      return gan.gan_losses(sp, {"G": g_unravel(gf), "D": d_params}, task["query"],
-                            q_rng)["g_loss"]
+      return gan.gan_losses(sp, {"G": g_unravel(gf), "D": d_params}, task["query"], q_rng)["g_loss"]
 
     hess = jax.jit(jax.hessian(support_g))(g_flat)
     g_prime = g_flat - alpha * jax.grad(support_g)(g_flat)
@@ -92,8 +91,7 @@ def test_second_order_k1_sgd_closed_form():
     hess_d = jax.jit(jax.hessian(support_d))(d_flat)
     d_prime = d_flat - alpha * jax.grad(support_d)(d_flat)
     expected_d = (jnp.eye(d_flat.size) - alpha * hess_d) @ jax.grad(query_d)(d_prime)
-    np.testing.assert_allclose(ravel_pytree(grads["D"])[0], expected_d, rtol=1e-9,
-                               atol=1e-12)
+    np.testing.assert_allclose(ravel_pytree(grads["D"])[0], expected_d, rtol=1e-9, atol=1e-12)
 
 
 def test_first_order_is_query_gradient_at_adapted_params():
@@ -120,8 +118,8 @@ def test_reptile_is_params_minus_adapted():
   rng = jax.random.PRNGKey(3)
   grads, metrics = jax.jit(functools.partial(estimators.reptile, lp))(params, task, rng)
   adapted, _ = jax.jit(functools.partial(adapt.adapt, lp))(params, task["support"], rng)
-  jax.tree.map(lambda g, p, a: np.testing.assert_allclose(g, p - a, rtol=1e-6, atol=1e-8),
-               grads, params, adapted)
+  jax.tree.map(lambda g, p, a: np.testing.assert_allclose(g, p - a, rtol=1e-6, atol=1e-8), grads,
+               params, adapted)
   assert float(metrics["grad_norm_G"]) > 0
 
 
@@ -149,19 +147,21 @@ def test_remat_gives_same_gradients(name):
   params = tiny.init_params(sp)
   task = tiny.task(9)
   rng = jax.random.PRNGKey(5)
-  outs = [jax.jit(functools.partial(estimators.get(name),
-                                    tiny.loop(sp, "adam", lr=0.01, steps=3, remat=r)))(
-                                        params, task, rng)[0] for r in (False, True)]
+  outs = [
+      jax.jit(
+          functools.partial(estimators.get(name), tiny.loop(sp, "adam", lr=0.01, steps=3,
+                                                            remat=r)))(params, task, rng)[0]
+      for r in (False, True)
+  ]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *outs)
 
 
 def test_estimator_metrics_and_unknown_name():
   sp = tiny.spec()
-  est = jax.jit(functools.partial(estimators.second_order,
-                                  tiny.loop(sp, "sgd", lr=0.5, steps=3)))
+  est = jax.jit(functools.partial(estimators.second_order, tiny.loop(sp, "sgd", lr=0.5, steps=3)))
   _, m = est(tiny.init_params(sp), tiny.task(1), jax.random.PRNGKey(0))
-  for key in ("query_g_loss_before", "query_g_loss_after", "support_l1_first",
-              "support_l1_last", "grad_norm_G", "grad_norm_D"):
+  for key in ("query_g_loss_before", "query_g_loss_after", "support_l1_first", "support_l1_last",
+              "grad_norm_G", "grad_norm_D"):
     assert np.isfinite(float(m[key])), key
   # SGD on the support set lowers the support loss.
   assert float(m["support_l1_last"]) < float(m["support_l1_first"])

@@ -29,15 +29,16 @@ from tests.test_reliability import META_STEPS, PRE_STEPS, TINY, final_state
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config at the smallest size the reliability tests use (16x16, width 4,
 # K=1, one task per meta-batch): each run compiles its estimator once and takes seconds.
-SMALL = [a for a in TINY if "estimator" not in a] + ["--config.eval.is_steps=2",
-                                                      "--config.eval.aux_steps=1",
-                                                      "--config.eval.aux_tasks=1"]
+SMALL = [a for a in TINY if "estimator" not in a
+        ] + ["--config.eval.is_steps=2", "--config.eval.aux_steps=1", "--config.eval.aux_tasks=1"]
 
 
 def _main(workdir, mode, *overrides, env_extra=None):
   env = dict(os.environ, **(env_extra or {}))
-  cmd = [sys.executable, "-m", "bil_jax.main", "--config=configs/synthetic.py",
-         f"--workdir={workdir}", f"--mode={mode}", *SMALL, *overrides]
+  cmd = [
+      sys.executable, "-m", "bil_jax.main", "--config=configs/synthetic.py", f"--workdir={workdir}",
+      f"--mode={mode}", *SMALL, *overrides
+  ]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
@@ -85,13 +86,15 @@ def _run_main(pretrained, workdir, mode, *overrides, env_extra=None):
   return state, proc
 
 
-@pytest.mark.parametrize("estimator,options,extra", [
-    ("reptile", "", ()),
-    ("truncated", "backprop_steps=1", ()),
-    ("es", "pairs=2,sigma=0.01", ()),
-    ("implicit", "lam=1.0,max_iters=5", ()),
-    ("second_order", "", ("--config.meta.adapt_mask=G/*",)),   # second_order, masked
-])
+@pytest.mark.parametrize(
+    "estimator,options,extra",
+    [
+        ("reptile", "", ()),
+        ("truncated", "backprop_steps=1", ()),
+        ("es", "pairs=2,sigma=0.01", ()),
+        ("implicit", "lam=1.0,max_iters=5", ()),
+        ("second_order", "", ("--config.meta.adapt_mask=G/*",)),  # second_order, masked
+    ])
 def test_estimator_meta_trains_through_main(pretrained, tmp_path, estimator, options, extra):
   state, _ = _run_main(pretrained, tmp_path / "w", "metatrain",
                        f"--config.meta.estimator={estimator}",
@@ -124,10 +127,9 @@ def test_the_documented_user_estimator_trains_through_main(pretrained, tmp_path)
   code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
   assert len(code.strip().splitlines()) < 30
   (tmp_path / "my_estimators.py").write_text(code)
-  _run_main(
-      pretrained, tmp_path / "w", "metatrain",
-      "--config.meta.estimator=my_estimators:scaled_first_order",
-      "--config.meta.estimator_options=scale=0.5",
-      env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+  _run_main(pretrained, tmp_path / "w", "metatrain",
+            "--config.meta.estimator=my_estimators:scaled_first_order",
+            "--config.meta.estimator_options=scale=0.5",
+            env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
   config = json.load(open(tmp_path / "w" / "config.json"))
   assert config["meta.estimator"] == "my_estimators:scaled_first_order"

@@ -22,17 +22,20 @@ def test_row_names_follow_the_paper():
   names = rows.row_names("pix2pix", 5)
   assert [names[k] for k in ("x", "x_nshot", "bil_noaux", "bil", "gp")] == [
       "Pix2pix", "Pix2pix (5-shot)", "BiL-Pix2pix w/o Aux (5-shot)", "BiL-Pix2pix (5-shot)",
-      "BiL-Pix2pix (GP)"]
+      "BiL-Pix2pix (GP)"
+  ]
   assert evaluate.ROW_IDS == rows.ROW_IDS
   assert list(names) == list(rows.ROW_IDS)
   assert rows.row_names("pg2", 1)["bil"] == "BiL-PG2 (1-shot)"
 
 
 def test_rows_average_and_lpips_is_never_made_up():
-  rows = evaluate._mean_rows({"A": [{"ssim": 0.5, "mse": 0.1, "psnr": 20.0},
-                                    {"ssim": 0.7, "mse": 0.3, "psnr": 10.0}]})
-  assert rows["A"] == {"lpips": None, "ssim": pytest.approx(0.6), "mse": pytest.approx(0.2),
-                       "psnr": pytest.approx(15.0)}
+  rows = evaluate._mean_rows(
+      {"A": [{"ssim": 0.5, "mse": 0.1, "psnr": 20.0}, {"ssim": 0.7, "mse": 0.3, "psnr": 10.0}]})
+  assert rows["A"] == {
+      "lpips": None, "ssim": pytest.approx(0.6), "mse": pytest.approx(0.2),
+      "psnr": pytest.approx(15.0)
+  }
   with_lpips = evaluate._mean_rows({"B": [{"lpips": 0.25, "ssim": 1.0, "mse": 0.0, "psnr": 30.0}]})
   assert with_lpips["B"]["lpips"] == 0.25
 
@@ -40,8 +43,8 @@ def test_rows_average_and_lpips_is_never_made_up():
 def test_retrieval_finds_the_task_with_the_same_layouts():
   rng = np.random.default_rng(0)
   maps = [rng.integers(0, 4, (3, 8, 8)).astype(np.uint8) for _ in range(6)]
-  ts = tasks.from_tasks([(f"t{i}", m, np.zeros(m.shape + (3,), np.uint8))
-                         for i, m in enumerate(maps)], 4)
+  ts = tasks.from_tasks(
+      [(f"t{i}", m, np.zeros(m.shape + (3,), np.uint8)) for i, m in enumerate(maps)], 4)
   top = eval_inputs.retrieve_aux_tasks(maps[4][:2].astype(np.int32), ts, 3)
   assert top[0] == 4 and len(set(top.tolist())) == 3
 
@@ -62,9 +65,9 @@ def tiny_setup(augment_shots=False, num_test=2):
 
 def tiny_taskset(rng, prefix, n):
   """n tasks of 6 random 4x4 pairs named prefix0, prefix1, ..."""
-  return tasks.from_tasks(
-      [(f"{prefix}{i}", rng.integers(0, tiny.C, (6, tiny.H, tiny.W)),
-        rng.integers(0, 256, (6, tiny.H, tiny.W, 3))) for i in range(n)], tiny.C)
+  return tasks.from_tasks([(f"{prefix}{i}", rng.integers(
+      0, tiny.C, (6, tiny.H, tiny.W)), rng.integers(0, 256, (6, tiny.H, tiny.W, 3)))
+                           for i in range(n)], tiny.C)
 
 
 def tiny_stubs(train_ts, test_ts, spec):
@@ -72,8 +75,10 @@ def tiny_stubs(train_ts, test_ts, spec):
   data (2 validation tasks 'val0', 'val1'), the spec, no frozen weights, and tiny
   parameters for the pretrain, xplus and meta checkpoints."""
   val_ts = tiny_taskset(np.random.default_rng(1), "val", 2)
-  params = {"pretrain": tiny.init_params(spec, 0), "xplus": tiny.init_params(spec, 2),
-            "meta": tiny.init_params(spec, 1)}
+  params = {
+      "pretrain": tiny.init_params(spec, 0), "xplus": tiny.init_params(spec, 2),
+      "meta": tiny.init_params(spec, 1)
+  }
   splits = evaluate.loading.Splits(train_ts, val_ts, test_ts)
   return [(evaluate.loading, "load_data", lambda *_: splits),
           (evaluate.builders, "build_spec", lambda *_: spec),
@@ -91,8 +96,8 @@ def test_shots_are_raw_pairs_unless_augment_shots_and_retrieval_uses_raw_maps():
     np.testing.assert_array_equal(ep["support"]["map"], ep["support_maps"])
     assert ep["query"]["image"].shape[0] == 3
   # Each raw shot is one of task 0's images, untouched.
-  assert all(np.any(np.all(np.isclose(images, im), axis=(1, 2, 3)))
-             for im in raw[0]["support"]["image"])
+  assert all(
+      np.any(np.all(np.isclose(images, im), axis=(1, 2, 3))) for im in raw[0]["support"]["image"])
   # Same pairs either way: augment_shots changes the shots' pixels, not which pairs or the
   # maps retrieval sees.
   np.testing.assert_array_equal(aug[0]["support_maps"], raw[0]["support_maps"])
@@ -109,13 +114,12 @@ def test_task_inputs_hold_the_retrieved_tasks_and_their_aux_meta_batches():
   np.testing.assert_array_equal(task["aux_tasks"], aux)
   assert task["aux_rngs"].shape == (2, 2, 2) and task["aux"]["support"]["image"].shape[:2] == (2, 2)
   for step in range(2):
-    want = sampler.meta_batch(train_ts, 2, streams.episode_rng(c.seed, "aux",
-                                                                streams.aux_step(1, step)),
+    want = sampler.meta_batch(train_ts, 2,
+                              streams.episode_rng(c.seed, "aux", streams.aux_step(1, step)),
                               task_indices=list(aux))
-    jax.tree.map(np.testing.assert_array_equal,
-                 jax.tree.map(lambda x: x[step], task["aux"]), want)  # pylint: disable=cell-var-from-loop
-    np.testing.assert_array_equal(
-        task["aux_rngs"][step], meta.task_rngs(streams.key(c.seed, "aux", 1), step, 2))
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda x: x[step], task["aux"]), want)  # pylint: disable=cell-var-from-loop
+    np.testing.assert_array_equal(task["aux_rngs"][step],
+                                  meta.task_rngs(streams.key(c.seed, "aux", 1), step, 2))
   np.testing.assert_array_equal(task["rng"], streams.key(c.seed, "eval", 1))
   c.eval.aux_steps = 0
   assert eval_inputs.task_inputs(c, sampler, train_ts, ep, 1)["aux_rngs"].shape == (0, 2, 2)
@@ -128,8 +132,10 @@ def test_padded_positions_repeat_the_last_task():
   assert eval_inputs.padded_positions(2, 1).tolist() == [0, 1]
 
 
-SETTINGS = {"x_nshot": (0.1, 2), "xplus_nshot": (0.3, 1), "bil_noaux": (0.1, 1),
-            "bil": (0.3, 2), "bil_aux_random": (0.3, 2), "bil_aux_merged": (0.3, 2)}
+SETTINGS = {
+    "x_nshot": (0.1, 2), "xplus_nshot": (0.3, 1), "bil_noaux": (0.1, 1), "bil": (0.3, 2),
+    "bil_aux_random": (0.3, 2), "bil_aux_merged": (0.3, 2)
+}
 
 
 def _aux_tuned(c, aux_step, aux_opt, gp_params, train_ts, sampler, aux_tasks, t=0):
@@ -137,8 +143,8 @@ def _aux_tuned(c, aux_step, aux_opt, gp_params, train_ts, sampler, aux_tasks, t=
   tasks ``aux_tasks``."""
   tuned, opt_state = gp_params, aux_opt.init(gp_params)
   for step in range(c.eval.aux_steps):
-    batch = sampler.meta_batch(train_ts, 2, streams.episode_rng(c.seed, "aux",
-                                                                 streams.aux_step(t, step)),
+    batch = sampler.meta_batch(train_ts, 2,
+                               streams.episode_rng(c.seed, "aux", streams.aux_step(t, step)),
                                task_indices=list(aux_tasks))
     rngs = meta.task_rngs(streams.key(c.seed, "aux", t), step, 2)
     tuned, opt_state, _ = aux_step(tuned, opt_state, batch, rngs, None)
@@ -150,8 +156,10 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
   its own lr and steps) equals the step-by-step computation: Aux meta-steps of
   bil_jax.meta on one device, then each row; the lookups are bil_jax.lookups'."""
   c, train_ts, test_ts, spec = tiny_setup()
-  params = {"x": tiny.init_params(spec, 0), "xplus": tiny.init_params(spec, 2),
-            "gp": tiny.init_params(spec, 1)}
+  params = {
+      "x": tiny.init_params(spec, 0), "xplus": tiny.init_params(spec, 2),
+      "gp": tiny.init_params(spec, 1)
+  }
   progs = evaluate._Programs(c, spec, SETTINGS)
   ep = eval_inputs.test_episodes(c, test_ts)[0]
   sampler = episodes.Sampler.from_config(c.data)
@@ -175,8 +183,8 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
     lr, steps = SETTINGS[row]
     c2 = c.copy_and_resolve_references()
     c2.meta.inner_optimizer.lr = lr
-    return adapt.adapt_and_generate(builders.inner_loop(c2, spec, steps=steps), p, support,
-                                    q, rng)[0]
+    return adapt.adapt_and_generate(builders.inner_loop(c2, spec, steps=steps), p, support, q,
+                                    rng)[0]
 
   merged = {k: np.concatenate([ep["support"][k], task["merged"][k]]) for k in ep["support"]}
   direct = {
@@ -191,8 +199,9 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
       "bil_aux_merged": adapted("bil_aux_merged", params["gp"], merged),
       "gp": gan.generate(spec, params["gp"]["G"], q, rng, train=False),
   }
-  direct.update(zip(lookups.PREDICTORS, lookups.predict_all(ep["support_maps"],
-                                                            ep["support_images"], q["map"])))
+  direct.update(
+      zip(lookups.PREDICTORS, lookups.predict_all(ep["support_maps"], ep["support_images"],
+                                                  q["map"])))
   assert task["merged"]["map"].shape == (2 * 2, tiny.H, tiny.W)  # K=2 tasks x n=2 pairs
   assert out["grid"].shape == (len(evaluate.ROW_IDS), 2, tiny.H, tiny.W, 3)
   for r, key in enumerate(evaluate.ROW_IDS):
@@ -213,8 +222,8 @@ def test_adapt_at_scores_every_step_count_of_one_scan():
   loop = builders.inner_loop(c, spec, steps=3, lr=0.2)
   fakes = adapt.adapt_at(loop, params, ep["support"], ep["query"], rng, None, (1, 3))
   for i, s in enumerate((1, 3)):
-    want = adapt.adapt_and_generate(tiny.loop(spec, "sgd", lr=0.2, steps=s), params,
-                                    ep["support"], ep["query"], rng)[0]
+    want = adapt.adapt_and_generate(tiny.loop(spec, "sgd", lr=0.2, steps=s), params, ep["support"],
+                                    ep["query"], rng)[0]
     np.testing.assert_allclose(fakes[i], want, atol=1e-6)
 
 
@@ -257,6 +266,7 @@ def tiny_results(tmp_path_factory):
     record = tune(*args)
     state["tuned"] = True
     return record
+
   mp.setattr(evaluate, "tune_on_validation", tune_then_allow_test)
   workdir = tmp_path_factory.mktemp("tiny_eval")
   try:
@@ -330,24 +340,33 @@ def test_sample_grid_is_enlarged_and_headed():
   assert margin > 0 and (named[-body_h:, :margin] < 128).any()
   with pytest.raises(ValueError, match="1 row labels for 2 rows"):
     visualize.labeled_grid(cols, ["a", "b", "c"], row_labels=["t"])
-  np.testing.assert_array_equal(visualize.upscale(np.arange(4.).reshape(1, 2, 2, 1), 5)[0, :, :, 0],
-                                np.repeat(np.repeat(np.arange(4.).reshape(2, 2), 3, 0), 3, 1))
+  np.testing.assert_array_equal(
+      visualize.upscale(np.arange(4.).reshape(1, 2, 2, 1), 5)[0, :, :, 0],
+      np.repeat(np.repeat(np.arange(4.).reshape(2, 2), 3, 0), 3, 1))
 
 
 def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
   """--mode=all (pretrain, metatrain, evaluate) on a tiny config writes JSON, Markdown and PNG."""
   proc = subprocess.run(
-      [sys.executable, "-m", "bil_jax.main",
-       f"--config={ROOT}/configs/faces.py:pg2,smoke", f"--workdir={tmp_path}",
-       # Second-order meta-gradients are tested in test_estimators/test_parallel/
-       # test_reliability; compiling PG2's would take most of this test's time.
-       "--config.meta.estimator=first_order",
-       # One down-sampling level instead of the 3 derived for 32x32 (stem, encoder,
-       # bottleneck, decoder with skip, head: every PG2 block is still there): compiling
-       # the six programs of the pipeline takes about a third of the time (a PG2 GAN step:
-       # 26 s instead of 92 s of CPU). Deeper PG2s are tested in test_models.
-       "--config.model.num_downs=1"],
-      cwd=ROOT, capture_output=True, text=True, timeout=1800)
+      [
+          sys.executable,
+          "-m",
+          "bil_jax.main",
+          f"--config={ROOT}/configs/faces.py:pg2,smoke",
+          f"--workdir={tmp_path}",
+          # Second-order meta-gradients are tested in test_estimators/test_parallel/
+          # test_reliability; compiling PG2's would take most of this test's time.
+          "--config.meta.estimator=first_order",
+          # One down-sampling level instead of the 3 derived for 32x32 (stem, encoder,
+          # bottleneck, decoder with skip, head: every PG2 block is still there): compiling
+          # the six programs of the pipeline takes about a third of the time (a PG2 GAN step:
+          # 26 s instead of 92 s of CPU). Deeper PG2s are tested in test_models.
+          "--config.model.num_downs=1"
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = tmp_path / "eval"
   result = json.loads((out / "results.json").read_text())
@@ -357,8 +376,8 @@ def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
     assert row["lpips"] is None
     assert 0.0 <= row["mse"] <= 4.0 and -1.0 <= row["ssim"] <= 1.0 and np.isfinite(row["psnr"])
   assert result["config"]["data"]["name"] == "synthetic"
-  assert all(len(r["aux_tasks"]) == result["config"]["eval"]["aux_tasks"]
-             for r in result["aux_retrieval"])
+  assert all(
+      len(r["aux_tasks"]) == result["config"]["eval"]["aux_tasks"] for r in result["aux_retrieval"])
   n = result["num_test_tasks"]
   assert len(result["task_names"]) == n and set(result["per_task"]) == set(result["rows"])
   for name, row in result["rows"].items():
@@ -369,7 +388,8 @@ def test_pipeline_runs_end_to_end_and_writes_all_outputs(tmp_path):
   differences = [l for l in table.splitlines() if l.startswith("| ") and " − " in l]
   # Every comparison of rows.COMPARISONS, SSIM and PSNR (the headline's baseline once: its
   # own comparison with BiL is not repeated).
-  roles, every_role = {l.split(" | ")[0][2:] for l in differences}, {c.role for c in rows.COMPARISONS}
+  roles, every_role = {l.split(" | ")[0][2:] for l in differences
+                      }, {c.role for c in rows.COMPARISONS}
   assert roles <= every_role and len(every_role - roles) <= 1
   assert len(differences) >= 2 * (len(rows.COMPARISONS) - 1) and "Holm" in table
   ids = result["row_ids"]

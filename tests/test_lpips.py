@@ -28,8 +28,7 @@ _lpips = jax.jit(metrics.lpips)
 def reference():
   model = lpips_reference.random_lpips('alex', seed=0)
   alex, lin = model.state_dicts()
-  params = jax.tree_util.tree_map(np.asarray,
-                                  convert_lpips_weights.convert(alex, lin))
+  params = jax.tree_util.tree_map(np.asarray, convert_lpips_weights.convert(alex, lin))
   return model, params
 
 
@@ -65,8 +64,8 @@ def test_odd_size_matches_torch_reference(reference):
   rng = np.random.default_rng(7)
   a = rng.uniform(-1, 1, (2, 77, 93, 3)).astype(np.float32)
   b = rng.uniform(-1, 1, (2, 77, 93, 3)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(_lpips(params, a, b)),
-                             _torch_lpips(model, a, b), rtol=0, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(_lpips(params, a, b)), _torch_lpips(model, a, b), rtol=0,
+                             atol=1e-5)
 
 
 def test_identical_images_give_zero(reference):
@@ -122,18 +121,16 @@ def test_cli_converts_pth_files(reference, tmp_path):
   torch.save(alex, tmp_path / 'alexnet.pth')
   torch.save(lin, tmp_path / 'alex.pth')
   out = str(tmp_path / 'out.msgpack')
-  assert convert_lpips_weights.main([
-      f'--alexnet={tmp_path / "alexnet.pth"}', f'--lin={tmp_path / "alex.pth"}',
-      f'--out={out}']) == 0
-  jax.tree_util.tree_map(np.testing.assert_array_equal,
-                         lpips_lib.load_lpips_params(out), params)
+  assert convert_lpips_weights.main(
+      [f'--alexnet={tmp_path / "alexnet.pth"}', f'--lin={tmp_path / "alex.pth"}',
+       f'--out={out}']) == 0
+  jax.tree_util.tree_map(np.testing.assert_array_equal, lpips_lib.load_lpips_params(out), params)
 
 
 def test_cli_missing_file_is_one_line_error(tmp_path, capsys):
   missing = str(tmp_path / 'nope.pth')
   assert convert_lpips_weights.main(
-      [f'--alexnet={missing}', f'--lin={missing}',
-       f'--out={tmp_path / "o"}']) == 1
+      [f'--alexnet={missing}', f'--lin={missing}', f'--out={tmp_path / "o"}']) == 1
   err = capsys.readouterr().err.strip()
   assert '\n' not in err and missing in err and '--alexnet' in err
 

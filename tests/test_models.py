@@ -23,8 +23,7 @@ def key(seed):
   return jax.random.key(seed, impl="rbg")
 
 
-def model_cfg(name="pix2pix", ngf=4, ndf=4, norm="instance", num_downs=-1, dropout=0.5,
-              d_layers=3):
+def model_cfg(name="pix2pix", ngf=4, ndf=4, norm="instance", num_downs=-1, dropout=0.5, d_layers=3):
   cfg = config_lib.base_config().model
   cfg.name, cfg.ngf, cfg.ndf, cfg.norm = name, ngf, ndf, norm
   cfg.num_downs, cfg.dropout, cfg.d_layers = num_downs, dropout, d_layers
@@ -61,9 +60,9 @@ def test_generator_in_channels_puts_reference_first():
   assert models.generator_in_channels(model_cfg("pg2"), C) == C + 3
 
 
-@pytest.mark.parametrize("name,hw,depth", [
-    ("pix2pix", (32, 32), 5), ("pix2pix", (64, 64), 6), ("pix2pix", (128, 256), 7),
-    ("pg2", (32, 32), 3), ("pg2", (64, 64), 4), ("pg2", (128, 256), 5)])
+@pytest.mark.parametrize("name,hw,depth", [("pix2pix", (32, 32), 5), ("pix2pix", (64, 64), 6),
+                                           ("pix2pix", (128, 256), 7), ("pg2", (32, 32), 3),
+                                           ("pg2", (64, 64), 4), ("pg2", (128, 256), 5)])
 def test_generator_maps_input_to_image_of_same_size(name, hw, depth):
   cfg = model_cfg(name, ngf=8)
   g = models.build_generator(cfg, C, hw)
@@ -71,8 +70,7 @@ def test_generator_maps_input_to_image_of_same_size(name, hw, depth):
   x, _, _ = inputs(cfg, hw)
   variables = jax.eval_shape(lambda: init_generator(g, x))
   assert set(variables) == {"params"}
-  out = jax.eval_shape(
-      lambda v: g.apply(v, x, train=True, rngs={"dropout": key(2)}), variables)
+  out = jax.eval_shape(lambda v: g.apply(v, x, train=True, rngs={"dropout": key(2)}), variables)
   assert out.shape == (2,) + hw + (3,) and out.dtype == jnp.float32
 
 
@@ -84,9 +82,8 @@ def test_transposed_conv_exactly_doubles_the_size(in_hw):
   assert out.shape == (1, 2 * in_hw[0], 2 * in_hw[1], 3)
 
 
-@pytest.mark.parametrize("hw,n_layers,out_hw", [
-    ((32, 32), 3, (2, 2)), ((128, 256), 3, (14, 30)), ((64, 64), 2, (14, 14)),
-    ((32, 32), 1, (14, 14))])
+@pytest.mark.parametrize("hw,n_layers,out_hw", [((32, 32), 3, (2, 2)), ((128, 256), 3, (14, 30)),
+                                                ((64, 64), 2, (14, 14)), ((32, 32), 1, (14, 14))])
 def test_discriminator_patch_logits_shape(hw, n_layers, out_hw):
   cfg = model_cfg(d_layers=n_layers)
   d = models.build_discriminator(cfg, C)
@@ -106,8 +103,7 @@ def test_pix2pix_widths_match_the_original_unet_256():
   p = jax.eval_shape(lambda: init_generator(g, x))["params"]
   widths = [p[f"down_{i}"]["kernel"].shape[-1] // ngf for i in range(8)]
   assert widths == [1, 2, 4, 8, 8, 8, 8, 8]
-  assert [p[f"up_{i}"]["kernel"].shape[-2] // ngf for i in range(8)] == [
-      2, 4, 8, 16, 16, 16, 16, 8]
+  assert [p[f"up_{i}"]["kernel"].shape[-2] // ngf for i in range(8)] == [2, 4, 8, 16, 16, 16, 16, 8]
   assert "bias" not in p["down_1"] and "bias" in p["down_7"] and "down_norm_7" not in p
   assert [i for i in range(8) if pix2pix.has_dropout(i, 8)] == [4, 5, 6]
 
@@ -116,8 +112,8 @@ def test_pix2pix_widths_match_the_original_unet_256():
 
 
 @pytest.mark.parametrize("name", ["pix2pix", "pg2"])
-@pytest.mark.parametrize("hw,num_downs", [((48, 48), -1), ((100, 100), -1),
-                                          ((100, 100), 3), ((64, 100), -1)])
+@pytest.mark.parametrize("hw,num_downs", [((48, 48), -1), ((100, 100), -1), ((100, 100), 3),
+                                          ((64, 100), -1)])
 def test_bad_image_size_raises_one_line_naming_size_and_key(name, hw, num_downs):
   with pytest.raises(ValueError) as excinfo:
     models.build_generator(model_cfg(name, num_downs=num_downs), C, hw)
@@ -160,11 +156,11 @@ def test_no_mutable_collections(name, norm):
   gv = jax.eval_shape(lambda: init_generator(g, x))
   dv = jax.eval_shape(lambda: d.init(key(0), s, y))
   assert set(gv) == {"params"} and set(dv) == {"params"}
-  others = jax.eval_shape(lambda v: g.apply(v, x, train=True, rngs={"dropout": key(1)},
-                                            mutable=True), gv)[1]
+  others = jax.eval_shape(
+      lambda v: g.apply(v, x, train=True, rngs={"dropout": key(1)}, mutable=True), gv)[1]
   assert set(others) == {"params"}  # mutable=True returns every collection: params only
-  _, others = jax.eval_shape(
-      lambda v: d.apply(v, s, y, mutable=["batch_stats", "intermediates"]), dv)
+  _, others = jax.eval_shape(lambda v: d.apply(v, s, y, mutable=["batch_stats", "intermediates"]),
+                             dv)
   assert not others
 
 
@@ -196,9 +192,11 @@ def _grads(cfg, hw):
 
   @jax.jit
   def loss_and_grads(gp, dp):
+
     def loss(gp, dp):
       fake = g.apply({"params": gp}, x, train=True, rngs={"dropout": key(4)})
       return jnp.mean((fake - y) ** 2) + jnp.mean(d.apply({"params": dp}, s, fake) ** 2), fake
+
     return jax.grad(loss, argnums=(0, 1), has_aux=True)(gp, dp)
 
   return loss_and_grads(gp, dp)
@@ -210,8 +208,11 @@ def test_gradients_reach_every_parameter(name, hw, norm, d_layers):
   """A simple loss through G (train mode, dropout on) and D reaches every leaf of both."""
   (g_grads, d_grads), out = _grads(model_cfg(name, norm=norm, d_layers=d_layers), hw)
   for tree in (g_grads, d_grads):
-    dead = [jax.tree_util.keystr(path) for path, leaf in
-            jax.tree_util.tree_leaves_with_path(tree) if not np.any(np.asarray(leaf) != 0)]
+    dead = [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if not np.any(np.asarray(leaf) != 0)
+    ]
     assert not dead, f"zero gradient for {dead}"
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(tree))
   assert out.shape == (2,) + hw + (3,)
@@ -248,6 +249,7 @@ def _torch_unet(torch, depth, ngf, in_c):
   nn = torch.nn
 
   class Block(nn.Module):
+
     def __init__(self, outer, inner, in_c=None, sub=None, outermost=False, innermost=False):
       super().__init__()
       self.outermost = outermost
@@ -260,8 +262,12 @@ def _torch_unet(torch, depth, ngf, in_c):
       elif innermost:
         seq = [nn.LeakyReLU(0.2), down, nn.ReLU(), up, nn.InstanceNorm2d(outer)]
       else:
-        seq = [nn.LeakyReLU(0.2), down, nn.InstanceNorm2d(inner), sub, nn.ReLU(), up,
-               nn.InstanceNorm2d(outer)]
+        seq = [
+            nn.LeakyReLU(0.2), down,
+            nn.InstanceNorm2d(inner), sub,
+            nn.ReLU(), up,
+            nn.InstanceNorm2d(outer)
+        ]
       self.model = nn.Sequential(*seq)
 
     def forward(self, x):
@@ -297,13 +303,13 @@ def test_pix2pix_equals_the_pytorch_unet():
     m = subs[0] if subs else None
   params = {}
   for i, b in enumerate(blocks):
-    down, up = [s for s in b.model if isinstance(s, (torch.nn.Conv2d,
-                                                     torch.nn.ConvTranspose2d))]
+    down, up = [s for s in b.model if isinstance(s, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     params[f"down_{i}"] = {"kernel": down.weight.detach().numpy().transpose(2, 3, 1, 0)}
     if i in (0, depth - 1):
       params[f"down_{i}"]["bias"] = down.bias.detach().numpy()
-    params[f"up_{i}"] = {"kernel": up.weight.detach().numpy()[:, :, ::-1, ::-1]
-                         .transpose(2, 3, 0, 1)}
+    params[f"up_{i}"] = {
+        "kernel": up.weight.detach().numpy()[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
+    }
     if i == 0:
       params["up_0"]["bias"] = up.bias.detach().numpy()
   g = pix2pix.UnetGenerator(depth=depth, ngf=ngf, norm="instance")
@@ -326,9 +332,12 @@ def test_patchgan_equals_the_pytorch_nlayer_discriminator_with_batch_norm():
   torch.manual_seed(1)
   seq = [nn.Conv2d(C + 3, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
   for i in range(1, n_layers + 1):
-    seq += [nn.Conv2d(ndf * min(2 ** (i - 1), 8), ndf * min(2 ** i, 8), 4,
-                      2 if i < n_layers else 1, 1, bias=False),
-            nn.BatchNorm2d(ndf * min(2 ** i, 8)), nn.LeakyReLU(0.2)]
+    seq += [
+        nn.Conv2d(ndf * min(2 ** (i - 1), 8), ndf * min(2 ** i, 8), 4, 2 if i < n_layers else 1, 1,
+                  bias=False),
+        nn.BatchNorm2d(ndf * min(2 ** i, 8)),
+        nn.LeakyReLU(0.2)
+    ]
   seq += [nn.Conv2d(ndf * min(2 ** n_layers, 8), 1, 4, 1, 1)]
   ref = nn.Sequential(*seq).train()  # train mode: current-batch statistics
   convs = [m for m in ref if isinstance(m, nn.Conv2d)]

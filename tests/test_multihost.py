@@ -34,12 +34,20 @@ import pytest
 from bil_jax import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config=configs/synthetic.py:smoke", "--config.data.image_height=16",
-        "--config.data.image_width=16", "--config.model.ngf=4", "--config.model.ndf=4",
-        "--config.model.d_layers=1", "--config.model.num_downs=2",
-        "--config.eval.is_steps=1", "--config.eval.aux_steps=1",
-        # Room for the interruptions of the two-process run (interrupted_two).
-        "--config.pretrain.steps=4", "--config.meta.steps=3"]
+TINY = [
+    "--config=configs/synthetic.py:smoke",
+    "--config.data.image_height=16",
+    "--config.data.image_width=16",
+    "--config.model.ngf=4",
+    "--config.model.ndf=4",
+    "--config.model.d_layers=1",
+    "--config.model.num_downs=2",
+    "--config.eval.is_steps=1",
+    "--config.eval.aux_steps=1",
+    # Room for the interruptions of the two-process run (interrupted_two).
+    "--config.pretrain.steps=4",
+    "--config.meta.steps=3"
+]
 TIMEOUT = 600
 # Pre-training averages the gradient over 2 devices (one row each) and meta-training the
 # meta-gradient over 2 devices (one task each), where one process averages 2 rows or tasks
@@ -58,9 +66,10 @@ def _free_port() -> int:
 
 
 def _env(cache: str, **extra) -> dict:
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1",
-             **extra)
+  env = dict(
+      os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
+      XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1",
+      **extra)
   for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     if key not in extra:
       env.pop(key, None)
@@ -69,8 +78,10 @@ def _env(cache: str, **extra) -> dict:
 
 
 def _start(workdir, mode, cache, log, **env):
-  args = [sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", f"--mode={mode}",
-          *TINY, f"--config.data.data_dir={os.path.dirname(workdir)}/tfds"]
+  args = [
+      sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", f"--mode={mode}", *TINY,
+      f"--config.data.data_dir={os.path.dirname(workdir)}/tfds"
+  ]
   with open(log, "w") as out:
     return subprocess.Popen(args, cwd=REPO, env=_env(cache, **env), stdout=out,
                             stderr=subprocess.STDOUT)
@@ -78,8 +89,10 @@ def _start(workdir, mode, cache, log, **env):
 
 def _start_two(workdir, mode, cache, logs):
   port = _free_port()
-  return [_start(workdir, mode, cache, logs[i], JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                 JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in (0, 1)]
+  return [
+      _start(workdir, mode, cache, logs[i], JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+             JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in (0, 1)
+  ]
 
 
 def _wait_for(procs, log, needle):
@@ -202,12 +215,13 @@ def runs(tmp_path_factory):
       second = run_one(again, "metatrain", fresh_cache)
       run_one(one, "xplus", shared_cache)
       run_one(one, "evaluate", shared_cache)
-      (root / "logs.json").write_text(json.dumps(
-          {"logs_two": logs_two, "first": first, "second": second, "preempted": preempted,
-           "pids0": pids0}))
+      (root / "logs.json").write_text(
+          json.dumps({
+              "logs_two": logs_two, "first": first, "second": second, "preempted": preempted,
+              "pids0": pids0
+          }))
   logs = json.loads((root / "logs.json").read_text())
-  return {"root": root, "two": two, "one": one, "again": again, "cache": shared_cache,
-          **logs}
+  return {"root": root, "two": two, "one": one, "again": again, "cache": shared_cache, **logs}
 
 
 def test_two_processes_match_one(runs):
@@ -218,8 +232,8 @@ def test_two_processes_match_one(runs):
   # SIGTERM reached process 1 alone; both stopped at the same step with a checkpoint.
   (line0,), (line1,) = runs["preempted"]
   assert line0 == line1 and line0.startswith("preempted: SIGTERM at "), runs["preempted"]
-  np.testing.assert_allclose(final_params(two, "pretrain"), final_params(one, "pretrain"),
-                             rtol=0, atol=PARAM_ATOL)
+  np.testing.assert_allclose(final_params(two, "pretrain"), final_params(one, "pretrain"), rtol=0,
+                             atol=PARAM_ATOL)
   for phase in ("meta", "xplus"):
     np.testing.assert_allclose(final_params(two, phase), final_params(one, phase), rtol=0,
                                atol=PARAM_ATOL, err_msg=phase)
@@ -237,8 +251,8 @@ def test_two_processes_match_one(runs):
   for phase in ("pretrain", "meta", "xplus", "eval"):
     events = [n for n in os.listdir(two / phase) if n.startswith("events.out")]
     pids = [int(n.split(".")[-3]) for n in events]
-    assert events and set(pids) <= set(runs["pids0"]) and len(set(pids)) == len(pids), (
-        phase, events, runs["pids0"])
+    assert events and set(pids) <= set(runs["pids0"]) and len(
+        set(pids)) == len(pids), (phase, events, runs["pids0"])
   for log in runs["logs_two"]:
     assert "XLA compile time" in log
 
@@ -249,8 +263,7 @@ def test_second_identical_run_does_not_recompile(runs):
   first, second = compile_seconds(runs["first"]), compile_seconds(runs["second"])
   print(f"compile time: first {first:.2f} s, second {second:.2f} s")
   assert second < 0.2 * first, (first, second)
-  assert final_params(runs["one"], "meta").tolist() == final_params(runs["again"],
-                                                                    "meta").tolist()
+  assert final_params(runs["one"], "meta").tolist() == final_params(runs["again"], "meta").tolist()
 
 
 def test_two_processes_set_a_damaged_checkpoint_aside(runs):
@@ -291,11 +304,11 @@ def test_a_failed_collective_restore_moves_nothing(tmp_path, monkeypatch):
   ckpt.close()  # the save is complete
   ckpt = checkpoint.Checkpointer(directory)
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  monkeypatch.setattr(checkpoint.parallel, "broadcast_from_main",
-                      lambda v: np.asarray(v, np.int32))
+  monkeypatch.setattr(checkpoint.parallel, "broadcast_from_main", lambda v: np.asarray(v, np.int32))
 
   def coordination_error(*args, **kwargs):
     raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out\nmore lines")
+
   # pylint: disable-next=protected-access
   monkeypatch.setattr(ckpt._manager, "restore", coordination_error)
   with pytest.raises(checkpoint.CheckpointError, match="could not restore checkpoint 1 ") as e:

@@ -78,13 +78,14 @@ def env(tmp_path_factory):
   """The environment of a subprocess that cannot import TensorFlow."""
   site = tmp_path_factory.mktemp("no_tensorflow_site")
   (site / "sitecustomize.py").write_text(HIDE_TENSORFLOW)
-  return dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
+  return dict(
+      os.environ,
+      PYTHONPATH=os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
 
 
 def _run(env, *args):
-  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=900)
+  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
 
@@ -105,9 +106,11 @@ def _tensors(logdir):
   """{tag: (plugin name, [(step, value ndarray)])} of the event files in ``logdir``."""
   acc = event_accumulator.EventAccumulator(logdir, size_guidance={event_accumulator.TENSORS: 0})
   acc.Reload()
-  return {tag: (acc.SummaryMetadata(tag).plugin_data.plugin_name,
-                [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)])
-          for tag in acc.Tags()[event_accumulator.TENSORS]}
+  return {
+      tag: (acc.SummaryMetadata(tag).plugin_data.plugin_name, [
+          (e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)
+      ]) for tag in acc.Tags()[event_accumulator.TENSORS]
+  }
 
 
 def _decoded(plugin, value):
@@ -120,9 +123,11 @@ def _decoded(plugin, value):
 def test_event_file_writer_writes_what_clus_tensorflow_writer_writes(tmp_path):
   from clu.metric_writers.tf import summary_writer  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
-  images = {"rgb": rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8),
-            "float": rng.random((4, 6, 3)).astype(np.float32),  # [H,W,C], floats in [0, 1]
-            "gray": rng.integers(0, 256, (1, 3, 4, 1), dtype=np.uint8)}
+  images = {
+      "rgb": rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8),
+      "float": rng.random((4, 6, 3)).astype(np.float32),  # [H,W,C], floats in [0, 1]
+      "gray": rng.integers(0, 256, (1, 3, 4, 1), dtype=np.uint8)
+  }
   for name, writer in (("tf", summary_writer.SummaryWriter(str(tmp_path / "tf"))),
                        ("tb", summary.EventFileWriter(str(tmp_path / "tb")))):
     writer.write_hparams({"lr": 1e-3, "model": "pg2", "steps": 5, "remat": False})

@@ -30,9 +30,9 @@ def test_default_specs_are_the_papers_adam():
   p = {"w": jnp.linspace(-1.0, 1.0, 6)}
   g = {"w": jnp.cos(jnp.arange(6.0))}
   for opt, want in ((builders.pretrain_optimizer(c), optax.adam(1e-4, 0.5, 0.999)),
-                    (builders.outer_optimizer(c), optax.adam(1e-4, 0.5, 0.999)),
-                    (builders.inner_loop(c, None).optimizer,
-                     optax.adam(1e-4, 0.5, 0.999, eps_root=1e-12))):
+                    (builders.outer_optimizer(c),
+                     optax.adam(1e-4, 0.5, 0.999)), (builders.inner_loop(c, None).optimizer,
+                                                     optax.adam(1e-4, 0.5, 0.999, eps_root=1e-12))):
     for a, b in zip(_updates(opt, g, p), _updates(want, g, p)):
       assert np.asarray(a["w"]).tobytes() == np.asarray(b["w"]).tobytes()
 
@@ -52,20 +52,22 @@ def test_clip_and_schedule():
   opt = optimizers.from_spec({"name": "sgd", "lr": 1.0, "clip": 1.0}, "k")
   np.testing.assert_allclose(_updates(opt, g, p, 1)[0]["w"], [-0.6, -0.8], rtol=1e-6)
   opt = optimizers.from_spec(
-      {"name": "sgd", "lr": 1.0,
-       "schedule": {"name": "exponential_decay", "transition_steps": 1, "decay_rate": 0.5}},
-      "k")
+      {
+          "name": "sgd", "lr": 1.0,
+          "schedule": {"name": "exponential_decay", "transition_steps": 1, "decay_rate": 0.5}
+      }, "k")
   got = [float(u["w"][0]) for u in _updates(opt, g, p, 3)]
   np.testing.assert_allclose(got, [-3.0, -1.5, -0.75])
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"name": "adamz", "lr": 1.0}, r"meta\.inner_optimizer\.name='adamz' is not an optax optimizer"),
+    ({"name": "adamz", "lr": 1.0
+     }, r"meta\.inner_optimizer\.name='adamz' is not an optax optimizer"),
     ({"name": "sgd", "lr": 1.0, "b1": 0.5}, r"meta\.inner_optimizer: optax\.sgd does not take"),
-    ({"name": "sgd", "lr": 1.0, "schedule": {"name": "nope"}},
-     r"meta\.inner_optimizer\.schedule\.name='nope' is not an optax schedule"),
-    ({"name": "sgd", "lr": 1.0, "schedule": {"name": "cosine_decay_schedule", "bad": 1}},
-     r"meta\.inner_optimizer\.schedule: optax\.cosine_decay_schedule does not take"),
+    ({"name": "sgd", "lr": 1.0, "schedule": {"name": "nope"}
+     }, r"meta\.inner_optimizer\.schedule\.name='nope' is not an optax schedule"),
+    ({"name": "sgd", "lr": 1.0, "schedule": {"name": "cosine_decay_schedule", "bad": 1}
+     }, r"meta\.inner_optimizer\.schedule: optax\.cosine_decay_schedule does not take"),
 ])
 def test_bad_specs_give_one_line_errors_naming_the_key(spec, message):
   with pytest.raises(ValueError, match=message) as err:
@@ -80,9 +82,11 @@ def test_a_new_inner_optimizer_is_a_config_override(tmp_path, monkeypatch):
   path = tmp_path / "cfg.py"
   path.write_text("from bil_jax import config_lib\n"
                   "def get_config():\n  c = config_lib.base_config()\n  c.lock()\n  return c\n")
-  argv = ["prog", f"--config={path}",
-          "--config.meta.inner_optimizer={'name': 'adamw', 'lr': 1e-3, 'weight_decay': 0.1}",
-          "--config.optim.lr=3e-4", "--config.optim.clip=1.0"]
+  argv = [
+      "prog", f"--config={path}",
+      "--config.meta.inner_optimizer={'name': 'adamw', 'lr': 1e-3, 'weight_decay': 0.1}",
+      "--config.optim.lr=3e-4", "--config.optim.clip=1.0"
+  ]
   monkeypatch.setattr("sys.argv", argv)  # the config flag reads its overrides from sys.argv
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", str(path), flag_values=fv, lock_config=True)

@@ -15,15 +15,17 @@ def _env(devices):
   env = dict(os.environ)
   # XLA:CPU aborts a process whose fake devices wait more than 40 s for each other in a
   # collective (seen at a load of 30 on the 2-core test machine): allow 10 minutes.
-  env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices} "
-                      "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+  env["XLA_FLAGS"] = (
+      f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices} "
+      "--xla_cpu_collective_call_terminate_timeout_seconds=600")
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   return env
 
 
 def _run(out, devices, extra=()):
-  return subprocess.Popen([sys.executable, WORKER, str(out), *map(str, extra)],
-                          env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  return subprocess.Popen(
+      [sys.executable, WORKER, str(out), *map(str, extra)], env=_env(devices),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def _wait(proc):
@@ -77,14 +79,14 @@ def test_mesh_shape_is_the_largest_task_split_whose_rest_splits_the_pairs():
   from bil_jax import parallel  # pylint: disable=g-import-not-at-top
   choose = parallel.choose_mesh_shape
   # The paper's meta-batch of 5 with 4 shots and 4 queries.
-  assert [choose(n, 5, 4, 4) for n in (1, 2, 4, 5, 10, 20)] == [
-      (1, 1), (1, 2), (1, 4), (5, 1), (5, 2), (5, 4)]
+  assert [choose(n, 5, 4, 4) for n in (1, 2, 4, 5, 10, 20)] == [(1, 1), (1, 2), (1, 4), (5, 1),
+                                                                (5, 2), (5, 4)]
   assert parallel.usable_device_counts(5, 4, 4) == [1, 2, 4, 5, 10, 20]
   # Tasks first: where the tasks alone fill the devices, the pairs are not split.
   assert choose(4, 4, 2, 2) == (4, 1) and choose(2, 4, 2, 2) == (2, 1)
   assert choose(8, 4, 2, 2) == (4, 2) and choose(6, 6, 5, 5) == (6, 1)
-  assert choose(4, 2, 4, 2) == (2, 2)    # B must divide the queries too
-  assert choose(4, 1, 4, 0) == (1, 4)    # no queries: any B
+  assert choose(4, 2, 4, 2) == (2, 2)  # B must divide the queries too
+  assert choose(4, 1, 4, 0) == (1, 4)  # no queries: any B
   with pytest.raises(ValueError) as e:
     choose(3, 5, 4, 4)
   assert str(e.value) == ("meta.meta_batch=5 with data.shots=4, data.queries=4 cannot be "
@@ -94,7 +96,8 @@ def test_mesh_shape_is_the_largest_task_split_whose_rest_splits_the_pairs():
   assert parallel.mesh_shape(10, 5, 4, 4, "") == (5, 2)
   assert parallel.mesh_shape(4, 4, 4, 4, "2x2") == (2, 2)
   for bad, msg in (("3x2", "has 6 devices, not the 4"), ("4x1", "does not split "
-                   "meta.meta_batch=5 over 4"), ("2-2", "is not")):
+                                                         "meta.meta_batch=5 over 4"), ("2-2",
+                                                                                       "is not")):
     with pytest.raises(ValueError, match=f"meta.mesh_shape={bad!r} {msg}"):
       parallel.mesh_shape(4, 5, 4, 4, bad)
 
@@ -103,8 +106,9 @@ def test_meta_batch_of_5_on_3_devices_is_a_one_line_error():
   """The meta-training mesh for 3 devices (the path of train.meta_mesh) names the counts."""
   import jax  # pylint: disable=g-import-not-at-top
   from bil_jax import parallel  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match=r"^meta.meta_batch=5 with data.shots=4, data.queries=4 "
-                     r"cannot be split over 3 devices; use 1, 2, 4, 5, 10 or 20 devices$"):
+  with pytest.raises(
+      ValueError, match=r"^meta.meta_batch=5 with data.shots=4, data.queries=4 "
+      r"cannot be split over 3 devices; use 1, 2, 4, 5, 10 or 20 devices$"):
     parallel.make_meta_mesh(5, 4, 4, devices=jax.devices()[:1] * 3)
   mesh = parallel.make_meta_mesh(5, 4, 4, devices=jax.devices()[:1])
   assert mesh.axis_names == ("tasks", "batch") and mesh.devices.shape == (1, 1)
@@ -136,8 +140,8 @@ def test_meta_batch_of_5_on_a_5x2_mesh_equals_one_device(mesh_runs):
   one, ten = mesh_runs[1], mesh_runs[10]
   assert tuple(one["mesh"]) == (1, 1) and tuple(ten["mesh"]) == (5, 2)
   for name in MESH_ESTIMATORS.split(","):
-    np.testing.assert_allclose(ten[f"params_{name}"], one[f"params_{name}"], rtol=1e-5,
-                               atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(ten[f"params_{name}"], one[f"params_{name}"], rtol=1e-5, atol=1e-7,
+                               err_msg=name)
     np.testing.assert_allclose(ten[f"loss_{name}"], one[f"loss_{name}"], rtol=1e-5)
     moved = np.abs(one[f"params_{name}"] - one[f"before_{name}"])
     assert np.mean(moved > 1e-5) > 0.9, (name, np.mean(moved > 1e-5))

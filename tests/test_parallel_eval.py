@@ -17,8 +17,9 @@ def _run(workdir, devices):
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
   env.pop("JAX_COORDINATOR_ADDRESS", None)
-  return subprocess.Popen([sys.executable, WORKER, str(workdir), str(NUM_TEST)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  return subprocess.Popen(
+      [sys.executable, WORKER, str(workdir), str(NUM_TEST)], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT)
 
 
 def _wait(proc):
@@ -34,10 +35,11 @@ def test_evaluation_on_1_and_4_devices_gives_the_same_table(tmp_path):
   procs = {n: _run(tmp_path / str(n), n) for n in (1, 4)}
   for proc in procs.values():
     _wait(proc)
-  one, four = ({"devices": int((tmp_path / str(n) / "devices").read_text()),
-                "results": json.loads((tmp_path / str(n) / "eval" / "results.json").read_text()),
-                "png": np.asarray(Image.open(tmp_path / str(n) / "eval" / "samples.png"),
-                                  np.int16)} for n in (1, 4))
+  one, four = ({
+      "devices": int((tmp_path / str(n) / "devices").read_text()), "results": json.loads(
+          (tmp_path / str(n) / "eval" / "results.json").read_text()),
+      "png": np.asarray(Image.open(tmp_path / str(n) / "eval" / "samples.png"), np.int16)
+  } for n in (1, 4))
   assert one["devices"] == 1 and four["devices"] == 4
   a, b = one["results"], four["results"]
   assert a["task_names"] == b["task_names"] == ["test0", "test1", "test2"]

@@ -61,12 +61,15 @@ np.savez(sys.argv[1], **out)
 
 
 def test_pretraining_is_independent_of_device_count(tmp_path):
-  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+  env = dict(
+      os.environ,
+      XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
+      JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   out = tmp_path / "pretrain.npz"
-  proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(tmp_path)], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=600, check=False)
+  proc = subprocess.run([sys.executable, "-c", SCRIPT,
+                         str(out), str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   got = np.load(out)
   for n in (2, 4):
@@ -83,6 +86,7 @@ def test_devices_per_process_splits_the_rows_evenly_or_names_the_fault():
   assert parallel.devices_per_process(8, 1, 4, "k") == 4
   assert parallel.devices_per_process(6, 1, 4, "k") == 3
   assert parallel.devices_per_process(6, 2, 4, "k") == 3
-  with pytest.raises(ValueError, match=r"^pretrain.batch_size=5 cannot be split over 2 "
-                     r"processes; use a multiple of 2$"):
+  with pytest.raises(
+      ValueError, match=r"^pretrain.batch_size=5 cannot be split over 2 "
+      r"processes; use a multiple of 2$"):
     parallel.devices_per_process(5, 2, 8, "pretrain.batch_size")

@@ -25,13 +25,13 @@ from data_prep import convert_lpips_weights, convert_torch_weights
 torch = pytest.importorskip("torch")
 import lpips_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-HW = 16                     # the smallest size at which relu5_3 is not empty (1x1)
+HW = 16  # the smallest size at which relu5_3 is not empty (1x1)
 TINY_WIDTHS = (3, 3, 3, 3, 3)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # parity holds on accelerators too (no TF32)
-_lpips_vgg = jax.jit(lambda v, a, b: lpips_lib.LPIPS(net="vgg", precision=_HIGHEST).apply(
-    v, a, b, per_layer=True))
+_lpips_vgg = jax.jit(
+    lambda v, a, b: lpips_lib.LPIPS(net="vgg", precision=_HIGHEST).apply(v, a, b, per_layer=True))
 _exact_loss = jax.jit(functools.partial(lpips_lib.lpips_loss, net="vgg", precision=_HIGHEST))
 _loss = jax.jit(losses.lpips_vgg_loss)
 
@@ -46,8 +46,9 @@ def reference(tmp_path_factory):
   torch.save(trunk, d / "vgg16-397923af.pth")
   torch.save(lin, d / "vgg.pth")
   out = str(d / "lpips_vgg.msgpack")
-  assert convert_lpips_weights.main(["--net=vgg", f"--vgg16={d / 'vgg16-397923af.pth'}",
-                                     f"--lin={d / 'vgg.pth'}", f"--out={out}"]) == 0
+  assert convert_lpips_weights.main([
+      "--net=vgg", f"--vgg16={d / 'vgg16-397923af.pth'}", f"--lin={d / 'vgg.pth'}", f"--out={out}"
+  ]) == 0
   variables = jax.tree.map(np.asarray, convert_lpips_weights.convert_vgg(trunk, lin))
   return model, variables, out
 
@@ -73,8 +74,7 @@ def test_matches_torch_reference(reference, shape):
   np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5)
   for g, w in zip(got_layers, want_layers, strict=True):
     np.testing.assert_allclose(np.asarray(g), w, rtol=0, atol=1e-5)
-  np.testing.assert_allclose(float(_exact_loss(variables, a, b)), want.mean(), rtol=0,
-                             atol=1e-5)
+  np.testing.assert_allclose(float(_exact_loss(variables, a, b)), want.mean(), rtol=0, atol=1e-5)
 
 
 def test_cli_file_loads_for_both_kinds(reference):
@@ -118,8 +118,7 @@ def test_converter_errors_name_the_culprit(reference, tmp_path, capsys):
   del lin["lin4.model.1.weight"]
   with pytest.raises(KeyError, match="lin4.model.1.weight"):
     convert_lpips_weights.convert_vgg(trunk, lin)
-  assert convert_lpips_weights.main(["--net=vgg", "--lin=x.pth",
-                                     f"--out={tmp_path / 'o'}"]) == 1
+  assert convert_lpips_weights.main(["--net=vgg", "--lin=x.pth", f"--out={tmp_path / 'o'}"]) == 1
   err = capsys.readouterr().err.strip()
   assert "\n" not in err and "--vgg16" in err
 
@@ -141,8 +140,9 @@ def _tiny_variables(seed=0, widths=TINY_WIDTHS, dtype=jnp.float32):
   return jax.tree.unflatten(treedef, out)
 
 
-_tiny_lpips = jax.jit(lambda v, a, b, precision=None: lpips_lib.LPIPS(
-    net="vgg", widths=TINY_WIDTHS, precision=precision).apply(v, a, b), static_argnums=3)
+_tiny_lpips = jax.jit(
+    lambda v, a, b, precision=None: lpips_lib.LPIPS(net="vgg", widths=TINY_WIDTHS, precision=
+                                                    precision).apply(v, a, b), static_argnums=3)
 
 
 def test_loss_equals_module_and_differentiates_fake_only():
@@ -162,8 +162,7 @@ def _to_torch(variables, widths=TINY_WIDTHS):
   """A TorchLPIPS holding the (narrow) Flax LPIPS-VGG ``variables``."""
   model = lpips_reference.TorchLPIPS("vgg", widths).eval()
   p = jax.tree.map(np.asarray, variables["params"])
-  state = {f"lins.{i}.1.weight": p[f"lin{i}"]["kernel"].transpose(3, 2, 0, 1)
-           for i in range(5)}
+  state = {f"lins.{i}.1.weight": p[f"lin{i}"]["kernel"].transpose(3, 2, 0, 1) for i in range(5)}
   for name in vgg.CONV_NAMES:
     state[f"features.{vgg.TORCH_INDEX[name]}.weight"] = p["trunk"][name]["kernel"].transpose(
         3, 2, 0, 1)
@@ -192,9 +191,11 @@ def test_dead_pixels_match_torch():
 
 
 def _pairs(rng, n, dtype=np.float32):
-  return {"map": rng.integers(0, tiny.C, (n, HW, HW)).astype(np.int32),
-          "image": rng.uniform(-1, 1, (n, HW, HW, 3)).astype(dtype),
-          "ref": rng.uniform(-1, 1, (n, HW, HW, 3)).astype(dtype)}
+  return {
+      "map": rng.integers(0, tiny.C, (n, HW, HW)).astype(np.int32),
+      "image": rng.uniform(-1, 1, (n, HW, HW, 3)).astype(dtype),
+      "ref": rng.uniform(-1, 1, (n, HW, HW, 3)).astype(dtype)
+  }
 
 
 def _spec(kind, lambda_b=2.0):
@@ -211,13 +212,13 @@ def test_gan_step_perceptual_term_is_positive_and_has_a_gradient(kind):
   pairs = _pairs(np.random.default_rng(0), 2)
   opt = optax.adam(1e-3)
   rng = jax.random.PRNGKey(0)
-  new, _, m = jax.jit(functools.partial(gan.gan_step, sp, opt))(
-      params, gan.init_opt_state(opt, params), pairs, rng, frozen)
+  new, _, m = jax.jit(functools.partial(gan.gan_step, sp, opt))(params,
+                                                                gan.init_opt_state(opt, params),
+                                                                pairs, rng, frozen)
   p = float(m["perceptual"])
   assert np.isfinite(p) and p > 0
   np.testing.assert_allclose(float(m["g_loss"]),
-                             float(m["l1"] + 0.5 * m["adv"] + 2.0 * m["perceptual"]),
-                             rtol=1e-6)
+                             float(m["l1"] + 0.5 * m["adv"] + 2.0 * m["perceptual"]), rtol=1e-6)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(new))
 
   def perceptual_of_g(g):
@@ -231,8 +232,7 @@ def test_gan_step_perceptual_term_is_positive_and_has_a_gradient(kind):
 
 def test_perceptual_needs_its_weights():
   with pytest.raises(ValueError, match="loss.perceptual='lpips_vgg'.*loss.vgg_weights"):
-    losses.perceptual_loss("lpips_vgg", None, jnp.zeros((1, HW, HW, 3)),
-                           jnp.zeros((1, HW, HW, 3)))
+    losses.perceptual_loss("lpips_vgg", None, jnp.zeros((1, HW, HW, 3)), jnp.zeros((1, HW, HW, 3)))
   with pytest.raises(ValueError, match="loss.perceptual='mse'"):
     losses.check_perceptual("mse")
 
@@ -262,8 +262,7 @@ def test_second_order_matches_central_finite_differences_float64():
     vrng = np.random.default_rng(0)
     for net, which in (("G", 0), ("D", 1)):
       for _ in range(2):
-        v = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape), jnp.float64),
-                         params[net])
+        v = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape), jnp.float64), params[net])
         plus = dict(params, **{net: jax.tree.map(lambda p, d: p + eps * d, params[net], v)})
         minus = dict(params, **{net: jax.tree.map(lambda p, d: p - eps * d, params[net], v)})
         fd = (f(plus)[which] - f(minus)[which]) / (2 * eps)

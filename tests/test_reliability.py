@@ -35,27 +35,43 @@ from bil_jax import workdirs
 from tests import fixtures_datasets as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED = int(os.environ.get("BIL_JAX_TEST_SEED", random.SystemRandom().randrange(10**6)))
+SEED = int(os.environ.get("BIL_JAX_TEST_SEED", random.SystemRandom().randrange(10 ** 6)))
 PRE_STEPS, META_STEPS = 6, 4
 
-TINY = ["--config.data.image_height=16", "--config.data.image_width=16",
-        "--config.data.num_train_tasks=4", "--config.data.num_test_tasks=2",
-        "--config.data.pairs_per_task=6", "--config.data.shots=2", "--config.data.queries=2",
-        "--config.data.eval_queries=2", "--config.model.ngf=4", "--config.model.ndf=4",
-        # Two U-Net levels and one PatchGAN layer: every block is there, and compiling
-        # costs a third less than at the derived depth of 4.
-        "--config.model.d_layers=1", "--config.model.num_downs=2",
-        f"--config.pretrain.steps={PRE_STEPS}", "--config.pretrain.batch_size=2",
-        "--config.pretrain.log_every=1", "--config.pretrain.checkpoint_every=2",
-        "--config.pretrain.image_every=1000",
-        f"--config.meta.steps={META_STEPS}", "--config.meta.meta_batch=1",
-        "--config.meta.inner_steps=1", "--config.meta.estimator=first_order",
-        "--config.meta.log_every=1", "--config.meta.checkpoint_every=2",
-        "--config.meta.image_every=1000",
-        # A 2 x 2 tuning grid of 1-2 IS steps on 2 validation tasks (the default's is 3 x 3
-        # of up to 80 steps on 8).
-        "--config.eval.tune_is_lrs=(0.001, 0.01)", "--config.eval.tune_is_steps=(1, 2)",
-        "--config.eval.num_val_tasks=2", "--config.eval.is_steps=2"]
+TINY = [
+    "--config.data.image_height=16",
+    "--config.data.image_width=16",
+    "--config.data.num_train_tasks=4",
+    "--config.data.num_test_tasks=2",
+    "--config.data.pairs_per_task=6",
+    "--config.data.shots=2",
+    "--config.data.queries=2",
+    "--config.data.eval_queries=2",
+    "--config.model.ngf=4",
+    "--config.model.ndf=4",
+    # Two U-Net levels and one PatchGAN layer: every block is there, and compiling
+    # costs a third less than at the derived depth of 4.
+    "--config.model.d_layers=1",
+    "--config.model.num_downs=2",
+    f"--config.pretrain.steps={PRE_STEPS}",
+    "--config.pretrain.batch_size=2",
+    "--config.pretrain.log_every=1",
+    "--config.pretrain.checkpoint_every=2",
+    "--config.pretrain.image_every=1000",
+    f"--config.meta.steps={META_STEPS}",
+    "--config.meta.meta_batch=1",
+    "--config.meta.inner_steps=1",
+    "--config.meta.estimator=first_order",
+    "--config.meta.log_every=1",
+    "--config.meta.checkpoint_every=2",
+    "--config.meta.image_every=1000",
+    # A 2 x 2 tuning grid of 1-2 IS steps on 2 validation tasks (the default's is 3 x 3
+    # of up to 80 steps on 8).
+    "--config.eval.tune_is_lrs=(0.001, 0.01)",
+    "--config.eval.tune_is_steps=(1, 2)",
+    "--config.eval.num_val_tasks=2",
+    "--config.eval.is_steps=2"
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +80,10 @@ def shared(tmp_path_factory):
   JAX compilation cache (tests/conftest.py), which the CLI tests share: they compile
   the same TINY programs."""
   root = tmp_path_factory.mktemp("reliability")
-  return {"data_dir": str(root / "tfds"),
-          "jax_cache": os.environ["JAX_COMPILATION_CACHE_DIR"], "root": root}
+  return {
+      "data_dir": str(root / "tfds"), "jax_cache": os.environ["JAX_COMPILATION_CACHE_DIR"],
+      "root": root
+  }
 
 
 FAULT_MAIN = os.path.join(REPO, "tests", "fault_main.py")
@@ -83,8 +101,10 @@ def launch(shared, workdir, mode, *extra, log=None, nan_step=None):
   """Starts main in a subprocess; stderr (absl logs) goes to ``log``. With ``nan_step``,
   tests/fault_main.py injects NaN target images into the update producing that step."""
   entry = ["-m", "bil_jax.main"] if nan_step is None else [FAULT_MAIN]
-  args = [sys.executable, *entry, f"--workdir={workdir}", f"--mode={mode}",
-          f"--config.data.data_dir={shared['data_dir']}", *TINY, *extra]
+  args = [
+      sys.executable, *entry, f"--workdir={workdir}", f"--mode={mode}",
+      f"--config.data.data_dir={shared['data_dir']}", *TINY, *extra
+  ]
   log = log or f"{workdir}.{mode}.{time.monotonic_ns()}.log"
   out = open(log, "w")  # pylint: disable=consider-using-with
   fault = {} if nan_step is None else {"BIL_JAX_TEST_NAN_STEP": str(nan_step)}
@@ -168,8 +188,7 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(shared):
   _ok(*run(shared, ref, "pretrain"))
   _ok(*run(shared, ref, "metatrain"))
 
-  rc, _ = signal_at_step(launch(shared, cut, "pretrain"), "pretrain", kill_pre,
-                         signal.SIGKILL)
+  rc, _ = signal_at_step(launch(shared, cut, "pretrain"), "pretrain", kill_pre, signal.SIGKILL)
   assert rc == -signal.SIGKILL
   # Saves are asynchronous: a kill may land before any checkpoint is complete (the tiny
   # steps take milliseconds, a write longer). A restart must resume exactly when one was
@@ -180,8 +199,7 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(shared):
   rc, out = run(shared, cut, "pretrain")
   _ok(rc, out)
   assert ("Resuming pre-training" in out) == bool(saved), (saved, out[-2000:])
-  rc, _ = signal_at_step(launch(shared, cut, "metatrain"), "meta", kill_meta,
-                         signal.SIGKILL)
+  rc, _ = signal_at_step(launch(shared, cut, "metatrain"), "meta", kill_meta, signal.SIGKILL)
   assert rc == -signal.SIGKILL
   _ok(*run(shared, cut, "metatrain"))
 
@@ -214,8 +232,8 @@ def _tensorboard_scalars(logdir, tag):
     for event in tf.compat.v1.train.summary_iterator(path):
       for v in event.summary.value:
         if v.tag == tag:
-          values[event.step] = float(tf.make_ndarray(v.tensor)) if v.HasField(
-              "tensor") else v.simple_value
+          values[event.step] = float(tf.make_ndarray(
+              v.tensor)) if v.HasField("tensor") else v.simple_value
   return values
 
 
@@ -328,10 +346,12 @@ def test_nonfinite_guard_keeps_old_state_inside_jit():
   opt = nonfinite.skip_nonfinite(optax.adam(0.1))
 
   def stepper(o):
+
     @jax.jit
     def step(p, s, g, loss):
       u, s = o.update(g, s, p, losses={"loss": loss})
       return optax.apply_updates(p, u), s
+
     return step
 
   step = stepper(opt)
@@ -385,22 +405,24 @@ def test_bad_inputs_give_one_line_errors_and_no_output(shared, tmp_path):
   for damage in ("corrupt_png", "wrong_size", "label_out_of_range", "too_few_pairs"):
     root = str(tmp_path / damage / "data")
     culprit = _paired_folder(root, damage)
-    cases[damage] = (culprit, [*PAIRED, f"--config.data.manual_dir={root}",
-                               f"--config.data.data_dir={tmp_path / damage / 'tfds'}"])
+    cases[damage] = (culprit, [
+        *PAIRED, f"--config.data.manual_dir={root}",
+        f"--config.data.data_dir={tmp_path / damage / 'tfds'}"
+    ])
   cases["unknown_key"] = ("--config.data.no_such_key=1", ["--config.data.no_such_key=1"])
   cases["wrong_type"] = ("--config.pretrain.steps=ten", ["--config.pretrain.steps=ten"])
-  cases["missing_weights"] = ("/nonexistent/vgg16.msgpack",
-                              ["--config.loss.lambda_b=2",
-                               "--config.loss.vgg_weights=/nonexistent/vgg16.msgpack"])
+  cases["missing_weights"] = ("/nonexistent/vgg16.msgpack", [
+      "--config.loss.lambda_b=2", "--config.loss.vgg_weights=/nonexistent/vgg16.msgpack"
+  ])
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
   cases["unwritable_workdir"] = (str(blocker), [])
   procs = {}
   for name, (_, extra) in cases.items():
-    workdir = (str(blocker / "work") if name == "unwritable_workdir"
-               else str(tmp_path / name / "work"))
-    procs[name] = (workdir, launch(shared, workdir, "pretrain", *extra,
-                                   log=str(tmp_path / f"{name}.log")))
+    workdir = (str(blocker / "work") if name == "unwritable_workdir" else str(tmp_path / name
+                                                                              / "work"))
+    procs[name] = (workdir,
+                   launch(shared, workdir, "pretrain", *extra, log=str(tmp_path / f"{name}.log")))
   for name, (workdir, proc) in procs.items():
     rc = proc.wait(300)
     with open(proc.log) as f:
@@ -446,8 +468,7 @@ def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
   shutil.copy(os.path.join(ref, "config.json"), os.path.join(cut, "config.json"))
   _ok(*run(shared, ref, "metatrain", *msgd))
   kill = random.Random(SEED + 1).randint(1, META_STEPS - 1)
-  rc, _ = signal_at_step(launch(shared, cut, "metatrain", *msgd), "meta", kill,
-                         signal.SIGKILL)
+  rc, _ = signal_at_step(launch(shared, cut, "metatrain", *msgd), "meta", kill, signal.SIGKILL)
   assert rc == -signal.SIGKILL
   _ok(*run(shared, cut, "metatrain", *msgd))
   (s_ref, a), (s_cut, b) = final_state(ref, "meta"), final_state(cut, "meta")
@@ -464,12 +485,14 @@ def test_meta_sgd_rates_survive_sigkill_resume_and_reach_evaluation(shared):
   inner = builders.inner_loop(config, builders.build_spec(config, config.data.num_classes))
   x = np.random.default_rng(0)
   hw = (config.data.image_height, config.data.image_width)
-  support = {"map": x.integers(0, config.data.num_classes, (2, *hw)).astype(np.int32),
-             "image": x.uniform(-1, 1, (2, *hw, 3)).astype(np.float32),
-             "ref": x.uniform(-1, 1, (2, *hw, 3)).astype(np.float32)}
+  support = {
+      "map": x.integers(0, config.data.num_classes, (2, *hw)).astype(np.int32),
+      "image": x.uniform(-1, 1, (2, *hw, 3)).astype(np.float32),
+      "ref": x.uniform(-1, 1, (2, *hw, 3)).astype(np.float32)
+  }
   with_rates, _ = adapt.adapt(inner, gp, support, jax.random.PRNGKey(0))
   without, _ = adapt.adapt(inner, adapt.networks(gp), support, jax.random.PRNGKey(0))
-  diff = sum(float(np.abs(np.asarray(u) - np.asarray(v)).sum())
-             for u, v in zip(jax.tree.leaves(adapt.networks(with_rates)),
-                             jax.tree.leaves(without)))
+  diff = sum(
+      float(np.abs(np.asarray(u) - np.asarray(v)).sum())
+      for u, v in zip(jax.tree.leaves(adapt.networks(with_rates)), jax.tree.leaves(without)))
   assert diff > 0

@@ -14,13 +14,15 @@ from bil_jax import report, results, rows, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TASKS = 8
-TASKS = [f"test_seen_{i:05d}" for i in range(NUM_TASKS // 2)] + [
-    f"test_unseen_{i:05d}" for i in range(NUM_TASKS // 2)]
+TASKS = [f"test_seen_{i:05d}" for i in range(NUM_TASKS // 2)
+        ] + [f"test_unseen_{i:05d}" for i in range(NUM_TASKS // 2)]
 CONDITIONS = ["seen"] * (NUM_TASKS // 2) + ["unseen"] * (NUM_TASKS // 2)
 # Each row's SSIM above the task's base level (X (n-shot) = 0).
-OFFSETS = {"x": -0.1, "x_nshot": 0.0, "xplus": -0.09, "xplus_nshot": 0.01, "bil_noaux": 0.01,
-           "bil": 0.02, "bil_aux_random": 0.015, "bil_aux_merged": 0.018, "gp": -0.08,
-           "lookup_label": -0.2, "lookup_pixel": -0.05, "nearest_shot": -0.15}
+OFFSETS = {
+    "x": -0.1, "x_nshot": 0.0, "xplus": -0.09, "xplus_nshot": 0.01, "bil_noaux": 0.01, "bil": 0.02,
+    "bil_aux_random": 0.015, "bil_aux_merged": 0.018, "gp": -0.08, "lookup_label": -0.2,
+    "lookup_pixel": -0.05, "nearest_shot": -0.15
+}
 OLD_ROWS = ("x", "x_nshot", "bil_noaux", "bil", "gp")
 
 
@@ -32,13 +34,17 @@ def fake_results(seed: int, row_ids=rows.ROW_IDS, new_keys: bool = True) -> dict
   per_task = {}
   for r in row_ids:
     ssim = base + OFFSETS[r] + rng.normal(0, 0.002, NUM_TASKS)
-    per_task[names[r]] = {"ssim": ssim.tolist(), "mse": (0.1 - ssim / 10).tolist(),
-                          "psnr": (10 + 20 * ssim).tolist()}
-  out = {"rows": {n: {"lpips": None, **{m: float(np.mean(v)) for m, v in r.items()}}
-                  for n, r in per_task.items()},
-         "per_task": per_task, "task_names": TASKS, "seed": seed,
-         "row_ids": {r: names[r] for r in row_ids},
-         "config": {"seed": seed, "data": {"shots": 5, "name": "synthetic"}}}
+    per_task[names[r]] = {
+        "ssim": ssim.tolist(), "mse": (0.1 - ssim / 10).tolist(), "psnr": (10 + 20 * ssim).tolist()
+    }
+  out = {
+      "rows": {
+          n: {"lpips": None, **{m: float(np.mean(v)) for m, v in r.items()}}
+          for n, r in per_task.items()
+      }, "per_task": per_task, "task_names": TASKS, "seed": seed,
+      "row_ids": {r: names[r] for r in row_ids},
+      "config": {"seed": seed, "data": {"shots": 5, "name": "synthetic"}}
+  }
   if new_keys:
     out.update(task_conditions=CONDITIONS, strongest_baseline="xplus_nshot",
                pair_gradients={"pretrain": 5000, "meta": 22500, "xplus": 22500})
@@ -93,8 +99,8 @@ def test_files_without_the_new_rows_and_keys_still_report():
   # Without "strongest_baseline", X (n-shot) is the only n-shot baseline present.
   assert got == [("bil", ("x_nshot",)), ("bil", ("bil_noaux",)), ("x_nshot", ("x",))]
   both = fake_results(0, new_keys=False)
-  assert ("bil", ("x_nshot",)) in pairs(results.summarize([("r", both)], num_resamples=200)[
-      "conditions"]["all"])
+  assert ("bil", ("x_nshot",)) in pairs(
+      results.summarize([("r", both)], num_resamples=200)["conditions"]["all"])
   assert results.strongest_baseline(both) is None  # two baselines, no choice recorded
 
 
@@ -107,17 +113,18 @@ def test_holm_is_applied_across_the_comparisons_of_a_metric():
 def test_report_pools_seeds_and_writes_markdown_and_json(tmp_path):
   dirs = [write(tmp_path, f"s{s}", fake_results(s)) for s in range(3)]
   out = tmp_path / "rep" / "seeds.md"
-  proc = subprocess.run([sys.executable, "-m", "bil_jax.report", *dirs, f"--out={out}",
-                         "--resamples=300"], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+      [sys.executable, "-m", "bil_jax.report", *dirs, f"--out={out}", "--resamples=300"], cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout == out.read_text()
   assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("warning: 3 seed(s)")
   summary = json.loads((tmp_path / "rep" / "seeds.json").read_text())
   assert summary["seeds"] == [0, 1, 2] and summary["num_resamples"] == 300
   row = summary["conditions"]["all"]["rows"]["BiL-Pix2pix (5-shot)"]["ssim"]
-  per_seed = [np.mean(fake_results(s)["per_task"]["BiL-Pix2pix (5-shot)"]["ssim"])
-              for s in range(3)]
+  per_seed = [
+      np.mean(fake_results(s)["per_task"]["BiL-Pix2pix (5-shot)"]["ssim"]) for s in range(3)
+  ]
   assert row["mean"] == pytest.approx(np.mean(per_seed))
   assert row["per_seed"] == pytest.approx(per_seed) and row["seeds"] == 3
   head = summary["conditions"]["all"]["differences"][0]

@@ -24,8 +24,7 @@ def brute_task_sim(query, maps, ids, num_tasks, num_classes):
   for t in range(num_tasks):
     members = maps[ids == t]
     if len(members):
-      out[t] = np.mean([brute_sim(q, m, num_classes)
-                        for q in query for m in members])
+      out[t] = np.mean([brute_sim(q, m, num_classes) for q in query for m in members])
   return out
 
 
@@ -33,8 +32,7 @@ def random_maps(rng, n, h=9, w=7, num_classes=C):
   """Maps using only some classes each, so classes go missing from one/both."""
   maps = []
   for _ in range(n):
-    present = rng.choice(num_classes, size=rng.integers(1, num_classes),
-                         replace=False)
+    present = rng.choice(num_classes, size=rng.integers(1, num_classes), replace=False)
     maps.append(rng.choice(present, size=(h, w)))
   return np.stack(maps).astype(np.int32)
 
@@ -74,8 +72,7 @@ def test_uint8_maps_give_the_same_result():
   rng = np.random.default_rng(2)
   a, b = random_maps(rng, 2), random_maps(rng, 3)
   np.testing.assert_array_equal(
-      np.asarray(retrieval.pairwise_similarity(a.astype(np.uint8),
-                                               b.astype(np.uint8), C)),
+      np.asarray(retrieval.pairwise_similarity(a.astype(np.uint8), b.astype(np.uint8), C)),
       np.asarray(retrieval.pairwise_similarity(a, b, C)))
 
 
@@ -84,12 +81,12 @@ def test_task_similarity_matches_brute_force_and_is_chunk_invariant():
   query = random_maps(rng, 3)
   maps = random_maps(rng, 23)
   sizes = [1, 3, 2, 4, 1, 5, 2, 5]
-  ids = retrieval.task_ids_from_offsets(np.concatenate([[0],
-                                                        np.cumsum(sizes)]))
+  ids = retrieval.task_ids_from_offsets(np.concatenate([[0], np.cumsum(sizes)]))
   maps[ids == 4] = maps[ids == 0]  # tasks 0 and 4 tie exactly
   want = brute_task_sim(query, maps, ids, len(sizes), C)
-  results = [retrieval.task_similarity(query, maps, ids, C, chunk_size=cs)
-             for cs in (1, 4, 7, 23, 100)]
+  results = [
+      retrieval.task_similarity(query, maps, ids, C, chunk_size=cs) for cs in (1, 4, 7, 23, 100)
+  ]
   for got in results:
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(got, results[0])
@@ -101,8 +98,7 @@ def test_task_ids_in_any_order_and_empty_tasks():
   query = random_maps(rng, 2)
   maps = random_maps(rng, 6)
   ids = np.array([2, 0, 2, 3, 0, 2])  # task 1 has no maps
-  got = retrieval.task_similarity(query, maps, ids, C, num_tasks=5,
-                                  chunk_size=4)
+  got = retrieval.task_similarity(query, maps, ids, C, num_tasks=5, chunk_size=4)
   want = brute_task_sim(query, maps, ids, 5, C)
   assert np.isneginf(got[1]) and np.isneginf(got[4])
   np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -111,10 +107,8 @@ def test_task_ids_in_any_order_and_empty_tasks():
 def test_top_k_orders_by_score_and_breaks_ties_by_lower_index():
   sims = np.array([0.5, 2.0, 0.5, 3.0, 2.0, np.nan, 0.5])
   np.testing.assert_array_equal(retrieval.top_k_tasks(sims, 4), [3, 1, 4, 0])
-  np.testing.assert_array_equal(retrieval.top_k_tasks(sims, 6),
-                                [3, 1, 4, 0, 2, 6])
-  np.testing.assert_array_equal(retrieval.top_k_tasks(sims, 3, exclude=[3, 4]),
-                                [1, 0, 2])
+  np.testing.assert_array_equal(retrieval.top_k_tasks(sims, 6), [3, 1, 4, 0, 2, 6])
+  np.testing.assert_array_equal(retrieval.top_k_tasks(sims, 3, exclude=[3, 4]), [1, 0, 2])
   np.testing.assert_array_equal(retrieval.top_k_tasks(sims, 0), [])
   with pytest.raises(ValueError):
     retrieval.top_k_tasks(sims, 7, exclude=[0])

@@ -71,11 +71,11 @@ def test_items_split_train_into_disjoint_train_and_val():
 
 def test_paired_folder_holds_out_a_fraction_or_reads_val(tmp_path):
   root = tmp_path / 'root'
-  fx.write_paired_folder(str(root), {'train': {f't{i}': 4 for i in range(5)},
-                                     'test': {'c': 4}}, num_classes=5, hw=(8, 8))
+  fx.write_paired_folder(str(root), {'train': {f't{i}': 4 for i in range(5)}, 'test': {'c': 4}},
+                         num_classes=5, hw=(8, 8))
   d = data_cfg(name='paired_folder', num_classes=5, image_height=8, image_width=8,
-               manual_dir=str(root), data_dir=str(tmp_path / 'tfds'), shots=2,
-               queries=2, eval_queries=2, val_fraction=0.4)
+               manual_dir=str(root), data_dir=str(tmp_path / 'tfds'), shots=2, queries=2,
+               eval_queries=2, val_fraction=0.4)
   tr, va, te = (load(d, s) for s in ('train', 'val', 'test'))
   assert tr.names == ('t0', 't2', 't4') and va.names == ('t1', 't3')
   assert te.names == ('c',)
@@ -87,8 +87,8 @@ def test_paired_folder_holds_out_a_fraction_or_reads_val(tmp_path):
   assert load(d, 'val').names == ('v',)
   assert load(d, 'train').names == tuple(f't{i}' for i in range(5))
   h = paired_folder.path_hash(str(root))
-  assert sorted(os.listdir(tmp_path / 'tfds' / 'paired_folder_tasks')) == [
-      f'c5_h8_w8_{h}_v0p4', f'c5_h8_w8_{h}_vdir']
+  assert sorted(os.listdir(
+      tmp_path / 'tfds' / 'paired_folder_tasks')) == [f'c5_h8_w8_{h}_v0p4', f'c5_h8_w8_{h}_vdir']
 
 
 def test_faceforensics_holds_out_whole_videos_processed_as_test_videos(tmp_path):
@@ -100,8 +100,8 @@ def test_faceforensics_holds_out_whole_videos_processed_as_test_videos(tmp_path)
   for folder in ('train', 'test'):
     os.symlink(tmp_path / 'raw' / folder, root / folder)
   d = data_cfg(name='faceforensics', num_classes=7, image_height=16, image_width=16,
-               manual_dir=str(root), data_dir=str(tmp_path / 'tfds'), shots=1,
-               queries=1, eval_queries=1)
+               manual_dir=str(root), data_dir=str(tmp_path / 'tfds'), shots=1, queries=1,
+               eval_queries=1)
   d.frames_per_clip, d.min_frames = 3, 2
   tr, va = load(d, 'train'), load(d, 'val')
   assert va.names == ('vidB',) and va.task_sizes().tolist() == [3]
@@ -133,9 +133,11 @@ def test_load_data_returns_three_disjoint_checked_splits(tmp_path, monkeypatch):
   assert only.test is None and only.val.names == data.val.names
   # A split whose images have another size: one line naming the split.
   real = registry.load_tasks
-  monkeypatch.setattr(registry, 'load_tasks', lambda d, s, w: (
-      real(d, s, w).subset([0]) if s != 'val' else tasks_lib.from_tasks(
-          [('v', np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8, 3), np.uint8))], 8)))
+  monkeypatch.setattr(
+      registry, 'load_tasks', lambda d, s, w:
+      (real(d, s, w).subset([0])
+       if s != 'val' else tasks_lib.from_tasks([('v', np.zeros(
+           (1, 8, 8), np.uint8), np.zeros((1, 8, 8, 3), np.uint8))], 8)))
   with pytest.raises(ValueError, match=r"^data split 'val' has images of size \(8, 8\)"):
     loading.load_data(c, str(tmp_path))
 
@@ -150,8 +152,7 @@ class _EvaluateReached(Exception):
 
 
 def smoke_config(tmp_path):
-  spec = importlib.util.spec_from_file_location('c', os.path.join(REPO, 'configs',
-                                                                  'synthetic.py'))
+  spec = importlib.util.spec_from_file_location('c', os.path.join(REPO, 'configs', 'synthetic.py'))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config('smoke')

@@ -7,8 +7,7 @@ import scipy.stats
 from bil_jax import stats
 
 
-def seeds_and_tasks(rng, seed_sd: float, task_sd: float = 0.05, seeds: int = 5,
-                    tasks: int = 20):
+def seeds_and_tasks(rng, seed_sd: float, task_sd: float = 0.05, seeds: int = 5, tasks: int = 20):
   """Groups [seeds][tasks] of mean 0: a shared offset per seed plus task noise."""
   return [o + rng.normal(0, task_sd, tasks) for o in rng.normal(0, seed_sd, seeds)]
 
@@ -56,10 +55,13 @@ def test_two_level_interval_widens_with_between_seed_variance_pooled_does_not():
   noise = seeds_and_tasks(rng, 0.0)
   offsets = np.array([-0.1, -0.05, 0.0, 0.05, 0.1])  # between-seed sd 0.079
   shifted = [g + o for g, o in zip(noise, offsets)]
-  two = [width(stats.percentile_interval(stats.two_level_bootstrap(g, 2000)))
-         for g in (noise, shifted)]
-  pooled = [width(stats.bootstrap_mean_ci(np.concatenate(g), num_resamples=2000))
-            for g in (noise, shifted)]
+  two = [
+      width(stats.percentile_interval(stats.two_level_bootstrap(g, 2000))) for g in (noise, shifted)
+  ]
+  pooled = [
+      width(stats.bootstrap_mean_ci(np.concatenate(g), num_resamples=2000))
+      for g in (noise, shifted)
+  ]
   # Two-level: about 2 * 1.96 * sqrt(var(offsets, ddof=0) / 5 + 0.05^2 / 100) = 0.13,
   # against 0.0196 without seed offsets. Pooled: the task spread only (0.0196 -> 0.035).
   assert two[1] > 5 * two[0] and two[1] == pytest.approx(
@@ -125,8 +127,7 @@ def test_known_positive_paired_difference_excludes_zero():
   assert d["ci_low"] > 0 and d["mean"] == pytest.approx(np.mean([x.mean() for x in diffs]))
   assert d["seed_ci_low"] < d["mean"] < d["seed_ci_high"]
   assert d["p"] == pytest.approx(2 / 1001) and d["a_better"] == 60 and d["n"] == 60
-  assert d["relative_pct"] == pytest.approx(
-      100 * d["mean"] / np.mean([x.mean() for x in b]))
+  assert d["relative_pct"] == pytest.approx(100 * d["mean"] / np.mean([x.mean() for x in b]))
   # Lower is better (MSE): a larger a is worse on every task.
   assert stats.paired_difference(a, b, lower_is_better=True, num_resamples=100)["a_better"] == 0
   assert stats.paired_difference(a, b, relative=False, num_resamples=100)["relative_pct"] is None

@@ -13,8 +13,9 @@ BEFORE_KEYS = {"pretrain": 11, "meta": 12, "heldout": 14}
 
 def _taskset(n=3, pairs=6):
   rng = np.random.default_rng(0)
-  return tasks.from_tasks([(f"t{i}", rng.integers(0, 3, (pairs, 8, 8)),
-                            rng.integers(0, 256, (pairs, 8, 8, 3))) for i in range(n)], 3)
+  return tasks.from_tasks(
+      [(f"t{i}", rng.integers(0, 3, (pairs, 8, 8)), rng.integers(0, 256, (pairs, 8, 8, 3)))
+       for i in range(n)], 3)
 
 
 def _equal(a, b):
@@ -23,8 +24,8 @@ def _equal(a, b):
 
 def test_named_streams_are_the_old_numbers():
   for name, number in BEFORE.items():
-    a = streams.episode_rng(7, name, 3).integers(0, 2**31, 4)
-    b = episodes.episode_rng(7, 3, number).integers(0, 2**31, 4)
+    a = streams.episode_rng(7, name, 3).integers(0, 2 ** 31, 4)
+    b = episodes.episode_rng(7, 3, number).integers(0, 2 ** 31, 4)
     np.testing.assert_array_equal(a, b)
   root = jax.random.PRNGKey(7)
   for name, tag in BEFORE_KEYS.items():
@@ -32,7 +33,7 @@ def test_named_streams_are_the_old_numbers():
   _equal(streams.key(7, "aux", 3), jax.random.fold_in(root, 1000 + 3))
   _equal(streams.key(7, "eval", 3), jax.random.fold_in(root, 2_000_000 + 3))
   assert streams.aux_step(2, 5) == 2 * 100_003 + 5
-  assert streams.QUERY_DROPOUT == 2**20
+  assert streams.QUERY_DROPOUT == 2 ** 20
 
 
 def test_sampler_equals_the_explicit_calls():
@@ -46,8 +47,7 @@ def test_sampler_equals_the_explicit_calls():
   _equal(s.meta_batch(ts, 2, rng()),
          episodes.sample_meta_batch(ts, 2, 2, 2, rng(), d.augment, reuse_pairs=False))
   _equal(s.meta_batch(ts, 2, rng(), task_indices=[2, 0], augment_query=False),
-         episodes.sample_meta_batch(ts, 2, 2, 2, rng(), d.augment, [2, 0],
-                                    augment_query=False))
+         episodes.sample_meta_batch(ts, 2, 2, 2, rng(), d.augment, [2, 0], augment_query=False))
   _equal(s.eval_episode(ts, 1, rng()),
          episodes.sample_episode(ts, 1, 2, 3, rng(), d.augment, augment_query=False))
   _equal(s.eval_split(ts, 1, rng()), episodes.split_indices(6, 2, 3, rng(), "t1"))

@@ -25,8 +25,8 @@ def _task(split, i, pairs=10, seed=1234):
 def _class_means(maps, images):
   """Mean colour of each class, NaN where absent: [C, 3]."""
   im = images.astype(float)
-  return np.stack([im[maps == c].mean(0) if (maps == c).any() else np.full(3, np.nan)
-                   for c in range(C)])
+  return np.stack(
+      [im[maps == c].mean(0) if (maps == c).any() else np.full(3, np.nan) for c in range(C)])
 
 
 def test_generation_is_deterministic_and_splits_differ():
@@ -42,33 +42,37 @@ def test_generation_is_deterministic_and_splits_differ():
 
 def test_builder_config_name_encodes_family_parameters():
   base = (C, H, W, 200, 20, 30, 1234)
-  names = {synthetic.make_builder_config(*base).name,
-           synthetic.make_builder_config(*base, num_families=10).name,
-           synthetic.make_builder_config(*base, num_families=12).name,
-           synthetic.make_builder_config(*base, num_families=10, appearance_jitter=0.2).name,
-           synthetic.make_builder_config(*base, num_families=10, layout_jitter=0.3).name,
-           synthetic.make_builder_config(*base, num_families=10, unseen_families=2).name}
+  names = {
+      synthetic.make_builder_config(*base).name,
+      synthetic.make_builder_config(*base, num_families=10).name,
+      synthetic.make_builder_config(*base, num_families=12).name,
+      synthetic.make_builder_config(*base, num_families=10, appearance_jitter=0.2).name,
+      synthetic.make_builder_config(*base, num_families=10, layout_jitter=0.3).name,
+      synthetic.make_builder_config(*base, num_families=10, unseen_families=2).name
+  }
   assert len(names) == 6
-  assert (synthetic.make_builder_config(*base).name ==
-          'c8_h32_w32_tr200_va20_te20_p30_m1_s1234')
+  assert (synthetic.make_builder_config(*base).name == 'c8_h32_w32_tr200_va20_te20_p30_m1_s1234')
 
 
 def test_val_and_test_have_seen_and_unseen_family_scenes():
   """Names follow the condition; unseen families are new, and val's differ from test's."""
-  cfg = synthetic.make_builder_config(C, H, W, 6, 5, 4, 1234, num_families=3,
-                                      num_val_tasks=4, unseen_families=2)
+  cfg = synthetic.make_builder_config(C, H, W, 6, 5, 4, 1234, num_families=3, num_val_tasks=4,
+                                      unseen_families=2)
   names = {s: [t[0] for t in synthetic.generate_split(cfg, s)] for s in synthetic.SPLITS}
   assert names['train'] == [f'train_{i:05d}' for i in range(6)]
-  assert names['val'] == ['val_seen_00000', 'val_seen_00001', 'val_unseen_00000',
-                          'val_unseen_00001']
+  assert names['val'] == [
+      'val_seen_00000', 'val_seen_00001', 'val_unseen_00000', 'val_unseen_00001'
+  ]
   assert [tasks.task_condition(n) for n in names['test']] == ['seen'] * 3 + ['unseen'] * 2
   assert tasks.task_condition('train_00003') == tasks.task_condition('clip_7') == 'all'
-  fams = {s: {synthetic.task_family(s, c, i, 3, 2)
-              for c, i in synthetic.split_conditions(s, 5, 3, 2)} for s in ('val', 'test')}
+  fams = {
+      s: {synthetic.task_family(s, c, i, 3, 2) for c, i in synthetic.split_conditions(s, 5, 3, 2)}
+      for s in ('val', 'test')
+  }
   assert fams['val'] == {0, 1, 2, 3, 4} and fams['test'] == {0, 1, 2, 5, 6}
   # An unseen-family scene uses its family's classes, which a training family's need not.
-  _, maps, _ = synthetic.generate_task(1234, 'test', 0, C, H, W, 6, **KW,
-                                       condition='unseen', unseen_families=2)
+  _, maps, _ = synthetic.generate_task(1234, 'test', 0, C, H, W, 6, **KW, condition='unseen',
+                                       unseen_families=2)
   allowed = set(scene_families.sample_family(1234, F + 2, C)['layout']['cls'].tolist()) | {0}
   assert set(np.unique(maps).tolist()) <= allowed
 
@@ -154,8 +158,9 @@ def test_reference_source_other_uses_another_pair_of_the_same_task():
   """reference_source='other': PG² references come from another pair of the same task
   (pooled pre-training pairs) or another support shot (episodes), never the pair's own."""
   ts = _coded([3, 1, 6])
-  aug = ml_collections.ConfigDict(dict(flip=True, crop_fraction=0.9, max_rotation_deg=10.0,
-                                       flip_reference=True, reference_source='other'))
+  aug = ml_collections.ConfigDict(
+      dict(flip=True, crop_fraction=0.9, max_rotation_deg=10.0, flip_reference=True,
+           reference_source='other'))
   rng = np.random.default_rng(0)
   for _ in range(20):
     b = episodes.sample_pairs(ts, 6, rng, aug)
@@ -179,17 +184,15 @@ def test_memorising_the_shots_does_not_predict_a_new_frame():
   texture on image coordinates gives the per-pixel lookup about 0.2 over the mean.)"""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from bil_jax import lookups, metrics  # pylint: disable=g-import-not-at-top
-  cfg = synthetic.make_builder_config(C, H, W, 1, 1, 15, 0, num_families=F,
-                                      unseen_families=3, num_val_tasks=8)
+  cfg = synthetic.make_builder_config(C, H, W, 1, 1, 15, 0, num_families=F, unseen_families=3,
+                                      num_val_tasks=8)
   scores = {k: [] for k in lookups.PREDICTORS}
   to_float = lambda x: x.astype(np.float32) / 127.5 - 1
   for _, maps, images in synthetic.generate_split(cfg, 'val'):
     s, q = slice(0, 5), slice(5, None)
-    preds = lookups.predict_all(maps[s].astype(int), to_float(images[s]),
-                                maps[q].astype(int))
+    preds = lookups.predict_all(maps[s].astype(int), to_float(images[s]), maps[q].astype(int))
     for k, p in zip(lookups.PREDICTORS, preds):
-      scores[k].append(float(metrics.ssim(jnp.asarray(p), jnp.asarray(to_float(images[q])))
-                             .mean()))
+      scores[k].append(float(metrics.ssim(jnp.asarray(p), jnp.asarray(to_float(images[q]))).mean()))
   m = {k: np.mean(v) for k, v in scores.items()}
   assert m['lookup_pixel'] < m['lookup_label'] + 0.1, m
   assert m['nearest_shot'] < m['lookup_label'], m

@@ -25,14 +25,13 @@ def _smoke(**overrides):
 
 
 @pytest.mark.parametrize("overrides,mode,expected", [
-    ({"meta.estimator": "secnd_order"}, "all",
-     "meta.estimator='secnd_order' is not one of"),
-    ({"meta.estimator": "truncated", "meta.estimator_options": "backprop_step=2"}, "all",
-     "did you mean 'backprop_steps'"),
-    ({"meta.inner_optimizer.name": "adamm"}, "all",
-     "meta.inner_optimizer.name='adamm' is not an optax optimizer"),
-    ({"optim.schedule.name": "cosine_decay_schedul"}, "all",
-     "did you mean 'cosine_decay_schedule'"),
+    ({"meta.estimator": "secnd_order"}, "all", "meta.estimator='secnd_order' is not one of"),
+    ({"meta.estimator": "truncated", "meta.estimator_options": "backprop_step=2"
+     }, "all", "did you mean 'backprop_steps'"),
+    ({"meta.inner_optimizer.name": "adamm"
+     }, "all", "meta.inner_optimizer.name='adamm' is not an optax optimizer"),
+    ({"optim.schedule.name": "cosine_decay_schedul"
+     }, "all", "did you mean 'cosine_decay_schedule'"),
     ({"pretrain.steps": -5}, "all", "pretrain.steps=-5: must be >= 1"),
     ({"meta.steps": 0}, "metatrain", "meta.steps=0: must be >= 1"),
     ({"model.d_layers": 6}, "pretrain", "model.d_layers=6"),
@@ -105,6 +104,7 @@ def test_ctrl_c_at_start_up_is_one_line(monkeypatch, capsys):
 
   def interrupted(*args, **kwargs):
     raise KeyboardInterrupt
+
   monkeypatch.setattr(main.app, "run", interrupted)
   with pytest.raises(SystemExit) as exit_info:
     main.run()
@@ -115,12 +115,12 @@ def test_ctrl_c_at_start_up_is_one_line(monkeypatch, capsys):
 def test_the_command_line_prints_each_fault_and_writes_nothing(tmp_path):
   """One run of main with several faults: one 'error:' line each, exit 1, no workdir."""
   workdir = tmp_path / "w"
-  proc = subprocess.run(
-      [sys.executable, "-m", "bil_jax.main", "--config=configs/synthetic.py:smoke",
-       f"--workdir={workdir}", "--config.meta.estimator=secnd_order",
-       "--config.pretrain.steps=-5", "--config.compilation_cache="],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=REPO), check=False)
+  proc = subprocess.run([
+      sys.executable, "-m", "bil_jax.main", "--config=configs/synthetic.py:smoke",
+      f"--workdir={workdir}", "--config.meta.estimator=secnd_order", "--config.pretrain.steps=-5",
+      "--config.compilation_cache="
+  ], cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO),
+                        check=False)
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
   assert proc.returncode == 1, proc.stderr[-2000:]
   assert len(errors) == 2 and "did you mean 'second_order'" in errors[0], errors

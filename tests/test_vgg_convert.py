@@ -84,8 +84,7 @@ def test_default_layers_and_gradients_flow_to_images_only(flax_weights):
   params = vgg.load_vgg16_params(flax_weights)
   images = jnp.zeros((1, 16, 16, 3))
   shapes = [f.shape for f in jax.eval_shape(vgg.vgg16_features, params, images)]
-  assert shapes == [(1, 16, 16, 64), (1, 8, 8, 128), (1, 4, 4, 256), (1, 2, 2, 512),
-                    (1, 1, 1, 512)]
+  assert shapes == [(1, 16, 16, 64), (1, 8, 8, 128), (1, 4, 4, 256), (1, 2, 2, 512), (1, 1, 1, 512)]
 
   def loss(p, x):
     return jnp.sum(vgg.vgg16_features(p, x, layers=("relu2_2",))[0])

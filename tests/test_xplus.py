@@ -17,8 +17,10 @@ def test_pair_gradients_of_the_synthetic_default():
   c.meta.steps, c.meta.meta_batch, c.meta.inner_steps = 150, 5, 5
   c.data.shots = c.data.queries = 5
   c.eval.aux_steps, c.eval.aux_tasks, c.eval.is_steps = 5, 5, 20
-  assert xplus.pair_gradients(c) == {"pretrain": 5000, "meta": 22500, "xplus": 22500,
-                                     "aux_per_test_task": 750, "is_per_test_task": 100}
+  assert xplus.pair_gradients(c) == {
+      "pretrain": 5000, "meta": 22500, "xplus": 22500, "aux_per_test_task": 750,
+      "is_per_test_task": 100
+  }
   c.pretrain.batch_size = 7  # 22500 / 7 is not whole: X+ rounds up to a whole batch
   assert xplus.xplus_steps(c) == 3215 and xplus.pair_gradients(c)["xplus"] == 22505
 
@@ -26,13 +28,13 @@ def test_pair_gradients_of_the_synthetic_default():
 def test_xplus_phase_runs_the_counted_pair_gradients(tmp_path, monkeypatch):
   c, train_ts, _, spec = tiny_setup()
   c.meta.steps, c.meta.meta_batch = 1, 2  # meta: 1 x 2 x (1 x 2 + 2) = 8 pair-gradients
-  c.pretrain.batch_size = 3              # X+: ceil(8 / 3) = 3 steps of 3 = 9
+  c.pretrain.batch_size = 3  # X+: ceil(8 / 3) = 3 steps of 3 = 9
   c.pretrain.log_every = c.pretrain.checkpoint_every = c.pretrain.image_every = 10
   val_ts = tiny_taskset(np.random.default_rng(1), "val", 2)
   start = tiny.init_params(spec, 0)
   rows = []
-  monkeypatch.setattr(loop, "fault_hook",
-                      lambda phase, done, batch: rows.append((phase, len(batch["map"]))) or batch)
+  monkeypatch.setattr(loop, "fault_hook", lambda phase, done, batch: rows.append(
+      (phase, len(batch["map"]))) or batch)
   phase = xplus.xplus_phase(c, train_ts, val_ts, spec, None, start, lr=1e-2)
   assert phase.schedule.steps == 3
   trained = loop.run_phase(phase, c, str(tmp_path))
@@ -40,8 +42,7 @@ def test_xplus_phase_runs_the_counted_pair_gradients(tmp_path, monkeypatch):
   assert sum(n for _, n in rows) == xplus.pair_gradients(c)["xplus"] == 9
   assert xplus.pair_gradients(c)["meta"] == 8
   assert (tmp_path / "xplus" / "checkpoints").is_dir()
-  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trained),
-                                                   jax.tree.leaves(start))]
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(start))]
   assert any(moved)
   # Its own stream: the first batch is not pre-training's first batch.
   first = phase.sample(0)

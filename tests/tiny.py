@@ -58,15 +58,19 @@ def spec(lambda_a=0.5, gan_mode="bce", norm=False):
 def init_params(sp, seed=0, dtype=jnp.float32):
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
   x = jnp.zeros((1, H, W, C))
-  params = {"G": sp.generator.init(k1, x)["params"],
-            "D": sp.discriminator.init(k2, x, jnp.zeros((1, H, W, 3)))["params"]}
+  params = {
+      "G": sp.generator.init(k1, x)["params"],
+      "D": sp.discriminator.init(k2, x, jnp.zeros((1, H, W, 3)))["params"]
+  }
   return jax.tree.map(lambda a: a.astype(dtype), params)
 
 
 def pairs(rng, n, dtype=np.float32):
-  return {"map": rng.integers(0, C, (n, H, W)).astype(np.int32),
-          "image": rng.uniform(-1, 1, (n, H, W, 3)).astype(dtype),
-          "ref": rng.uniform(-1, 1, (n, H, W, 3)).astype(dtype)}
+  return {
+      "map": rng.integers(0, C, (n, H, W)).astype(np.int32),
+      "image": rng.uniform(-1, 1, (n, H, W, 3)).astype(dtype),
+      "ref": rng.uniform(-1, 1, (n, H, W, 3)).astype(dtype)
+  }
 
 
 def task(seed, shots=2, queries=2, dtype=np.float32):
@@ -92,8 +96,8 @@ def loop(sp, optimizer="sgd", lr=0.1, steps=2, remat=False, **kwargs):
   return adapt.InnerLoop(sp, opt, steps, remat)
 
 
-def problem64(optimizer="sgd", lr=0.1, steps=2, seed=1, task_seed=3, rng_seed=0,
-              lambda_a=0.5, **kwargs):
+def problem64(optimizer="sgd", lr=0.1, steps=2, seed=1, task_seed=3, rng_seed=0, lambda_a=0.5,
+              **kwargs):
   """A float64 meta-gradient problem: (spec, loop, params, task, rng). Call it under
   ``jax.enable_x64(True)``."""
   sp = spec(lambda_a=lambda_a)
@@ -112,8 +116,7 @@ def assert_matches_directional_fd(f, grads, params, eps, rtol, nets=("G", "D"), 
   for net in nets:
     which = 0 if net == "G" else 1
     v = jax.tree.map(jnp.zeros_like, params)
-    v[net] = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape), a.dtype),
-                          params[net])
+    v[net] = jax.tree.map(lambda a: jnp.asarray(vrng.normal(size=a.shape), a.dtype), params[net])
     vflat = ravel_pytree(v)[0]
     fd = (f(flat + eps * vflat)[which] - f(flat - eps * vflat)[which]) / (2 * eps)
     analytic = ravel_pytree(grads[net])[0] @ ravel_pytree(v[net])[0]

@@ -34,7 +34,8 @@ def _define_flags(argv) -> None:
   from absl import flags  # pylint: disable=import-outside-toplevel
   cli.define_config_flag(argv)
   flags.DEFINE_string("out", "bench_out", "Output folder OUT.")
-  flags.DEFINE_enum("preset", None, sorted(presets.PRESETS) + list(presets.PROGRAMS),
+  flags.DEFINE_enum("preset", None,
+                    sorted(presets.PRESETS) + list(presets.PROGRAMS),
                     "Config overrides and sweep options of a preset, or device_check.")
   flags.DEFINE_bool("quick", False, "Same as --preset=quick.")
   options.define_flags()

@@ -147,8 +147,10 @@ def random_tasks(config, meta_batch: int, seed: int = 0) -> dict:
   nc = int(config.data.num_classes)
 
   def pairs(n):
-    return {"map": rng.integers(0, nc, (meta_batch, n, h, w)).astype(np.int32),
-            "image": rng.uniform(-1, 1, (meta_batch, n, h, w, 3)).astype(np.float32),
-            "ref": rng.uniform(-1, 1, (meta_batch, n, h, w, 3)).astype(np.float32)}
+    return {
+        "map": rng.integers(0, nc, (meta_batch, n, h, w)).astype(np.int32),
+        "image": rng.uniform(-1, 1, (meta_batch, n, h, w, 3)).astype(np.float32),
+        "ref": rng.uniform(-1, 1, (meta_batch, n, h, w, 3)).astype(np.float32)
+    }
 
   return {"support": pairs(int(config.data.shots)), "query": pairs(int(config.data.queries))}

@@ -64,8 +64,10 @@ def measure_peaks(size: str = "large", repeats: int = 5) -> dict:
   conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
       x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
   t_conv = _median_time(conv, x, k, repeats=repeats)
-  return {"matmul_peak_flops_per_s": 2 * n ** 3 / t_mm,
-          "conv_peak_flops_per_s": 2 * b * hw * hw * 9 * c * c / t_conv}
+  return {
+      "matmul_peak_flops_per_s": 2 * n ** 3 / t_mm,
+      "conv_peak_flops_per_s": 2 * b * hw * hw * 9 * c * c / t_conv
+  }
 
 
 @dataclasses.dataclass
@@ -111,8 +113,8 @@ def _cost(obj) -> dict:
 
 def step_fn(setup: Setup, est: EstimatorSpec, steps: int, remat, unroll=1):
   """The jitted meta-step of ``est`` with K = ``steps`` and the given remat mode."""
-  loop = dataclasses.replace(builders.inner_loop(setup.config, setup.spec, steps),
-                             remat=remat, unroll=unroll)
+  loop = dataclasses.replace(builders.inner_loop(setup.config, setup.spec, steps), remat=remat,
+                             unroll=unroll)
   return meta.make_meta_step(loop, est.name, setup.outer_opt, setup.mesh,
                              estimator_options=est.options)
 
@@ -123,6 +125,7 @@ def step_flops(setup: Setup, est: EstimatorSpec, steps: int, remat, args) -> flo
   estimator's options rule out K=1 (truncated with T > 1), and for remat "nested", which
   splits the loop into segments only from K = 4 on (at K = 1 and 2 it is "step", so the
   line through them would miss the segments' recomputation)."""
+
   def flops_at(k):
     lowered = step_fn(setup, est, k, remat, unroll=True).lower(*args)
     # nan where the backend has no cost analysis of the lowered program (GPU). Its compiled
@@ -161,10 +164,11 @@ def memory_analysis(compiled) -> dict:
   mem = compiled.memory_analysis()
   if mem is None:
     return {}
-  out = {"xla_argument_bytes": int(mem.argument_size_in_bytes),
-         "xla_output_bytes": int(mem.output_size_in_bytes),
-         "xla_temp_bytes": int(mem.temp_size_in_bytes),
-         "xla_alias_bytes": int(mem.alias_size_in_bytes)}
+  out = {
+      "xla_argument_bytes": int(mem.argument_size_in_bytes),
+      "xla_output_bytes": int(mem.output_size_in_bytes),
+      "xla_temp_bytes": int(mem.temp_size_in_bytes), "xla_alias_bytes": int(mem.alias_size_in_bytes)
+  }
   out["xla_peak_bytes"] = (out["xla_argument_bytes"] + out["xla_output_bytes"]
                            + out["xla_temp_bytes"] - out["xla_alias_bytes"])
   return out
@@ -172,20 +176,20 @@ def memory_analysis(compiled) -> dict:
 
 def _shape_keys(config) -> dict:
   """The config's sizes, as every record states them."""
-  return {"image_size": int(config.data.image_height),
-          "image_width": int(config.data.image_width),
-          "ngf": int(config.model.ngf), "ndf": int(config.model.ndf),
-          "num_classes": int(config.data.num_classes), "shots": int(config.data.shots),
-          "queries": int(config.data.queries), "lambda_b": float(config.loss.lambda_b),
-          "dtype": str(config.model.dtype), "implementation": "jax",
-          "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
-          "conv_impl": convs.conv_impl()}
+  device = jax.devices()[0]
+  return {
+      "image_size": int(config.data.image_height), "image_width": int(config.data.image_width),
+      "ngf": int(config.model.ngf), "ndf": int(config.model.ndf),
+      "num_classes": int(config.data.num_classes), "shots": int(config.data.shots),
+      "queries": int(config.data.queries), "lambda_b": float(config.loss.lambda_b),
+      "dtype": str(config.model.dtype), "implementation": "jax", "device": device.device_kind,
+      "platform": jax.default_backend(), "conv_impl": convs.conv_impl()
+  }
 
 
 def _step_args(setup: Setup, meta_batch: int, seed: int) -> tuple:
   tasks = parallel.shard_tasks(setup.mesh, random_tasks(setup.config, meta_batch, seed))
-  rngs = parallel.shard_tasks(setup.mesh, meta.task_rngs(jax.random.PRNGKey(seed), 0,
-                                                         meta_batch))
+  rngs = parallel.shard_tasks(setup.mesh, meta.task_rngs(jax.random.PRNGKey(seed), 0, meta_batch))
   return (setup.params, setup.opt_state, tasks, rngs, setup.frozen)
 
 
@@ -225,15 +229,15 @@ def compile_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, r
   else:
     skipped = (f"expected {expected:.0f} s at {EXPECTED_UTILIZATION:.0%} of the conv peak, "
                f"over the {step_limit_s:.0f} s limit")
-  return {"model": setup.model_name, "estimator": est.label, "estimator_name": est.name,
-          "estimator_options": est.options, "remat": remat, "inner_steps": int(steps),
-          "meta_batch": int(meta_batch), "compile_time_s": compile_s, "flops": n_flops,
-          "step_time_s": step_time, "step_skipped": skipped,
-          "expected_step_time_s": expected, "peak_memory_bytes": mem.get("xla_peak_bytes"),
-          "memory_source": "xla_memory_analysis", **mem,
-          "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
-          "inner_optimizer": setup.config.meta.inner_optimizer.name,
-          **_shape_keys(setup.config)}
+  return {
+      "model": setup.model_name, "estimator": est.label, "estimator_name": est.name,
+      "estimator_options": est.options, "remat": remat, "inner_steps": int(steps),
+      "meta_batch": int(meta_batch), "compile_time_s": compile_s, "flops": n_flops,
+      "step_time_s": step_time, "step_skipped": skipped, "expected_step_time_s": expected,
+      "peak_memory_bytes": mem.get("xla_peak_bytes"), "memory_source": "xla_memory_analysis",
+      **mem, "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
+      "inner_optimizer": setup.config.meta.inner_optimizer.name, **_shape_keys(setup.config)
+  }
 
 
 def pretrain_step(config, seed: int = 0) -> tuple:
@@ -250,8 +254,7 @@ def pretrain_step(config, seed: int = 0) -> tuple:
                 builders.load_frozen(config))
 
 
-def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0,
-                 flops: bool = True) -> dict:
+def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0, flops: bool = True) -> dict:
   """Times the pre-training step (:func:`pretrain_step`); its record (estimator
   'pretrain', meta_batch the batch size)."""
   step, args = pretrain_step(config, seed)
@@ -263,15 +266,15 @@ def pretrain_one(config, peaks: dict, repeats: int = 5, seed: int = 0,
   mem = memory_analysis(compiled)
   device_bytes = device_peak_bytes()
   n_flops = float(_cost(lowered).get("flops") or float("nan")) if flops else float("nan")
-  return {"model": config.model.name, "estimator": "pretrain", "remat": "-",
-          "inner_steps": 0, "meta_batch": int(config.pretrain.batch_size),
-          "step_time_s": step_time, "compile_time_s": compile_s, "flops": n_flops,
-          "flops_per_s": n_flops / step_time,
-          "peak_memory_bytes": device_bytes if device_bytes is not None
-                               else mem.get("xla_peak_bytes"),
-          "memory_source": "device" if device_bytes is not None else "xla_memory_analysis",
-          **mem, "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
-          "inner_optimizer": "-", **_shape_keys(config)}
+  return {
+      "model": config.model.name, "estimator": "pretrain", "remat": "-", "inner_steps": 0,
+      "meta_batch": int(config.pretrain.batch_size), "step_time_s": step_time,
+      "compile_time_s": compile_s, "flops": n_flops, "flops_per_s": n_flops / step_time,
+      "peak_memory_bytes": device_bytes if device_bytes is not None else mem.get("xla_peak_bytes"),
+      "memory_source": "device" if device_bytes is not None else "xla_memory_analysis",
+      **mem, "peak_flops_per_s": peaks["conv_peak_flops_per_s"], "inner_optimizer": "-",
+      **_shape_keys(config)
+  }
 
 
 def count_flops(config, est: Optional[EstimatorSpec], steps: int = 0, meta_batch: int = 0,
@@ -314,20 +317,29 @@ def bench_one(setup: Setup, est: EstimatorSpec, steps: int, meta_batch: int, rem
   n_flops = step_flops(setup, est, steps, remat, args) if flops else float("nan")
   metrics = jax.device_get(out[2])
   return {
-      "model": setup.model_name, "estimator": est.label, "estimator_name": est.name,
-      "estimator_options": est.options, "remat": remat,
-      "inner_steps": int(steps), "meta_batch": int(meta_batch),
-      "step_time_s": step_time, "compile_time_s": t2 - t1, "lower_time_s": t1 - t0,
+      "model": setup.model_name,
+      "estimator": est.label,
+      "estimator_name": est.name,
+      "estimator_options": est.options,
+      "remat": remat,
+      "inner_steps": int(steps),
+      "meta_batch": int(meta_batch),
+      "step_time_s": step_time,
+      "compile_time_s": t2 - t1,
+      "lower_time_s": t1 - t0,
       "peak_memory_bytes": peak_bytes,
       "memory_source": "device" if device_bytes is not None else "xla_memory_analysis",
       "xla_peak_bytes": xla_bytes,
       "xla_temp_bytes": mem.get("xla_temp_bytes"),
       "process_peak_rss_bytes": rss_peak_bytes(),
-      "flops": n_flops, "flops_per_s": n_flops / step_time,
+      "flops": n_flops,
+      "flops_per_s": n_flops / step_time,
       "peak_flops_per_s": peaks["conv_peak_flops_per_s"],
       "conv_utilization": n_flops / step_time / peaks["conv_peak_flops_per_s"],
       "matmul_peak_flops_per_s": peaks["matmul_peak_flops_per_s"],
-      "tasks_per_s": meta_batch / step_time, "step_times_s": times,
+      "tasks_per_s": meta_batch / step_time,
+      "step_times_s": times,
       "loss": float(metrics["query_g_loss_after"]),
-      "inner_optimizer": config.meta.inner_optimizer.name, **_shape_keys(config),
+      "inner_optimizer": config.meta.inner_optimizer.name,
+      **_shape_keys(config),
   }

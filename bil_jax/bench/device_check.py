@@ -35,14 +35,17 @@ BUDGET_S = 560.0
 TORCH_RESERVE_S = 70.0
 SYNTHETIC_TIMEOUT_S = 240.0
 # --smoke: the synthetic run at the size of the multi-host tests, the paper presets shrunk.
-_SMOKE_MAIN = ["--config=configs/synthetic.py:smoke", "--config.data.image_height=16",
-               "--config.data.image_width=16", "--config.model.ngf=4",
-               "--config.model.ndf=4", "--config.model.d_layers=1",
-               "--config.model.num_downs=2", "--config.eval.is_steps=1",
-               "--config.eval.aux_steps=1"]
-_SMOKE_PAPER = {"data.image_height": 16, "model.ngf": 4, "model.ndf": 4, "model.d_layers": 1,
-                "loss.lambda_b": 0.0, "data.shots": 2, "data.queries": 2,
-                "meta.meta_batch": 1, "meta.inner_steps": 1, "pretrain.batch_size": 2}
+_SMOKE_MAIN = [
+    "--config=configs/synthetic.py:smoke", "--config.data.image_height=16",
+    "--config.data.image_width=16", "--config.model.ngf=4", "--config.model.ndf=4",
+    "--config.model.d_layers=1", "--config.model.num_downs=2", "--config.eval.is_steps=1",
+    "--config.eval.aux_steps=1"
+]
+_SMOKE_PAPER = {
+    "data.image_height": 16, "model.ngf": 4, "model.ndf": 4, "model.d_layers": 1,
+    "loss.lambda_b": 0.0, "data.shots": 2, "data.queries": 2, "meta.meta_batch": 1,
+    "meta.inner_steps": 1, "pretrain.batch_size": 2
+}
 # absl's own format (main at --verbosity=1): 'I1204 20:41:05.123456 ... meta step 5/150: ...'.
 _STEP_LINE = re.compile(r"^[IWE]\d{4} (\d\d):(\d\d):(\d\d\.\d+).*?\b(pretrain|meta) step "
                         r"(\d+)(?:/\d+)?\b")
@@ -91,28 +94,35 @@ def synthetic_part(out: str, smoke: bool, timeout_s: float, log: Callable) -> Li
   """Part 1: ``bil_jax.main --mode=all`` on the synthetic default, in a fresh process."""
   workdir = os.path.join(out, "synthetic")
   args = _SMOKE_MAIN if smoke else ["--config=configs/synthetic.py"]
-  cmd = [sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", "--mode=all",
-         "--verbosity=1", *args]  # absl's log format: timestamps to the microsecond
+  cmd = [
+      sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", "--mode=all", "--verbosity=1",
+      *args
+  ]  # absl's log format: timestamps to the microsecond
   log(f"device check 1/3: {' '.join(cmd[1:])} (log: {workdir}.log)")
   t0 = time.perf_counter()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout_s)
   except subprocess.TimeoutExpired as e:
     text = (e.stderr or b"").decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-    return [Row("synthetic", "--mode=all", status=f"did not finish in {timeout_s:.0f} s",
-                wall_s=timeout_s, compile_time_s=phase_rates(text).get("compile_s"))]
+    return [
+        Row("synthetic", "--mode=all", status=f"did not finish in {timeout_s:.0f} s",
+            wall_s=timeout_s, compile_time_s=phase_rates(text).get("compile_s"))
+    ]
   wall = time.perf_counter() - t0
   with open(f"{workdir}.log", "w") as f:
     f.write(proc.stdout + proc.stderr)
   rates = phase_rates(proc.stderr)
-  status = "ok" if proc.returncode == 0 else (
-      f"exit status {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-2:]))
-  rows = [Row("synthetic", "--mode=all", wall_s=wall, compile_time_s=rates.get("compile_s"),
-              status=status)]
+  status = "ok" if proc.returncode == 0 else (f"exit status {proc.returncode}: "
+                                              + " | ".join(proc.stderr.strip().splitlines()[-2:]))
+  rows = [
+      Row("synthetic", "--mode=all", wall_s=wall, compile_time_s=rates.get("compile_s"),
+          status=status)
+  ]
   for phase in ("pretrain", "meta"):
     if phase in rates:
-      rows.append(Row("synthetic", f"{phase} steps", steps_per_s=rates[phase],
-                      step_time_s=1 / rates[phase]))
+      rows.append(
+          Row("synthetic", f"{phase} steps", steps_per_s=rates[phase],
+              step_time_s=1 / rates[phase]))
   return rows
 
 
@@ -137,8 +147,10 @@ def _base_config():
 def _meta_job(est: str) -> dict:
   """A meta-step cost job; second order with remat "step" (without remat, XLA's memory
   analysis of paper_faces implies 188 GiB, over an H200's memory; docs/benchmark.md)."""
-  return {"kind": "cost", "estimator": {"name": est, "options": ""}, "inner_steps": None,
-          "meta_batch": None, "remat": "step" if est == "second_order" else "none"}
+  return {
+      "kind": "cost", "estimator": {"name": est, "options": ""}, "inner_steps": None,
+      "meta_batch": None, "remat": "step" if est == "second_order" else "none"
+  }
 
 
 def _paper_jobs(smoke: bool) -> list:
@@ -164,8 +176,7 @@ def _cpu_flops(config, job: dict, out: str, deadline: float) -> Optional[float]:
   """FLOPs of ``job``'s step lowered (not compiled) on the CPU with lax.conv, in a fresh
   process stopped at ``deadline``; None where it fails or is stopped."""
   job = dict(job, kind="flops", config=common.config_to_json(config))
-  r = worker.run_in_process(job, out, log=lambda _: None,
-                            timeout_s=_left(deadline),
+  r = worker.run_in_process(job, out, log=lambda _: None, timeout_s=_left(deadline),
                             env={"JAX_PLATFORMS": "cpu", "BIL_JAX_CONV_IMPL": "xla"})
   return r.get("flops")
 
@@ -200,20 +211,20 @@ def paper_part(out: str, smoke: bool, deadline: float, peaks: dict, log: Callabl
       continue
     full = dict(job, config=common.config_to_json(config), peaks=peaks, repeats=2, warmup=1,
                 flops=on_cpu)
-    r = (_in_process(full) if smoke
-         else worker.run_in_process(full, out, log, timeout_s=_left(deadline)))
+    r = (_in_process(full)
+         if smoke else worker.run_in_process(full, out, log, timeout_s=_left(deadline)))
     if "error" in r:
       rows.append(Row("paper", preset, label, dtype, status=r["error"]))
       continue
     try:
-      n = (flops.result(timeout=_left(deadline)) if flops is not None
-           else r.get("flops"))
+      n = (flops.result(timeout=_left(deadline)) if flops is not None else r.get("flops"))
     except concurrent.futures.TimeoutError:
       n = None
-    rows.append(Row("paper", preset, label, dtype, step_time_s=r["step_time_s"],
-                    steps_per_s=1 / r["step_time_s"], compile_time_s=r["compile_time_s"],
-                    peak_memory_bytes=r["peak_memory_bytes"], flops=n,
-                    flops_per_s=n / r["step_time_s"] if n else None))
+    rows.append(
+        Row("paper", preset, label, dtype, step_time_s=r["step_time_s"],
+            steps_per_s=1 / r["step_time_s"], compile_time_s=r["compile_time_s"],
+            peak_memory_bytes=r["peak_memory_bytes"], flops=n,
+            flops_per_s=n / r["step_time_s"] if n else None))
   pool.shutdown(wait=False, cancel_futures=True)
   return rows
 
@@ -226,9 +237,9 @@ def torch_part(out: str, smoke: bool, log: Callable) -> List[Row]:
   if importlib.util.find_spec("torch") is None:
     return [Row("torch", "torch_ref_32", status="skipped: PyTorch is not installed")]
   cfg = presets.PRESETS["torch_ref_32"]["config"]
-  sizes = dict(size=32, ngf=2 if smoke else cfg["model.ngf"],
-               ndf=2 if smoke else cfg["model.ndf"], num_classes=cfg["data.num_classes"],
-               shots=1 if smoke else 5, queries=1 if smoke else 5, repeats=1 if smoke else 3,
+  sizes = dict(size=32, ngf=2 if smoke else cfg["model.ngf"], ndf=2 if smoke else cfg["model.ndf"],
+               num_classes=cfg["data.num_classes"], shots=1 if smoke else 5,
+               queries=1 if smoke else 5, repeats=1 if smoke else 3,
                device="cuda" if jax.default_backend() == "gpu" else "cpu")
   steps, meta_batch = (1, 1) if smoke else (5, 5)
   rows = []
@@ -239,9 +250,10 @@ def torch_part(out: str, smoke: bool, log: Callable) -> List[Row]:
     except (RuntimeError, OSError) as e:
       rows.append(Row("torch", "torch_ref_32", est, "float32", status=str(e)))
       continue
-    rows.append(Row("torch", "torch_ref_32", est, "float32", step_time_s=r["step_time_s"],
-                    steps_per_s=1 / r["step_time_s"], flops=r.get("flops"),
-                    flops_per_s=r.get("flops_per_s")))
+    rows.append(
+        Row("torch", "torch_ref_32", est, "float32", step_time_s=r["step_time_s"],
+            steps_per_s=1 / r["step_time_s"], flops=r.get("flops"),
+            flops_per_s=r.get("flops_per_s")))
   return rows
 
 
@@ -251,9 +263,11 @@ def _cell(v, fmt: str) -> str:
 
 def table(rows: List[Row], header: str) -> str:
   """The markdown of ``rows``."""
-  lines = [header, "", "| part | configuration | estimator | dtype | s/step | steps/s | "
-           "compile s | wall s | peak MiB | GFLOP | TFLOP/s | status |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+      header, "", "| part | configuration | estimator | dtype | s/step | steps/s | "
+      "compile s | wall s | peak MiB | GFLOP | TFLOP/s | status |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  ]
   for r in rows:
     mib = None if r.peak_memory_bytes is None else r.peak_memory_bytes / 2 ** 20
     lines.append(
@@ -280,8 +294,7 @@ def run(out: str, opts: options.SweepOptions, log: Callable = print) -> List[str
   for part in ("synthetic", "paper", "torch"):
     try:
       if part == "synthetic":
-        rows += synthetic_part(out, opts.smoke, 3600 if opts.smoke else SYNTHETIC_TIMEOUT_S,
-                               log)
+        rows += synthetic_part(out, opts.smoke, 3600 if opts.smoke else SYNTHETIC_TIMEOUT_S, log)
       elif part == "paper":
         peaks = cost.measure_peaks("small" if opts.smoke else "large")
         deadline = float("inf") if opts.smoke else start + BUDGET_S - TORCH_RESERVE_S

@@ -9,8 +9,10 @@ term on; a step its FLOPs (scaled from the measured 32x32, ngf 16, K = 5, M = 5 
 import math
 
 PROCESS_S = 10.0
-COMPILE_S = {"second_order": 45.0, "truncated": 45.0, "es": 40.0, "implicit": 60.0,
-             "first_order": 20.0, "reptile": 20.0}
+COMPILE_S = {
+    "second_order": 45.0, "truncated": 45.0, "es": 40.0, "implicit": 60.0, "first_order": 20.0,
+    "reptile": 20.0
+}
 VGG_COMPILE_FACTOR = 6.0
 NESTED_COMPILE_FACTOR = 1.5
 CPU_FLOPS = 15e9
@@ -22,9 +24,9 @@ VGG16_GFLOP_224 = 15.5  # one VGG16 forward pass at 224x224
 
 def meta_step_gflop(config, estimator: str, steps: int, meta_batch: int) -> float:
   """Rough GFLOP of one meta-step of ``estimator`` at K = ``steps``, M = ``meta_batch``."""
-  return gflop(config.data.image_height, config.data.image_width, config.model.ngf,
-               config.data.shots, config.data.queries, bool(config.loss.lambda_b),
-               estimator, steps, meta_batch)
+  return gflop(config.data.image_height,
+               config.data.image_width, config.model.ngf, config.data.shots, config.data.queries,
+               bool(config.loss.lambda_b), estimator, steps, meta_batch)
 
 
 def gflop(height: int, width: int, ngf: int, shots: int, queries: int, perceptual: bool,

@@ -38,9 +38,11 @@ def compare(g: jax.Array, ref: jax.Array) -> dict:
   dot = jnp.sum(g * ref, axis=1)
   ng, nr = jnp.linalg.norm(g, axis=1), jnp.linalg.norm(ref, axis=1)
   tiny = jnp.finfo(g.dtype).tiny
-  return {"cosine": dot / jnp.maximum(ng * nr, tiny),
-          "rel_error": jnp.linalg.norm(g - ref, axis=1) / jnp.maximum(nr, tiny),
-          "norm_ratio": ng / jnp.maximum(nr, tiny)}
+  return {
+      "cosine": dot / jnp.maximum(ng * nr, tiny),
+      "rel_error": jnp.linalg.norm(g - ref, axis=1) / jnp.maximum(nr, tiny),
+      "norm_ratio": ng / jnp.maximum(nr, tiny)
+  }
 
 
 def gradient_fn(loop: adapt.InnerLoop, est: EstimatorSpec):
@@ -57,8 +59,8 @@ def gradient_fn(loop: adapt.InnerLoop, est: EstimatorSpec):
   return grads
 
 
-def fidelity_samples(loop, specs: List[EstimatorSpec], params, batches: List[tuple],
-                     frozen=None, log=print) -> List[dict]:
+def fidelity_samples(loop, specs: List[EstimatorSpec], params, batches: List[tuple], frozen=None,
+                     log=print) -> List[dict]:
   """One record per (estimator, seed, task, net) and per (estimator, seed, 'mean', net).
 
   Args:
@@ -76,14 +78,16 @@ def fidelity_samples(loop, specs: List[EstimatorSpec], params, batches: List[tup
       cos = {}
       for net in NETS:
         per_task = jax.device_get(compare(g[net], ref[net]))
-        mean = jax.device_get(compare(g[net].mean(0, keepdims=True),
-                                      ref[net].mean(0, keepdims=True)))
+        mean = jax.device_get(
+            compare(g[net].mean(0, keepdims=True), ref[net].mean(0, keepdims=True)))
         cos[net] = float(np.mean(per_task["cosine"]))
         for t in range(g[net].shape[0]):
-          out.append(dict(estimator=est.label, seed=seed, task=t, net=net,
-                          **{k: float(v[t]) for k, v in per_task.items()}))
-        out.append(dict(estimator=est.label, seed=seed, task="mean", net=net,
-                        **{k: float(v[0]) for k, v in mean.items()}))
+          out.append(
+              dict(estimator=est.label, seed=seed, task=t, net=net,
+                   **{k: float(v[t]) for k, v in per_task.items()}))
+        out.append(
+            dict(estimator=est.label, seed=seed, task="mean", net=net,
+                 **{k: float(v[0]) for k, v in mean.items()}))
       log(f"fidelity seed {seed} {est.label}: mean cosine to second_order G {cos['G']:.3f}, "
           f"D {cos['D']:.3f}")
   return out
@@ -101,8 +105,10 @@ def summarize(samples: List[dict]) -> List[dict]:
     per = [s for s in samples if (s["estimator"], s["net"]) == (est, net)]
     tasks = [s for s in per if s["task"] != "mean"]
     means = [s for s in per if s["task"] == "mean"]
-    row = {"estimator": est, "net": net, "num_tasks": len(tasks),
-           "num_seeds": len({s["seed"] for s in per})}
+    row = {
+        "estimator": est, "net": net, "num_tasks": len(tasks),
+        "num_seeds": len({s["seed"] for s in per})
+    }
     for k in ("cosine", "rel_error", "norm_ratio"):
       v = np.array([s[k] for s in tasks])
       row[f"{k}_mean"], row[f"{k}_std"] = float(v.mean()), float(v.std())
@@ -139,9 +145,9 @@ def config_batches(config, workdir: str, num_seeds: int, meta_batch: int,
   return batches
 
 
-def run_fidelity(config, specs: List[EstimatorSpec], workdir: str, num_seeds: int,
-                 meta_batch: int, params: Optional[Any] = None, source: str = "config",
-                 spec=None, log=print) -> dict:
+def run_fidelity(config, specs: List[EstimatorSpec], workdir: str, num_seeds: int, meta_batch: int,
+                 params: Optional[Any] = None, source: str = "config", spec=None,
+                 log=print) -> dict:
   """Fidelity of ``specs`` on the config's model: {'samples', 'summary', 'weights'}.
 
   ``params`` are the GP weights (None: the config's random initialisation).
@@ -157,7 +163,8 @@ def run_fidelity(config, specs: List[EstimatorSpec], workdir: str, num_seeds: in
   loop = builders.inner_loop(config, spec)
   batches = config_batches(config, workdir, num_seeds, meta_batch, source)
   samples = fidelity_samples(loop, specs, params, batches, frozen, log)
-  return {"samples": samples, "summary": summarize(samples), "weights": weights,
-          "inner_steps": int(loop.steps), "meta_batch": int(meta_batch),
-          "num_seeds": int(num_seeds), "data": source,
-          "remat": adapt.remat_mode(loop.remat)}
+  return {
+      "samples": samples, "summary": summarize(samples), "weights": weights,
+      "inner_steps": int(loop.steps), "meta_batch": int(meta_batch), "num_seeds": int(num_seeds),
+      "data": source, "remat": adapt.remat_mode(loop.remat)
+  }

@@ -32,27 +32,34 @@ class SweepOptions:
   compile_only: bool = _opt(
       False, "Lower and compile each configuration without training: FLOPs and XLA's "
       "memory analysis; one timed step where the estimate is under --step_limit_s.")
-  step_limit_s: float = _opt(300.0, "--compile_only: time one step only where it is "
-                             "expected to take less than this many seconds.")
-  job_timeout_s: float = _opt(0.0, "Stop a configuration's fresh process after this many "
-                              "seconds (0: never); it is reported as not finished.")
-  fidelity: Optional[bool] = _opt(None, "Gradient fidelity against second_order (default: "
-                                  "on unless second_order is the only estimator).")
+  step_limit_s: float = _opt(
+      300.0, "--compile_only: time one step only where it is "
+      "expected to take less than this many seconds.")
+  job_timeout_s: float = _opt(
+      0.0, "Stop a configuration's fresh process after this many "
+      "seconds (0: never); it is reported as not finished.")
+  fidelity: Optional[bool] = _opt(
+      None, "Gradient fidelity against second_order (default: "
+      "on unless second_order is the only estimator).")
   fidelity_seeds: int = _opt(2, "Seeds (meta-batches) for fidelity.")
   fidelity_tasks: int = _opt(0, "Tasks per seed (0 = meta.meta_batch).")
   fidelity_data: str = _opt("config", "Fidelity episodes: the config's dataset or random "
                             "images.", ("config", "random"))
-  outcome: bool = _opt(False, "Pre-train once, meta-train each estimator, compare held-out "
-                       "L1 after IS adaptation.")
+  outcome: bool = _opt(
+      False, "Pre-train once, meta-train each estimator, compare held-out "
+      "L1 after IS adaptation.")
   outcome_steps: int = _opt(10, "Meta-steps of the equal-steps runs.")
-  outcome_budget_s: float = _opt(0.0, "Meta-step seconds of the equal-time runs (0: "
-                                 "outcome_steps x the slowest estimator's step).")
-  outcome_seeds: int = _opt(1, "Seeds per outcome run: config.seed + i, i < N; the table "
-                            "gives mean ± std.")
+  outcome_budget_s: float = _opt(
+      0.0, "Meta-step seconds of the equal-time runs (0: "
+      "outcome_steps x the slowest estimator's step).")
+  outcome_seeds: int = _opt(
+      1, "Seeds per outcome run: config.seed + i, i < N; the table "
+      "gives mean ± std.")
   outcome_settings: str = _opt("same_steps,same_time", "same_steps,same_time or one of "
                                "them.")
-  outcome_pretrained: str = _opt("", "A workdir of --mode=pretrain to start from instead of "
-                                 "pre-training in OUT/outcome/pretrained.")
+  outcome_pretrained: str = _opt(
+      "", "A workdir of --mode=pretrain to start from instead of "
+      "pre-training in OUT/outcome/pretrained.")
   smoke: bool = _opt(False, "--preset=device_check at smoke size (tiny shapes, for a CPU "
                      "test).")
   title: str = _opt("", "Title of bench.md.")

@@ -67,8 +67,10 @@ def write_config(config, folder: str) -> str:
 def run_main(config_py: str, workdir: str, mode: str, overrides: Dict[str, object],
              log_path: str) -> dict:
   """``python -m bil_jax.main`` in a fresh process; {'returncode', 'wall_s', 'error'}."""
-  cmd = [sys.executable, "-m", "bil_jax.main", f"--config={config_py}",
-         f"--workdir={workdir}", f"--mode={mode}"]
+  cmd = [
+      sys.executable, "-m", "bil_jax.main", f"--config={config_py}", f"--workdir={workdir}",
+      f"--mode={mode}"
+  ]
   cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
   t0 = time.perf_counter()
   with open(log_path, "w") as log:
@@ -148,10 +150,9 @@ def check_pretrained(workdir: str) -> str:
   return os.path.abspath(workdir)
 
 
-def run_outcome(config, specs: List[EstimatorSpec], step_times: Dict[str, float],
-                steps: int, budget_s: float, pretrained: str, out_dir: str,
-                log: Callable = print, seeds: int = 1,
-                settings=SETTINGS) -> List[dict]:
+def run_outcome(config, specs: List[EstimatorSpec], step_times: Dict[str, float], steps: int,
+                budget_s: float, pretrained: str, out_dir: str, log: Callable = print,
+                seeds: int = 1, settings=SETTINGS) -> List[dict]:
   """Meta-trains every estimator from ``pretrained`` at equal steps and equal time budget.
 
   Args:
@@ -179,14 +180,14 @@ def run_outcome(config, specs: List[EstimatorSpec], step_times: Dict[str, float]
     if key not in done:
       workdir = os.path.join(folder, name)
       copy_pretrained(pretrained, workdir)
-      overrides = {"meta.estimator": s.name, "meta.steps": n, "meta.image_every": n,
-                   "meta.checkpoint_every": n, "meta.log_every": max(1, n // 5),
-                   "seed": seed}
+      overrides = {
+          "meta.estimator": s.name, "meta.steps": n, "meta.image_every": n,
+          "meta.checkpoint_every": n, "meta.log_every": max(1, n // 5), "seed": seed
+      }
       if s.options:
         overrides["meta.estimator_options"] = s.options
       log(f"outcome: {setting} {s.label}: {n} meta-steps, seed {seed}")
-      r = run_main(config_py, workdir, "metatrain", overrides,
-                   os.path.join(folder, f"{name}.log"))
+      r = run_main(config_py, workdir, "metatrain", overrides, os.path.join(folder, f"{name}.log"))
       r.update(read_heldout(workdir))
       done[key] = r
       if r["returncode"]:
@@ -201,7 +202,8 @@ def run_outcome(config, specs: List[EstimatorSpec], step_times: Dict[str, float]
         "budget_s": budget_s if setting == "same_time" else None,
         "step_time_s": step_times[s.label], "meta_time_s": n * step_times[s.label],
         "process_wall_s": r["wall_s"], "error": r["error"],
-        **{k: v for k, v in r.items() if k.startswith("heldout_")}})
+        **{k: v for k, v in r.items() if k.startswith("heldout_")}
+    })
   return records
 
 
@@ -220,10 +222,11 @@ def summarize(records: List[dict]) -> List[dict]:
   out = []
   for (setting, est, n), rs in groups.items():
     ok = [r for r in rs if not r.get("error") and r.get("heldout_l1_after_end") is not None]
-    row = {"setting": setting, "estimator": est, "meta_steps": n, "seeds": len(ok),
-           "failed": len(rs) - len(ok), "step_time_s": rs[0]["step_time_s"],
-           "meta_time_s": rs[0]["meta_time_s"],
-           "peak_memory_bytes": rs[0].get("peak_memory_bytes")}
+    row = {
+        "setting": setting, "estimator": est, "meta_steps": n, "seeds": len(ok),
+        "failed": len(rs) - len(ok), "step_time_s": rs[0]["step_time_s"],
+        "meta_time_s": rs[0]["meta_time_s"], "peak_memory_bytes": rs[0].get("peak_memory_bytes")
+    }
     if ok:
       end = [r["heldout_l1_after_end"] for r in ok]
       gain = [r["heldout_l1_after_start"] - r["heldout_l1_after_end"] for r in ok]

@@ -37,9 +37,11 @@ def random_task(num_classes: int, size: int, seed: int = 1) -> dict:
   rng = np.random.default_rng(seed)
 
   def pairs(n):
-    return {"map": rng.integers(0, num_classes, (n, size, size)).astype(np.int32),
-            "image": rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32),
-            "ref": rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32)}
+    return {
+        "map": rng.integers(0, num_classes, (n, size, size)).astype(np.int32),
+        "image": rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32),
+        "ref": rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+    }
 
   return {"support": pairs(2), "query": pairs(2)}
 
@@ -52,13 +54,13 @@ def gradient(model: str, dtype: str, case: str, inner: str, size: int = 8) -> di
   params = builders.init_params(spec, seed=0, hw=(size, size))
   task, rng = random_task(c.data.num_classes, size), jax.random.PRNGKey(0)
   if case == "grad":
+
     def loss(p, net):
       return gan.gan_losses(spec, p, task["query"], rng)["g_loss" if net == "G" else "d_loss"]
-    return {net: jax.jit(jax.grad(loss), static_argnums=1)(params, net)[net]
-            for net in ("G", "D")}
+
+    return {net: jax.jit(jax.grad(loss), static_argnums=1)(params, net)[net] for net in ("G", "D")}
   loop = builders.inner_loop(c, spec)
-  grads, _ = jax.jit(lambda p, t, r: estimators.get(case)(loop, p, t, r, None))(
-      params, task, rng)
+  grads, _ = jax.jit(lambda p, t, r: estimators.get(case)(loop, p, t, r, None))(params, task, rng)
   return grads
 
 
@@ -79,8 +81,9 @@ def _main(argv) -> None:
     raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
   a = flags.FLAGS
   n = len(a.models.split(",")) * len(a.cases.split(","))
-  print(f"expected: about {n * 30} s on a 2-core CPU ({n} cases, two small compiles each; "
-        "rough); prints a Markdown table, writes no file", flush=True)
+  print(
+      f"expected: about {n * 30} s on a 2-core CPU ({n} cases, two small compiles each; "
+      "rough); prints a Markdown table, writes no file", flush=True)
   print("| model | case | inner | cos G | rel. error G | cos D | rel. error D |")
   print("|---|---|---|---|---|---|---|")
   for model in a.models.split(","):
@@ -88,8 +91,9 @@ def _main(argv) -> None:
       case, inner = item.split(":")
       r = compare(gradient(model, "float32", case, inner, a.size),
                   gradient(model, "bfloat16", case, inner, a.size))
-      print(f"| {model} | {case} | {inner} | {r['G'][0]:.5f} | {r['G'][1]:.4f} | "
-            f"{r['D'][0]:.5f} | {r['D'][1]:.4f} |", flush=True)
+      print(
+          f"| {model} | {case} | {inner} | {r['G'][0]:.5f} | {r['G'][1]:.4f} | "
+          f"{r['D'][0]:.5f} | {r['D'][1]:.4f} |", flush=True)
 
 
 def main() -> None:
@@ -97,9 +101,10 @@ def main() -> None:
   from absl import app, flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("models", "pix2pix,pg2", "Models, comma separated.")
   flags.DEFINE_integer("size", 8, "Image size of the random task.")
-  flags.DEFINE_string("cases", "grad:adam,first_order:sgd,second_order:sgd,first_order:adam,"
-                      "second_order:adam", "CASE:INNER items: CASE 'grad' or an estimator, "
-                      "INNER 'sgd' or 'adam'.")
+  flags.DEFINE_string(
+      "cases", "grad:adam,first_order:sgd,second_order:sgd,first_order:adam,"
+      "second_order:adam", "CASE:INNER items: CASE 'grad' or an estimator, "
+      "INNER 'sgd' or 'adam'.")
   app.run(_main)
 
 

@@ -15,41 +15,56 @@ user win, and so do option flags given on the command line.
 """
 from bil_jax.bench import common, options
 
-_TORCH_REF = {"model.name": "pix2pix", "data.image_height": 32, "data.image_width": 32,
-              "model.ngf": 16, "model.ndf": 16, "data.num_classes": 8, "data.shots": 5,
-              "data.queries": 5, "model.d_layers": 3, "loss.lambda_b": 0.0,
-              "meta.inner_optimizer": {"name": "sgd", "lr": 1e-4, "clip": 0.0,
-                                       "schedule": {"name": ""}}}
+_TORCH_REF = {
+    "model.name": "pix2pix", "data.image_height": 32, "data.image_width": 32, "model.ngf": 16,
+    "model.ndf": 16, "data.num_classes": 8, "data.shots": 5, "data.queries": 5, "model.d_layers": 3,
+    "loss.lambda_b": 0.0,
+    "meta.inner_optimizer": {"name": "sgd", "lr": 1e-4, "clip": 0.0, "schedule": {"name": ""}}
+}
 _TORCH_SWEEP = dict(inner_steps="5", meta_batch="5", estimators="second_order,first_order",
                     remat="none", fidelity=False)
 # Sec. 5.3 (config_lib.paper_training), with 5 shots for both datasets.
-_PAPER = {"model.ngf": 64, "model.ndf": 64, "model.d_layers": 3, "loss.lambda_a": 10.0,
-          "loss.lambda_b": 2.0, "loss.perceptual": "lpips_vgg", "data.shots": 5,
-          "data.queries": 5, "meta.meta_batch": 5, "meta.inner_steps": 5,
-          "meta.inner_optimizer.lr": 1e-4, "meta.outer_optimizer.lr": 1e-4,
-          "optim.lr": 1e-4, "pretrain.batch_size": 5}
+_PAPER = {
+    "model.ngf": 64, "model.ndf": 64, "model.d_layers": 3, "loss.lambda_a": 10.0,
+    "loss.lambda_b": 2.0, "loss.perceptual": "lpips_vgg", "data.shots": 5, "data.queries": 5,
+    "meta.meta_batch": 5, "meta.inner_steps": 5, "meta.inner_optimizer.lr": 1e-4,
+    "meta.outer_optimizer.lr": 1e-4, "optim.lr": 1e-4, "pretrain.batch_size": 5
+}
 _PAPER_SWEEP = dict(estimators="second_order,first_order,implicit", remat="none,step,nested",
                     inner_steps="5", meta_batch="5", fidelity=False, repeats=1)
 
 PRESETS = {
-    "torch_ref_32": dict(config=_TORCH_REF, **_TORCH_SWEEP),
-    "torch_ref_64": dict(config=dict(_TORCH_REF, **{"data.image_height": 64,
-                                                    "data.image_width": 64,
-                                                    "model.ngf": 32, "model.ndf": 32}),
-                         **_TORCH_SWEEP),
+    "torch_ref_32":
+        dict(config=_TORCH_REF, **_TORCH_SWEEP),
+    "torch_ref_64":
+        dict(
+            config=dict(
+                _TORCH_REF, **{
+                    "data.image_height": 64, "data.image_width": 64, "model.ngf": 32,
+                    "model.ndf": 32
+                }), **_TORCH_SWEEP),
     # 32x32 ngf 8; second and first order at K 1 and 5, M 1, no remat: 4 compiles.
-    "quick": dict(config={"model.name": "pix2pix", "data.image_height": 32,
-                          "data.image_width": 32, "model.ngf": 8, "model.ndf": 8,
-                          "loss.lambda_b": 0.0},
-                  inner_steps="1,5", meta_batch="1", estimators="second_order,first_order",
-                  remat="none", repeats=3, fidelity=False),
-    "paper_faces": dict(config=dict(_PAPER, **{"model.name": "pg2", "data.image_height": 128,
-                                               "data.image_width": 128,
-                                               "data.num_classes": 7}), **_PAPER_SWEEP),
-    "paper_streets": dict(config=dict(_PAPER, **{"model.name": "pix2pix",
-                                                 "data.image_height": 128,
-                                                 "data.image_width": 256,
-                                                 "data.num_classes": 20}), **_PAPER_SWEEP),
+    "quick":
+        dict(
+            config={
+                "model.name": "pix2pix", "data.image_height": 32, "data.image_width": 32,
+                "model.ngf": 8, "model.ndf": 8, "loss.lambda_b": 0.0
+            }, inner_steps="1,5", meta_batch="1", estimators="second_order,first_order",
+            remat="none", repeats=3, fidelity=False),
+    "paper_faces":
+        dict(
+            config=dict(
+                _PAPER, **{
+                    "model.name": "pg2", "data.image_height": 128, "data.image_width": 128,
+                    "data.num_classes": 7
+                }), **_PAPER_SWEEP),
+    "paper_streets":
+        dict(
+            config=dict(
+                _PAPER, **{
+                    "model.name": "pix2pix", "data.image_height": 128, "data.image_width": 256,
+                    "data.num_classes": 20
+                }), **_PAPER_SWEEP),
 }
 PROGRAMS = ("device_check",)  # presets that are programs (bil_jax.bench.__main__)
 

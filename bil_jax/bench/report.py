@@ -24,17 +24,20 @@ def _plt():
 def cost_table(records: list, peaks: dict) -> str:
   """Markdown: one row per JAX configuration, PyTorch reference columns where timed."""
   jax_recs = [r for r in records if r.get("implementation", "jax") == "jax"]
-  ref = {(r["estimator"], r["inner_steps"], r["meta_batch"]): r for r in records
+  ref = {(r["estimator"], r["inner_steps"], r["meta_batch"]): r
+         for r in records
          if r.get("implementation") == "pytorch_eager"}
   lines = []
   if jax_recs:
     r0 = jax_recs[0]
-    lines += [f"{r0['model']} {r0['image_size']}x{r0.get('image_width', r0['image_size'])}, "
-              f"ngf {r0['ngf']}, ndf {r0['ndf']}, {r0['num_classes']} classes, {r0['shots']} "
-              f"shots + {r0['queries']} queries per task, inner {r0['inner_optimizer']}, "
-              f"lambda_b {r0.get('lambda_b', 0)}; device {r0['device']} ({r0['platform']}); "
-              f"measured peaks: conv {peaks['conv_peak_flops_per_s'] / 1e9:.1f} GFLOP/s, "
-              f"matmul {peaks['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
+    lines += [
+        f"{r0['model']} {r0['image_size']}x{r0.get('image_width', r0['image_size'])}, "
+        f"ngf {r0['ngf']}, ndf {r0['ndf']}, {r0['num_classes']} classes, {r0['shots']} "
+        f"shots + {r0['queries']} queries per task, inner {r0['inner_optimizer']}, "
+        f"lambda_b {r0.get('lambda_b', 0)}; device {r0['device']} ({r0['platform']}); "
+        f"measured peaks: conv {peaks['conv_peak_flops_per_s'] / 1e9:.1f} GFLOP/s, "
+        f"matmul {peaks['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s.", ""
+    ]
   head = ("| estimator | remat | K | M | step s | tasks/s | compile s | peak MiB | GFLOP | "
           "GFLOP/s | % conv peak |")
   if ref:
@@ -53,10 +56,12 @@ def cost_table(records: list, peaks: dict) -> str:
     lines.append(row)
   for t in ref.values():
     fl = f", {t['flops'] / 1e9:.1f} GFLOP by torch's flop counter" if t.get("flops") else ""
-    where = ("on " + t["device"] if t.get("device", "cpu") != "cpu"
-             else f"{t['torch_threads']} threads")
-    lines += ["", f"PyTorch eager reference ({t['torch_version']}, {where}), "
-              f"{t['estimator']}: {t['step_time_s']:.3f} s/step{fl}."]
+    where = ("on "
+             + t["device"] if t.get("device", "cpu") != "cpu" else f"{t['torch_threads']} threads")
+    lines += [
+        "", f"PyTorch eager reference ({t['torch_version']}, {where}), "
+        f"{t['estimator']}: {t['step_time_s']:.3f} s/step{fl}."
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -75,40 +80,51 @@ def compile_table(records: list) -> str:
   lines = []
   if records:
     r0 = records[0]
-    lines += [f"{r0['model']} {r0['image_size']}x{r0['image_width']}, ngf {r0['ngf']}, ndf "
-              f"{r0['ndf']}, {r0['num_classes']} classes, {r0['shots']} shots + "
-              f"{r0['queries']} queries per task, inner {r0['inner_optimizer']}, lambda_b "
-              f"{r0['lambda_b']}, {r0['dtype']}; device {r0['device']} ({r0['platform']}).",
-              ""]
-  lines += ["| estimator | remat | K | M | GFLOP | arguments MiB | outputs MiB | "
-            "temporaries MiB | aliased MiB | peak MiB | compile s | one step s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"{r0['model']} {r0['image_size']}x{r0['image_width']}, ngf {r0['ngf']}, ndf "
+        f"{r0['ndf']}, {r0['num_classes']} classes, {r0['shots']} shots + "
+        f"{r0['queries']} queries per task, inner {r0['inner_optimizer']}, lambda_b "
+        f"{r0['lambda_b']}, {r0['dtype']}; device {r0['device']} ({r0['platform']}).", ""
+    ]
+  lines += [
+      "| estimator | remat | K | M | GFLOP | arguments MiB | outputs MiB | "
+      "temporaries MiB | aliased MiB | peak MiB | compile s | one step s |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  ]
   for r in records:
-    step = (f"{r['step_time_s']:.1f}" if r.get("step_time_s") is not None
-            else f"not run: {r.get('step_skipped', '')}")
-    memory = [_mib(r.get(f"xla_{k}_bytes")) for k in ("argument", "output", "temp", "alias",
-                                                        "peak")]
-    lines.append(_row([r["estimator"], r["remat"], r["inner_steps"], r["meta_batch"],
-                       f"{r['flops'] / 1e9:,.0f}", *memory, f"{r['compile_time_s']:.0f}", step]))
+    step = (f"{r['step_time_s']:.1f}"
+            if r.get("step_time_s") is not None else f"not run: {r.get('step_skipped', '')}")
+    memory = [
+        _mib(r.get(f"xla_{k}_bytes")) for k in ("argument", "output", "temp", "alias", "peak")
+    ]
+    lines.append(
+        _row([
+            r["estimator"], r["remat"], r["inner_steps"], r["meta_batch"],
+            f"{r['flops'] / 1e9:,.0f}", *memory, f"{r['compile_time_s']:.0f}", step
+        ]))
   return "\n".join(lines) + "\n"
 
 
 def fidelity_table(fid: dict) -> str:
   """Markdown: per estimator and network, cosine / relative error / norm ratio to
   second_order, mean ± std over tasks x seeds (min), and of the meta-batch mean over seeds."""
-  lines = [f"Against second_order on the same weights ({fid['weights']}), tasks ({fid['data']} "
-           f"data, {fid['num_seeds']} seeds x {fid['meta_batch']} tasks) and per-task keys; "
-           f"K = {fid['inner_steps']}. Per task: mean ± std over tasks x seeds (min); "
-           "meta-batch: the mean gradient of a seed's tasks, mean ± std over seeds.", "",
-           "| estimator | net | cosine per task | cosine of meta-batch mean | rel. error per "
-           "task | norm ratio |", "|---|---|---|---|---|---|"]
+  lines = [
+      f"Against second_order on the same weights ({fid['weights']}), tasks ({fid['data']} "
+      f"data, {fid['num_seeds']} seeds x {fid['meta_batch']} tasks) and per-task keys; "
+      f"K = {fid['inner_steps']}. Per task: mean ± std over tasks x seeds (min); "
+      "meta-batch: the mean gradient of a seed's tasks, mean ± std over seeds.", "",
+      "| estimator | net | cosine per task | cosine of meta-batch mean | rel. error per "
+      "task | norm ratio |", "|---|---|---|---|---|---|"
+  ]
   for r in fid["summary"]:
-    lines.append(_row([
-        r["estimator"], r["net"],
-        f"{r['cosine_mean']:.3f} ± {r['cosine_std']:.3f} ({r['cosine_min']:.3f})",
-        f"{r['batch_cosine_mean']:.3f} ± {r['batch_cosine_std']:.3f}",
-        f"{r['rel_error_mean']:.3f} ± {r['rel_error_std']:.3f}",
-        f"{r['norm_ratio_mean']:.3g} ± {r['norm_ratio_std']:.2g}"]))
+    lines.append(
+        _row([
+            r["estimator"], r["net"],
+            f"{r['cosine_mean']:.3f} ± {r['cosine_std']:.3f} ({r['cosine_min']:.3f})",
+            f"{r['batch_cosine_mean']:.3f} ± {r['batch_cosine_std']:.3f}",
+            f"{r['rel_error_mean']:.3f} ± {r['rel_error_std']:.3f}",
+            f"{r['norm_ratio_mean']:.3g} ± {r['norm_ratio_std']:.2g}"
+        ]))
   return "\n".join(lines) + "\n"
 
 
@@ -125,9 +141,10 @@ def outcome_table(records: List[dict]) -> str:
   rows = outcome.summarize(records)
   if any(r["seeds"] + r["failed"] > 1 for r in rows):
     return _outcome_seeds_table(rows)
-  lines = ["| setting | estimator | meta-steps | s/step | meta-step time s | held-out L1 after "
-           "IS, start -> end | before IS, end | run wall s |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [
+      "| setting | estimator | meta-steps | s/step | meta-step time s | held-out L1 after "
+      "IS, start -> end | before IS, end | run wall s |", "|---|---|---|---|---|---|---|---|"
+  ]
   for r in records:
     if r.get("error"):
       lines.append(_run_cells(r) + f"| failed: {r['error']} | | |")
@@ -142,9 +159,11 @@ def outcome_table(records: List[dict]) -> str:
 
 def _outcome_seeds_table(rows: List[dict]) -> str:
   """Markdown of :func:`bil_jax.bench.outcome.summarize`'s rows."""
-  lines = ["| setting | estimator | meta-steps | s/step | peak MiB | seeds | held-out L1 after "
-           "IS, start -> end: mean ± std [min, max] | gain (start - end), mean ± std | "
-           "run wall s, mean |", "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+      "| setting | estimator | meta-steps | s/step | peak MiB | seeds | held-out L1 after "
+      "IS, start -> end: mean ± std [min, max] | gain (start - end), mean ± std | "
+      "run wall s, mean |", "|---|---|---|---|---|---|---|---|---|"
+  ]
   for r in rows:
     mem = r.get("peak_memory_bytes")
     head = _run_cells(r) + (f"{mem / 2 ** 20:.0f} | " if mem else "| ")
@@ -197,8 +216,11 @@ def plot_fidelity(fid: dict, path: str) -> None:
   fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.6 * len(ests) + 3), 4), sharey=True)
   for ax, net in zip(axes, ("G", "D")):
     for i, est in enumerate(ests):
-      v = [s["cosine"] for s in fid["samples"]
-           if s["estimator"] == est and s["net"] == net and s["task"] != "mean"]
+      v = [
+          s["cosine"]
+          for s in fid["samples"]
+          if s["estimator"] == est and s["net"] == net and s["task"] != "mean"
+      ]
       ax.plot([i] * len(v), v, "o", alpha=0.4, color="C0")
       mean = sum(v) / len(v)
       sd = (sum((x - mean) ** 2 for x in v) / len(v)) ** 0.5
@@ -219,7 +241,8 @@ def pareto_front(points: List[tuple]) -> List[int]:
   keep = []
   for i, (c, l) in enumerate(points):
     if not any((c2 <= c and l2 <= l) and (c2 < c or l2 < l)
-               for j, (c2, l2) in enumerate(points) if j != i):
+               for j, (c2, l2) in enumerate(points)
+               if j != i):
       keep.append(i)
   return keep
 
@@ -235,22 +258,23 @@ def plot_outcome(records: List[dict], memory: dict, path: str) -> None:
   plt = _plt()
   rows = outcome.summarize(records)  # mean ± std over seeds (std 0 for one seed)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-  for ax, xkey, xlabel in ((axes[0], "time", "time per meta-step (s)"),
-                           (axes[1], "memory", "peak memory (MiB)")):
+  for ax, xkey, xlabel in ((axes[0], "time", "time per meta-step (s)"), (axes[1], "memory",
+                                                                         "peak memory (MiB)")):
     for setting, marker in (("same_time", "o"), ("same_steps", "^")):
       rs = [r for r in rows if r["setting"] == setting and r["seeds"]]
-      xs = [r["step_time_s"] if xkey == "time" else (memory.get(r["estimator"]) or 0) / 2 ** 20
-            for r in rs]
+      xs = [
+          r["step_time_s"] if xkey == "time" else (memory.get(r["estimator"]) or 0) / 2 ** 20
+          for r in rs
+      ]
       ys = [r["end_mean"] for r in rs]
       ax.errorbar(xs, ys, yerr=[r["end_std"] for r in rs], fmt=marker, capsize=3,
                   label=setting.replace("_", " "))
       for x, y, r in zip(xs, ys, rs):
-        ax.annotate(r["estimator"], (x, y), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(r["estimator"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
       if setting == "same_time" and rs:
         front = sorted((xs[i], ys[i]) for i in pareto_front(list(zip(xs, ys))))
-        ax.step([p[0] for p in front], [p[1] for p in front], "--", where="post",
-                color="gray", label="Pareto front (same time)")
+        ax.step([p[0] for p in front], [p[1] for p in front], "--", where="post", color="gray",
+                label="Pareto front (same time)")
         ax.scatter([p[0] for p in front], [p[1] for p in front], s=160, facecolors="none",
                    edgecolors="gray")
     start = [r["start_mean"] for r in rows if r["seeds"]]

@@ -14,9 +14,8 @@ import numpy as np
 from bil_jax import retrieval
 
 
-def bench(num_candidates: int = 7000, height: int = 128, width: int = 256,
-          num_classes: int = 20, num_query: int = 5, chunk_size: int = 128,
-          seed: int = 0) -> float:
+def bench(num_candidates: int = 7000, height: int = 128, width: int = 256, num_classes: int = 20,
+          num_query: int = 5, chunk_size: int = 128, seed: int = 0) -> float:
   """Times :func:`bil_jax.retrieval.task_similarity` and the top-5 on random maps;
   returns seconds (after compile)."""
   rng = np.random.default_rng(seed)
@@ -41,8 +40,9 @@ def _main(argv) -> None:
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
   n = flags.FLAGS.num_candidates
-  print(f"expected: about {10 + n // 300} s on a 2-core CPU (one compile, {n} maps; rough); "
-        "prints one line, writes no file", flush=True)
+  print(
+      f"expected: about {10 + n // 300} s on a 2-core CPU (one compile, {n} maps; rough); "
+      "prints one line, writes no file", flush=True)
   bench(num_candidates=n, chunk_size=flags.FLAGS.chunk_size)
 
 

@@ -27,8 +27,7 @@ from bil_jax.bench.common import EstimatorSpec
 from bil_jax.bench.options import Sweep, SweepOptions
 
 RECORD_KEYS = ("model", "estimator", "remat", "inner_steps", "meta_batch", "step_time_s",
-               "compile_time_s", "peak_memory_bytes", "flops", "flops_per_s",
-               "peak_flops_per_s")
+               "compile_time_s", "peak_memory_bytes", "flops", "flops_per_s", "peak_flops_per_s")
 
 
 def _ints(s, flag: str) -> List[int]:
@@ -74,8 +73,10 @@ def cost_jobs(sweep: Sweep, kind: str = "cost") -> List[dict]:
     for est in sweep.estimators:
       for remat in (sweep.remat if est.backprops_unroll else sweep.remat[:1]):
         for k in sweep.inner_steps:
-          jobs.append({"kind": kind, "estimator": {"name": est.name, "options": est.options},
-                       "inner_steps": k, "meta_batch": m, "remat": remat})
+          jobs.append({
+              "kind": kind, "estimator": {"name": est.name, "options": est.options},
+              "inner_steps": k, "meta_batch": m, "remat": remat
+          })
   return jobs
 
 
@@ -83,8 +84,7 @@ def _describe(r: dict) -> str:
   """One log line of a cost or compile record."""
   head = (f"{r['estimator']:>14s} remat={r['remat']:<6s} K={r['inner_steps']:<2d} "
           f"M={r['meta_batch']}: ")
-  step = ("no step timed" if r.get("step_time_s") is None
-          else f"{r['step_time_s']:.3f} s/step")
+  step = ("no step timed" if r.get("step_time_s") is None else f"{r['step_time_s']:.3f} s/step")
   return (head + f"{step}, compile {r['compile_time_s']:.1f} s, "
           f"{report.fmt_bytes(r['peak_memory_bytes'])} MiB, {r['flops'] / 1e9:.2f} GFLOP")
 
@@ -92,9 +92,8 @@ def _describe(r: dict) -> str:
 _JOB_KEYS = ("kind", "estimator", "inner_steps", "meta_batch", "remat")
 
 
-def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir: str,
-             setup=None, log: Callable = print,
-             failures: Optional[List[str]] = None) -> List[dict]:
+def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir: str, setup=None,
+             log: Callable = print, failures: Optional[List[str]] = None) -> List[dict]:
   """Runs the cost ``jobs``: in fresh processes (``opts.isolate``), or here (``setup``
   given: tests with tiny models); a failed job is logged, added to ``failures`` and left
   out. Each result, failed
@@ -122,8 +121,7 @@ def run_cost(config, jobs: List[dict], opts: SweepOptions, peaks: dict, out_dir:
   return records
 
 
-def torch_reference(sizes: dict, estimator: str, steps: int, meta_batch: int,
-                    out_dir: str) -> dict:
+def torch_reference(sizes: dict, estimator: str, steps: int, meta_batch: int, out_dir: str) -> dict:
   """Times :mod:`bil_jax.bench.torch_ref` for one estimator in a fresh process; its record.
 
   ``sizes`` has size, ngf, ndf, num_classes, shots, queries and repeats, and ``device``
@@ -131,11 +129,15 @@ def torch_reference(sizes: dict, estimator: str, steps: int, meta_batch: int,
   that one estimator's allocator state does not slow the next.
   """
   path = os.path.join(out_dir, f"torch_{estimator}_k{steps}_m{meta_batch}.json")
-  cmd = [sys.executable, "-m", "bil_jax.bench.torch_ref", f"--json={path}",
-         f"--device={sizes.get('device', 'cpu')}", f"--meta_batch={meta_batch}",
-         f"--inner_steps={steps}", f"--estimators={estimator}"]
-  cmd += [f"--{k}={sizes[k]}" for k in ("size", "ngf", "ndf", "num_classes", "shots",
-                                        "queries", "repeats")]
+  cmd = [
+      sys.executable, "-m", "bil_jax.bench.torch_ref", f"--json={path}",
+      f"--device={sizes.get('device', 'cpu')}", f"--meta_batch={meta_batch}",
+      f"--inner_steps={steps}", f"--estimators={estimator}"
+  ]
+  cmd += [
+      f"--{k}={sizes[k]}" for k in ("size", "ngf", "ndf", "num_classes", "shots", "queries",
+                                    "repeats")
+  ]
   proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                         check=False)
   if proc.returncode:
@@ -166,7 +168,8 @@ def run_torch(config, sweep: Sweep, opts: SweepOptions, out_dir: str,
   records = []
   for k in sweep.inner_steps:
     for m in sweep.meta_batch:
-      for est in (e.name for e in sweep.estimators
+      for est in (e.name
+                  for e in sweep.estimators
                   if e.name in ("second_order", "first_order") and not e.options):
         r = torch_reference(sizes, est, k, m, out_dir)
         log(f"pytorch eager ({sizes['device']}) {est:>12s} K={k} M={m}: "
@@ -178,8 +181,10 @@ def run_torch(config, sweep: Sweep, opts: SweepOptions, out_dir: str,
 def _at_config(records: List[dict], label: str, config) -> Optional[dict]:
   """The cost record of ``label`` at the config's own K and M (and its remat if timed)."""
   k, m = int(config.meta.inner_steps), int(config.meta.meta_batch)
-  rs = [r for r in records if r["estimator"] == label and r["inner_steps"] == k
-        and r["meta_batch"] == m and r.get("implementation", "jax") == "jax"]
+  rs = [
+      r for r in records if r["estimator"] == label and r["inner_steps"] == k and
+      r["meta_batch"] == m and r.get("implementation", "jax") == "jax"
+  ]
   same = [r for r in rs if r["remat"] == config.meta.remat]
   return (same or rs or [None])[0]
 
@@ -204,8 +209,7 @@ def run(config, opts: SweepOptions, out_dir: str, log: Callable = print, setup=N
       f"{peaks['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
   kind = "compile" if opts.compile_only else "cost"
   failures = []
-  records = run_cost(config, cost_jobs(sweep, kind), opts, peaks, out_dir, setup, log,
-                     failures)
+  records = run_cost(config, cost_jobs(sweep, kind), opts, peaks, out_dir, setup, log, failures)
   notes += [f"not measured: {f}" for f in failures]
   if opts.torch and not opts.compile_only:
     records += run_torch(config, sweep, opts, out_dir, log)
@@ -226,8 +230,10 @@ def run(config, opts: SweepOptions, out_dir: str, log: Callable = print, setup=N
   if pretrained:
     outcome_records = _outcome(config, sweep, opts, records, peaks, pretrained, out_dir, log)
 
-  result = {"cost": records, "fidelity": fid, "outcome": outcome_records, "peaks": peaks,
-            "notes": notes, "config": json.loads(common.config_to_json(config))}
+  result = {
+      "cost": records, "fidelity": fid, "outcome": outcome_records, "peaks": peaks, "notes": notes,
+      "config": json.loads(common.config_to_json(config))
+  }
   _write(result, opts, out_dir, log)
   return result
 
@@ -242,11 +248,12 @@ def _fidelity(config, sweep: Sweep, opts: SweepOptions, out_dir, pretrained, set
     fid = fidelity.run_fidelity(config, sweep.estimators, out_dir, opts.fidelity_seeds, m,
                                 params=setup.params, source="random", spec=setup.spec, log=log)
   else:
-    job = {"kind": "fidelity", "config": common.config_to_json(config),
-           "estimators": [{"name": e.name, "options": e.options} for e in sweep.estimators],
-           "workdir": pretrained or os.path.join(out_dir, "data"),
-           "num_seeds": opts.fidelity_seeds, "meta_batch": m, "data": opts.fidelity_data,
-           "params_from": pretrained or ""}
+    job = {
+        "kind": "fidelity", "config": common.config_to_json(config),
+        "estimators": [{"name": e.name, "options": e.options} for e in sweep.estimators],
+        "workdir": pretrained or os.path.join(out_dir, "data"), "num_seeds": opts.fidelity_seeds,
+        "meta_batch": m, "data": opts.fidelity_data, "params_from": pretrained or ""
+    }
     fid = worker.run_in_process(job, out_dir, log)
   if "error" in fid:
     log(f"fidelity: {fid['error']}")
@@ -261,11 +268,13 @@ def _outcome(config, sweep: Sweep, opts: SweepOptions, records, peaks, pretraine
   for est in sweep.estimators:
     r = _at_config(records, est.label, config)
     if r is None:  # the sweep did not time the config's own K and M: time it now
-      job = {"kind": "cost", "estimator": {"name": est.name, "options": est.options},
-             "inner_steps": int(config.meta.inner_steps),
-             "meta_batch": int(config.meta.meta_batch), "remat": config.meta.remat}
-      got = run_cost(config, [job], dataclasses.replace(opts, flops=False), peaks, out_dir,
-                     None, log)
+      job = {
+          "kind": "cost", "estimator": {"name": est.name, "options": est.options},
+          "inner_steps": int(config.meta.inner_steps), "meta_batch": int(config.meta.meta_batch),
+          "remat": config.meta.remat
+      }
+      got = run_cost(config, [job], dataclasses.replace(opts, flops=False), peaks, out_dir, None,
+                     log)
       r = got[0] if got else None
     if r is not None:
       times[est.label], memory[est.label] = r["step_time_s"], r["peak_memory_bytes"]

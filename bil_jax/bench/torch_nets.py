@@ -78,8 +78,9 @@ def generator(p, x, depth, dropout=0.5, train=True):
 def init_discriminator(ndf, in_ch, n_layers=3, gen=None):
   """The weights {name: tensor} of the PatchGAN (bil_jax.models.patchgan), drawn as
   :func:`init_generator` draws them."""
-  p = {"conv_0.w": torch.randn(ndf, in_ch, 4, 4, generator=gen) * 0.02,
-       "conv_0.b": torch.zeros(ndf)}
+  p = {
+      "conv_0.w": torch.randn(ndf, in_ch, 4, 4, generator=gen) * 0.02, "conv_0.b": torch.zeros(ndf)
+  }
   cin = ndf
   for i in range(1, n_layers + 1):
     c = ndf * min(2 ** i, 8)

@@ -48,25 +48,28 @@ class Reference:
 
   def __init__(self, size=32, ngf=16, ndf=16, num_classes=8, inner_steps=5, inner_lr=1e-4,
                outer_lr=1e-4, lambda_l1=1.0, lambda_a=10.0, seed=0, device="cpu"):
-    gen = torch.Generator().manual_seed(seed)   # drawn on the CPU: the same weights anywhere
+    gen = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same weights anywhere
     self.depth = torch_nets.unet_depth(size)
     self.num_classes = num_classes
     self.k = inner_steps
     self.lr = inner_lr
     self.l1, self.la = lambda_l1, lambda_a
-    self.g = {k: v.to(device).requires_grad_() for k, v in
-              torch_nets.init_generator(ngf, num_classes, self.depth, gen=gen).items()}
-    self.d = {k: v.to(device).requires_grad_() for k, v in
-              torch_nets.init_discriminator(ndf, num_classes + 3, gen=gen).items()}
-    self.opt = torch.optim.Adam(list(self.g.values()) + list(self.d.values()), lr=outer_lr,
-                                betas=(0.5, 0.999))
+    self.g = {
+        k: v.to(device).requires_grad_()
+        for k, v in torch_nets.init_generator(ngf, num_classes, self.depth, gen=gen).items()
+    }
+    self.d = {
+        k: v.to(device).requires_grad_()
+        for k, v in torch_nets.init_discriminator(ndf, num_classes + 3, gen=gen).items()
+    }
+    self.opt = torch.optim.Adam(
+        list(self.g.values()) + list(self.d.values()), lr=outer_lr, betas=(0.5, 0.999))
 
   def _d_loss_from_logits(self, real_logits, fake_logits):
     return _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
 
   def _g_loss_from_logits(self, pairs, fake, fake_logits):
-    return (self.l1 * (fake - pairs["image"]).abs().mean()
-            + self.la * _bce(fake_logits, 1.0))
+    return (self.l1 * (fake - pairs["image"]).abs().mean() + self.la * _bce(fake_logits, 1.0))
 
   def _d_loss(self, d, pairs, fake):
     s = pairs["onehot"]
@@ -109,6 +112,7 @@ class Reference:
   def adapt_first_order(self, params, support):
     """:meth:`adapt` without the graph: plain ``torch.autograd.grad`` on detached weights,
     the fastest eager form of the same K steps (first_order needs no outer gradient)."""
+
     def leaves(p):
       return {k: v.detach().requires_grad_() for k, v in p.items()}
 
@@ -135,8 +139,7 @@ class Reference:
       lg, ld = self.losses(adapted, task["query"])
       dg = torch.autograd.grad(lg, list(adapted["G"].values()), retain_graph=True)
       dd = torch.autograd.grad(ld, list(adapted["D"].values()))
-      return ({"G": dict(zip(adapted["G"], dg)), "D": dict(zip(adapted["D"], dd))},
-              lg.detach())
+      return ({"G": dict(zip(adapted["G"], dg)), "D": dict(zip(adapted["D"], dd))}, lg.detach())
     raise ValueError(f"estimator={estimator!r} is not one of ('second_order', 'first_order')")
 
   def step(self, tasks, estimator="second_order"):
@@ -148,7 +151,7 @@ class Reference:
       for net in ("G", "D"):
         for k, v in grads[net].items():
           acc[k] += v / len(tasks)
-      with torch.no_grad():   # the 'before' query losses the JAX estimators also report
+      with torch.no_grad():  # the 'before' query losses the JAX estimators also report
         self.losses({"G": self.g, "D": self.d}, task["query"])
       total += float(lg) / len(tasks)
     for k, v in list(self.g.items()) + list(self.d.items()):
@@ -164,6 +167,7 @@ def torch_params_from_jax(params) -> dict:
   which equals PyTorch's ConvTranspose2d with the kernel flipped): [4,4,I,O] ->
   [I,O,4,4] flipped. Norm scale/bias and biases are copied. Arrays keep their dtype.
   """
+
   def t(a):
     return torch.from_numpy(np.array(a))
 
@@ -174,7 +178,7 @@ def torch_params_from_jax(params) -> dict:
       g[f"down_{i}.w"] = t(np.asarray(sub["kernel"]).transpose(3, 2, 0, 1))
     elif kind == "up":
       g[f"up_{i}.w"] = t(np.asarray(sub["kernel"]).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1])
-    else:                                               # down_norm_i / up_norm_i
+    else:  # down_norm_i / up_norm_i
       g[f"{kind}_{i}.s"], g[f"{kind}_{i}.b"] = t(sub["scale"]), t(sub["bias"])
       continue
     if "bias" in sub:
@@ -196,10 +200,12 @@ def random_tasks(meta_batch, shots, queries, size, num_classes, seed=0, device="
 
   def pairs(n):
     m = torch.from_numpy(rng.integers(0, num_classes, (n, size, size)))
-    return {"onehot": F.one_hot(m, num_classes).permute(0, 3, 1, 2).float().contiguous()
-                      .to(device),
-            "image": torch.from_numpy(
-                rng.uniform(-1, 1, (n, 3, size, size)).astype(np.float32)).to(device)}
+    return {
+        "onehot":
+            F.one_hot(m, num_classes).permute(0, 3, 1, 2).float().contiguous().to(device), "image":
+                torch.from_numpy(rng.uniform(-1, 1,
+                                             (n, 3, size, size)).astype(np.float32)).to(device)
+    }
 
   return [{"support": pairs(shots), "query": pairs(queries)} for _ in range(meta_batch)]
 
@@ -216,21 +222,22 @@ def count_flops(ref, tasks, estimator):
 
 
 def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, queries=5,
-            inner_steps=5, estimators=("second_order", "first_order"), repeats=3,
-            threads=0, flops=True, seed=0, device="cpu"):
+            inner_steps=5, estimators=("second_order", "first_order"), repeats=3, threads=0,
+            flops=True, seed=0, device="cpu"):
   """Times the reference meta-step on ``device`` ('cpu' or 'cuda'); returns a list of
   records (one per estimator)."""
   if threads:
     torch.set_num_threads(threads)
   cuda = device.startswith("cuda")
   if cuda and not torch.cuda.is_available():
-    raise SystemExit(f"bil_jax.bench.torch_ref: --device {device}: torch {torch.__version__} sees no GPU")
+    raise SystemExit(
+        f"bil_jax.bench.torch_ref: --device {device}: torch {torch.__version__} sees no GPU")
   sync = torch.cuda.synchronize if cuda else (lambda: None)
   tasks = random_tasks(meta_batch, shots, queries, size, num_classes, seed, device)
   out = []
   for est in estimators:
     ref = Reference(size, ngf, ndf or ngf, num_classes, inner_steps, seed=seed, device=device)
-    ref.step(tasks, est)                               # warm-up
+    ref.step(tasks, est)  # warm-up
     sync()
     times = []
     for _ in range(repeats):
@@ -241,13 +248,13 @@ def measure(size=32, ngf=16, ndf=None, num_classes=8, meta_batch=5, shots=5, que
     step = statistics.median(times)
     n_flops = count_flops(ref, tasks, est) if flops else None
     out.append({
-        "model": "pix2pix", "implementation": "pytorch_eager", "estimator": est,
-        "remat": False, "inner_steps": inner_steps, "meta_batch": meta_batch,
-        "image_size": size, "ngf": ngf, "ndf": ndf or ngf, "inner_optimizer": "sgd",
-        "step_time_s": step, "step_times_s": times, "tasks_per_s": meta_batch / step,
-        "flops": n_flops, "flops_per_s": (n_flops / step) if n_flops else None,
-        "loss": loss, "torch_version": torch.__version__, "device": device,
-        "torch_threads": torch.get_num_threads()})
+        "model": "pix2pix", "implementation": "pytorch_eager", "estimator": est, "remat": False,
+        "inner_steps": inner_steps, "meta_batch": meta_batch, "image_size": size, "ngf": ngf,
+        "ndf": ndf or ngf, "inner_optimizer": "sgd", "step_time_s": step, "step_times_s": times,
+        "tasks_per_s": meta_batch / step, "flops": n_flops, "flops_per_s":
+            (n_flops / step) if n_flops else None, "loss": loss, "torch_version": torch.__version__,
+        "device": device, "torch_threads": torch.get_num_threads()
+    })
   return out
 
 
@@ -276,14 +283,16 @@ def _main(argv):
   a = flags.FLAGS
   from bil_jax.bench import estimate  # pylint: disable=import-outside-toplevel
   ests = a.estimators.split(",")
-  seconds = sum((a.repeats + 2) * 2 * estimate.gflop(
-      a.size, a.size, a.ngf, a.shots, a.queries, False, e, a.inner_steps, a.meta_batch)
-                * 1e9 / estimate.CPU_FLOPS for e in ests)
-  print(f"expected: {estimate.say(seconds)} on a 2-core CPU ({len(ests)} estimators x "
-        f"{a.repeats + 2} steps; rough)", flush=True)
-  recs = measure(a.size, a.ngf, a.ndf or a.ngf, a.num_classes, a.meta_batch, a.shots,
-                 a.queries, a.inner_steps, tuple(a.estimators.split(",")), a.repeats,
-                 a.threads, a.flops, device=a.device)
+  seconds = sum(
+      (a.repeats + 2) * 2 * estimate.gflop(a.size, a.size, a.ngf, a.shots, a.queries, False, e,
+                                           a.inner_steps, a.meta_batch) * 1e9 / estimate.CPU_FLOPS
+      for e in ests)
+  print(
+      f"expected: {estimate.say(seconds)} on a 2-core CPU ({len(ests)} estimators x "
+      f"{a.repeats + 2} steps; rough)", flush=True)
+  recs = measure(a.size, a.ngf, a.ndf or a.ngf,
+                 a.num_classes, a.meta_batch, a.shots, a.queries, a.inner_steps,
+                 tuple(a.estimators.split(",")), a.repeats, a.threads, a.flops, device=a.device)
   for r in recs:
     fl = f"{r['flops'] / 1e9:.1f} GFLOP" if r["flops"] else "n/a"
     print(f"pytorch eager ({a.device}) {r['estimator']:>12s} {a.size}x{a.size} ngf {a.ngf} "

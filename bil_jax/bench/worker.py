@@ -34,14 +34,15 @@ def _cost_job(job: dict, config, setup, partial_path: str = "") -> dict:
   common.parse_estimators(f"{est.name}:{est.options}" if est.options else est.name)
   setup = setup or cost.make_setup(config, est.name)
   if job["kind"] == "compile":
+
     def on_flops(n):
       if partial_path:
         with open(partial_path, "w") as f:
           json.dump({"flops": n}, f)
 
-    return cost.compile_one(setup, est, int(job["inner_steps"]), int(job["meta_batch"]),
-                            job["remat"], job["peaks"], float(job.get("step_limit_s", 300)),
-                            on_flops=on_flops)
+    return cost.compile_one(setup, est, int(job["inner_steps"]),
+                            int(job["meta_batch"]), job["remat"], job["peaks"],
+                            float(job.get("step_limit_s", 300)), on_flops=on_flops)
   return cost.bench_one(setup, est, int(job["inner_steps"]), int(job["meta_batch"]),
                         job["remat"], job["peaks"], int(job.get("repeats", 5)),
                         int(job.get("warmup", 1)), flops=bool(job.get("flops", True)))
@@ -77,9 +78,11 @@ def run_job(job: dict, setup=None, partial_path: str = "") -> dict:
                              flops=bool(job.get("flops", True)))
   if job["kind"] == "flops":
     est = common.EstimatorSpec(**job["estimator"]) if job.get("estimator") else None
-    return {"flops": cost.count_flops(config, est, int(job.get("inner_steps") or 0),
-                                      int(job.get("meta_batch") or 0),
-                                      job.get("remat", "none"))}
+    return {
+        "flops":
+            cost.count_flops(config, est, int(job.get("inner_steps") or 0),
+                             int(job.get("meta_batch") or 0), job.get("remat", "none"))
+    }
   if job["kind"] == "fidelity":
     return _fidelity_job(job, config)
   raise ValueError(f"unknown job kind {job['kind']!r}")

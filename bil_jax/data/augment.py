@@ -48,15 +48,13 @@ def cfg_get(cfg: Any, key: str, default: Any) -> Any:
 
 def identity_params(n: int, height: int, width: int) -> WarpParams:
   """Warp parameters that leave ``n`` samples unchanged."""
-  return WarpParams(
-      flip=np.zeros([n], bool), scale=np.ones([n], np.float32),
-      center_y=np.full([n], height / 2, np.float32),
-      center_x=np.full([n], width / 2, np.float32),
-      angle=np.zeros([n], np.float32))
+  return WarpParams(flip=np.zeros([n], bool), scale=np.ones([n], np.float32),
+                    center_y=np.full([n], height / 2, np.float32),
+                    center_x=np.full([n], width / 2, np.float32), angle=np.zeros([n], np.float32))
 
 
-def random_params(rng: np.random.Generator, n: int, height: int, width: int,
-                  aug_cfg: Any, flip: Optional[bool] = None) -> WarpParams:
+def random_params(rng: np.random.Generator, n: int, height: int, width: int, aug_cfg: Any,
+                  flip: Optional[bool] = None) -> WarpParams:
   """Draws ``n`` random warps.
 
   Args:
@@ -79,16 +77,13 @@ def random_params(rng: np.random.Generator, n: int, height: int, width: int,
   u = rng.random([4, n]).astype(np.float32)
   flips = (u[0] < 0.5) & do_flip
   margin_y, margin_x = (1.0 - frac) * height, (1.0 - frac) * width
-  return WarpParams(
-      flip=flips,
-      scale=np.full([n], frac, np.float32),
-      center_y=(frac * height / 2 + u[1] * margin_y).astype(np.float32),
-      center_x=(frac * width / 2 + u[2] * margin_x).astype(np.float32),
-      angle=((2.0 * u[3] - 1.0) * max_rot).astype(np.float32))
+  return WarpParams(flip=flips, scale=np.full([n], frac, np.float32),
+                    center_y=(frac * height / 2 + u[1] * margin_y).astype(np.float32),
+                    center_x=(frac * width / 2 + u[2] * margin_x).astype(np.float32),
+                    angle=((2.0 * u[3] - 1.0) * max_rot).astype(np.float32))
 
 
-def source_coords(params: WarpParams, height: int,
-                  width: int) -> Tuple[np.ndarray, np.ndarray]:
+def source_coords(params: WarpParams, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
   """Source pixel coordinates of every output pixel.
 
   Args:
@@ -157,8 +152,7 @@ def warp_bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
   wx = xs - x0.astype(np.float32)
   dy = int(h > 1) * w  # flat step to the lower neighbour (0 if H == 1)
   dx = int(w > 1)
-  chans = np.ascontiguousarray(
-      x.reshape(b * h * w, -1).T, dtype=np.float32)  # [C, B*H*W]
+  chans = np.ascontiguousarray(x.reshape(b * h * w, -1).T, dtype=np.float32)  # [C, B*H*W]
   i00 = _flat_base(b, h, w) + y0 * w + x0
   g = lambda idx: np.take(chans, idx, axis=1)  # [C, B, H', W']
   v00, v01 = g(i00), g(i00 + dx)
@@ -170,14 +164,12 @@ def warp_bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 
 def _is_identity(params: WarpParams, height: int, width: int) -> bool:
-  return bool(not params.flip.any() and np.all(params.scale == 1.0)
-              and np.all(params.angle == 0.0)
-              and np.allclose(params.center_y, height / 2)
-              and np.allclose(params.center_x, width / 2))
+  return bool(not params.flip.any() and np.all(params.scale == 1.0) and
+              np.all(params.angle == 0.0) and np.allclose(params.center_y, height / 2) and
+              np.allclose(params.center_x, width / 2))
 
 
-def apply_warp(params: WarpParams, maps: Optional[np.ndarray],
-               images: Optional[np.ndarray]):
+def apply_warp(params: WarpParams, maps: Optional[np.ndarray], images: Optional[np.ndarray]):
   """Applies the same warps to maps (nearest) and images (bilinear).
 
   Args:
@@ -199,8 +191,7 @@ def apply_warp(params: WarpParams, maps: Optional[np.ndarray],
   return out_maps, out_images
 
 
-def augment_pairs(maps: np.ndarray, images: np.ndarray,
-                  rng: np.random.Generator, aug_cfg: Any):
+def augment_pairs(maps: np.ndarray, images: np.ndarray, rng: np.random.Generator, aug_cfg: Any):
   """Random joint flip/crop/rotation of map/image pairs.
 
   Args:
@@ -217,8 +208,7 @@ def augment_pairs(maps: np.ndarray, images: np.ndarray,
   return apply_warp(params, maps, images)
 
 
-def augment_reference(images: np.ndarray, rng: np.random.Generator,
-                      aug_cfg: Any) -> np.ndarray:
+def augment_reference(images: np.ndarray, rng: np.random.Generator, aug_cfg: Any) -> np.ndarray:
   """Makes PG² reference images from target images.
 
   Random horizontal flip (controlled by ``aug_cfg.flip_reference`` alone, so

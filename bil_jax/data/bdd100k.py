@@ -49,13 +49,11 @@ from bil_jax.data import registry
 from bil_jax.data import task_builder
 from bil_jax.data import tasks as tasks_lib
 
-
-BDD_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
-               'traffic light', 'traffic sign', 'vegetation', 'terrain', 'sky',
-               'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
-               'bicycle', 'void')
+BDD_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
+               'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck',
+               'bus', 'train', 'motorcycle', 'bicycle', 'void')
 NUM_CLASSES = len(BDD_CLASSES)  # 20
-VOID = 19         # our id of BDD's void / unlabelled pixels
+VOID = 19  # our id of BDD's void / unlabelled pixels
 BDD_IGNORE = 255  # BDD's id for them
 
 # builder split -> BDD split folder ('val' holds out part of BDD's train)
@@ -67,11 +65,12 @@ WHAT = ('BDD100K: images/10k/{train,val}/*.jpg and '
 def find_root(manual_dir: str) -> str:
   """manual_dir or manual_dir/bdd100k, whichever holds a known layout."""
   for root in (manual_dir, os.path.join(manual_dir, 'bdd100k')):
-    if (os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks'))
-        or os.path.isdir(os.path.join(root, 'seg', 'labels'))):
+    if (os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks')) or
+        os.path.isdir(os.path.join(root, 'seg', 'labels'))):
       return root
-  raise image_io.DataError(manual_dir, 'no BDD100K layout found: expected '
-                           'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
+  raise image_io.DataError(
+      manual_dir, 'no BDD100K layout found: expected '
+      'labels/sem_seg/masks/ (or seg/labels/) here or in bdd100k/')
 
 
 def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
@@ -82,8 +81,7 @@ def list_pairs(root: str, folder: str) -> List[Tuple[str, str, str]]:
   """
   new_lab = os.path.join(root, 'labels', 'sem_seg', 'masks', folder)
   if os.path.isdir(new_lab):
-    img_dir, lab_dir, suffix = (os.path.join(root, 'images', '10k', folder),
-                                new_lab, '')
+    img_dir, lab_dir, suffix = (os.path.join(root, 'images', '10k', folder), new_lab, '')
   else:
     img_dir = os.path.join(root, 'seg', 'images', folder)
     lab_dir, suffix = os.path.join(root, 'seg', 'labels', folder), '_train_id'
@@ -117,8 +115,7 @@ def read_pair(image_path: str, label_path: str, height: int,
   image = image_io.read_rgb(image_path)
   ids = image_io.read_ids(label_path)
   image_io.check_same_size(image_path, image, label_path, ids)
-  image, ids = image_io.resize_center_crop(image, bdd_ids(label_path, ids),
-                                           height, width)
+  image, ids = image_io.resize_center_crop(image, bdd_ids(label_path, ids), height, width)
   return ids, image
 
 
@@ -132,8 +129,7 @@ def generate_tasks(manual_dir: str, split: str, height: int, width: int,
     raise image_io.DataError(root, f'no labelled pairs for BDD split '
                              f'{SPLIT_FOLDERS[split]!r}')
   if split != 'test':
-    _, keep = holdout.items(split, lambda _: [n for n, _, _ in pairs], False,
-                            val_fraction,
+    _, keep = holdout.items(split, lambda _: [n for n, _, _ in pairs], False, val_fraction,
                             lambda _: os.path.join(root, 'labels', 'sem_seg', 'masks', 'train'))
     keep = set(keep)
     pairs = [p for p in pairs if p[0] in keep]
@@ -145,9 +141,11 @@ def generate_tasks(manual_dir: str, split: str, height: int, width: int,
 def available_splits(manual_dir: str) -> List[str]:
   """Builder splits whose BDD label folder exists."""
   root = find_root(manual_dir)
-  return [s for s, f in SPLIT_FOLDERS.items()
-          if os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks', f))
-          or os.path.isdir(os.path.join(root, 'seg', 'labels', f))]
+  return [
+      s for s, f in SPLIT_FOLDERS.items()
+      if os.path.isdir(os.path.join(root, 'labels', 'sem_seg', 'masks', f)) or
+      os.path.isdir(os.path.join(root, 'seg', 'labels', f))
+  ]
 
 
 @dataclasses.dataclass(eq=False)
@@ -156,8 +154,7 @@ class Bdd100kConfig(task_builder.TaskConfig):
   val_fraction: float = 0.1
 
 
-def make_builder_config(height: int, width: int,
-                        val_fraction: float = 0.1) -> Bdd100kConfig:
+def make_builder_config(height: int, width: int, val_fraction: float = 0.1) -> Bdd100kConfig:
   return task_builder.sized_config(Bdd100kConfig, 'BDD100K pairs', height, width,
                                    holdout.source_tag(False, val_fraction),
                                    val_fraction=val_fraction)
@@ -214,5 +211,5 @@ def load_bdd100k(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   ts = tasks_lib.taskset_from_tfds(builders[split], split, NUM_CLASSES)
   root = bdd_dir(data_cfg) or '<bdd100k_dir>'
   return paired_folder.check_task_sizes(
-      ts, data_cfg, split, lambda n: os.path.join(
-          root, 'labels', 'sem_seg', 'masks', SPLIT_FOLDERS[split], n + '.png'))
+      ts, data_cfg, split,
+      lambda n: os.path.join(root, 'labels', 'sem_seg', 'masks', SPLIT_FOLDERS[split], n + '.png'))

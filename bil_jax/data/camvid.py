@@ -98,8 +98,9 @@ def parse_name(path: str, stem: str) -> Tuple[str, int]:
   """'0006R0_f00930' -> ('0006R0', 930); image_io.DataError naming ``path`` if not."""
   m = _NAME.match(stem)
   if not m:
-    raise image_io.DataError(path, 'cannot read <sequence>_<frame> from the file name '
-                             "(e.g. 0001TP_006690 or Seq05VD_f00000)")
+    raise image_io.DataError(
+        path, 'cannot read <sequence>_<frame> from the file name '
+        "(e.g. 0001TP_006690 or Seq05VD_f00000)")
   return m.group('seq'), int(m.group('frame'))
 
 
@@ -137,8 +138,7 @@ def make_clips(seqs: Dict[str, List[Tuple[int, str, str]]], clip_length: int):
     n = len(frames) // clip_length
     dropped += len(frames) - n * clip_length
     for k in range(n):
-      clips.append((f'{seq}_{k:03d}',
-                    frames[k * clip_length:(k + 1) * clip_length]))
+      clips.append((f'{seq}_{k:03d}', frames[k * clip_length:(k + 1) * clip_length]))
   return clips, dropped
 
 
@@ -146,8 +146,8 @@ def read_pair(image_path: str, label_path: str, height: int,
               width: int) -> Tuple[np.ndarray, np.ndarray]:
   """One frame in BDD classes: (uint8 [H, W] ids, uint8 [H, W, 3] image)."""
   image = image_io.read_rgb(image_path)
-  ids = image_io.colours_to_ids(label_path, image_io.read_rgb(label_path),
-                                PALETTE, 'CamVid').astype(np.uint8)
+  ids = image_io.colours_to_ids(label_path, image_io.read_rgb(label_path), PALETTE,
+                                'CamVid').astype(np.uint8)
   image_io.check_same_size(image_path, image, label_path, ids)
   image, ids = image_io.resize_center_crop(image, ids, height, width)
   return ids, image
@@ -166,14 +166,14 @@ def generate_tasks(manual_dir: str, height: int, width: int,
   if not seqs:
     raise image_io.DataError(root, 'no CamVid labels (<seq>_<frame>_L.png) found')
   clips, dropped = make_clips(seqs, clip_length)
-  print(f'camvid: {sum(map(len, seqs.values()))} annotated frames in '
-        f'{len(seqs)} sequences -> {len(clips)} clips of {clip_length}; '
-        f'dropped {dropped} frames at sequence ends', flush=True)
+  print(
+      f'camvid: {sum(map(len, seqs.values()))} annotated frames in '
+      f'{len(seqs)} sequences -> {len(clips)} clips of {clip_length}; '
+      f'dropped {dropped} frames at sequence ends', flush=True)
   if not clips:
     raise image_io.DataError(root, f'no sequence has {clip_length} annotated frames')
   for name, frames in clips:
-    maps, images = zip(*(read_pair(ip, lp, height, width)
-                         for _, ip, lp in frames))
+    maps, images = zip(*(read_pair(ip, lp, height, width) for _, ip, lp in frames))
     yield name, np.stack(maps), np.stack(images)
 
 
@@ -182,8 +182,7 @@ class CamvidConfig(task_builder.TaskConfig):
   clip_length: int = 10
 
 
-def make_builder_config(height: int, width: int,
-                        clip_length: int) -> CamvidConfig:
+def make_builder_config(height: int, width: int, clip_length: int) -> CamvidConfig:
   return task_builder.sized_config(CamvidConfig, 'CamVid clips', height, width,
                                    f'clip{clip_length}', clip_length=clip_length)
 
@@ -210,21 +209,19 @@ def camvid_dir(data_cfg) -> str:
 
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
   """Prepares the CamVid clips for data_cfg; {'test': builder}."""
-  config = make_builder_config(int(data_cfg.image_height),
-                               int(data_cfg.image_width),
+  config = make_builder_config(int(data_cfg.image_height), int(data_cfg.image_width),
                                int(data_cfg.get('clip_length', 10)))
-  builder = paired_folder.prepare(
-      CamvidClips, config, paired_folder.default_data_dir(data_cfg, workdir),
-      camvid_dir(data_cfg), WHAT)
+  builder = paired_folder.prepare(CamvidClips, config,
+                                  paired_folder.default_data_dir(data_cfg, workdir),
+                                  camvid_dir(data_cfg), WHAT)
   return {'test': builder}
 
 
 def _load_test(data_cfg, workdir: str) -> tasks_lib.TaskSet:
-  ts = tasks_lib.taskset_from_tfds(prepare_data(data_cfg, workdir)['test'],
-                                   'test', bdd100k.NUM_CLASSES)
+  ts = tasks_lib.taskset_from_tfds(
+      prepare_data(data_cfg, workdir)['test'], 'test', bdd100k.NUM_CLASSES)
   root = camvid_dir(data_cfg) or '<camvid_dir>'
-  return paired_folder.check_task_sizes(ts, data_cfg, 'test',
-                                        lambda n: os.path.join(root, n))
+  return paired_folder.check_task_sizes(ts, data_cfg, 'test', lambda n: os.path.join(root, n))
 
 
 @registry.register('camvid')
@@ -251,9 +248,7 @@ def load_bdd_camvid(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   return _load_test(data_cfg, workdir)
 
 
-def prepare_bdd_camvid(data_cfg,
-                       workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
+def prepare_bdd_camvid(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
   """Prepares both halves of 'bdd_camvid'; {'train', 'val': BDD, 'test': CamVid}."""
   bdd = bdd100k.prepare_data(data_cfg, workdir)
-  return {'train': bdd['train'], 'val': bdd['val'],
-          'test': prepare_data(data_cfg, workdir)['test']}
+  return {'train': bdd['train'], 'val': bdd['val'], 'test': prepare_data(data_cfg, workdir)['test']}

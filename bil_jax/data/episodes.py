@@ -62,8 +62,7 @@ def to_float(images: np.ndarray) -> np.ndarray:
 
 
 def _make_pairs(maps: np.ndarray, images: np.ndarray, ref_sources: np.ndarray,
-                rng: np.random.Generator, aug_cfg: Any,
-                augment: bool) -> Pairs:
+                rng: np.random.Generator, aug_cfg: Any, augment: bool) -> Pairs:
   """Builds Pairs from uint8 maps [n,H,W], images and reference sources."""
   maps = maps.astype(np.int32)
   images = to_float(images)
@@ -73,9 +72,8 @@ def _make_pairs(maps: np.ndarray, images: np.ndarray, ref_sources: np.ndarray,
   return {'map': maps, 'image': images, 'ref': ref}
 
 
-def split_indices(num_pairs: int, shots: int, queries: int,
-                  rng: np.random.Generator, task_name: str = '',
-                  reuse_pairs: bool = False):
+def split_indices(num_pairs: int, shots: int, queries: int, rng: np.random.Generator,
+                  task_name: str = '', reuse_pairs: bool = False):
   """Random disjoint support / query indices into a task's pairs.
 
   Args:
@@ -92,10 +90,9 @@ def split_indices(num_pairs: int, shots: int, queries: int,
   if shots < 1 or queries < 0:
     raise ValueError(f'need shots >= 1 and queries >= 0, got {shots}, {queries}')
   if num_pairs < need and not reuse_pairs:
-    raise ValueError(
-        f'task {task_name!r} has {num_pairs} pairs, fewer than shots + queries '
-        f'= {shots} + {queries} = {need} (set data.reuse_pairs=True to reuse '
-        'pairs)')
+    raise ValueError(f'task {task_name!r} has {num_pairs} pairs, fewer than shots + queries '
+                     f'= {shots} + {queries} = {need} (set data.reuse_pairs=True to reuse '
+                     'pairs)')
   if num_pairs < 1:
     raise ValueError(f'task {task_name!r} has no pairs')
   order = rng.permutation(num_pairs)
@@ -103,9 +100,8 @@ def split_indices(num_pairs: int, shots: int, queries: int,
   return idx[:shots], idx[shots:]
 
 
-def sample_episode(taskset: tasks_lib.TaskSet, t: int, shots: int,
-                   queries: int, rng: np.random.Generator, aug_cfg: Any,
-                   augment_query: bool = True, *,
+def sample_episode(taskset: tasks_lib.TaskSet, t: int, shots: int, queries: int,
+                   rng: np.random.Generator, aug_cfg: Any, augment_query: bool = True, *,
                    reuse_pairs: bool = False) -> Episode:
   """Samples one episode of task ``t``.
 
@@ -123,16 +119,13 @@ def sample_episode(taskset: tasks_lib.TaskSet, t: int, shots: int,
     {'support': Pairs with n = shots, 'query': Pairs with n = queries}.
   """
   maps, images = taskset.task_maps(t), taskset.task_images(t)
-  sup, qry = split_indices(maps.shape[0], shots, queries, rng,
-                           taskset.names[t], reuse_pairs)
+  sup, qry = split_indices(maps.shape[0], shots, queries, rng, taskset.names[t], reuse_pairs)
   sup_ref = sup
   if augment_lib.cfg_get(aug_cfg, 'reference_source', 'self') == 'other' and shots > 1:
     sup_ref = sup[(np.arange(shots) + rng.integers(1, shots)) % shots]
-  support = _make_pairs(maps[sup], images[sup], images[sup_ref], rng, aug_cfg,
-                        augment=True)
+  support = _make_pairs(maps[sup], images[sup], images[sup_ref], rng, aug_cfg, augment=True)
   ref_idx = sup[rng.integers(0, shots, size=queries)]
-  query = _make_pairs(maps[qry], images[qry], images[ref_idx], rng, aug_cfg,
-                      augment=augment_query)
+  query = _make_pairs(maps[qry], images[qry], images[ref_idx], rng, aug_cfg, augment=augment_query)
   return {'support': support, 'query': query}
 
 
@@ -144,8 +137,7 @@ def stack(trees: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
   return np.stack(trees)
 
 
-def sample_task_indices(num_tasks: int, meta_batch: int,
-                        rng: np.random.Generator) -> np.ndarray:
+def sample_task_indices(num_tasks: int, meta_batch: int, rng: np.random.Generator) -> np.ndarray:
   """[M] task indices, without replacement when M <= T."""
   return rng.choice(num_tasks, size=meta_batch, replace=num_tasks < meta_batch)
 
@@ -155,10 +147,9 @@ def _chosen(n: int, rows) -> np.ndarray:
   return np.arange(n)[slice(None) if rows is None else rows]
 
 
-def sample_meta_batch(taskset: tasks_lib.TaskSet, meta_batch: int, shots: int,
-                      queries: int, rng: np.random.Generator, aug_cfg: Any,
-                      task_indices: Optional[Sequence[int]] = None, *,
-                      augment_query: bool = True,
+def sample_meta_batch(taskset: tasks_lib.TaskSet, meta_batch: int, shots: int, queries: int,
+                      rng: np.random.Generator, aug_cfg: Any,
+                      task_indices: Optional[Sequence[int]] = None, *, augment_query: bool = True,
                       reuse_pairs: bool = False, rows=None) -> Episode:
   """Samples the episodes of a meta-batch (all M, or the slots ``rows``) and stacks them.
 
@@ -190,12 +181,12 @@ def sample_meta_batch(taskset: tasks_lib.TaskSet, meta_batch: int, shots: int,
   slot_rngs = rng.spawn(meta_batch)
   return stack([
       sample_episode(taskset, int(task_indices[i]), shots, queries, slot_rngs[i], aug_cfg,
-                     augment_query, reuse_pairs=reuse_pairs)
-      for i in _chosen(meta_batch, rows)])
+                     augment_query, reuse_pairs=reuse_pairs) for i in _chosen(meta_batch, rows)
+  ])
 
 
-def sample_pairs(taskset: tasks_lib.TaskSet, batch_size: int,
-                 rng: np.random.Generator, aug_cfg: Any, rows=None) -> Pairs:
+def sample_pairs(taskset: tasks_lib.TaskSet, batch_size: int, rng: np.random.Generator,
+                 aug_cfg: Any, rows=None) -> Pairs:
   """Pooled pairs of all tasks for conventional (pre-)training (all B rows, or ``rows``).
 
   The B pairs are drawn uniformly over all pairs (without replacement when possible)
@@ -214,10 +205,9 @@ def sample_pairs(taskset: tasks_lib.TaskSet, batch_size: int,
   out = []
   for i in _chosen(batch_size, rows):
     row, r = picked[i:i + 1], row_rngs[i]
-    refs = (taskset.images[other_rows_of_same_task(taskset.offsets, row, r)] if other
-            else taskset.images[row])
-    out.append(_make_pairs(taskset.maps[row], taskset.images[row], refs, r, aug_cfg,
-                           augment=True))
+    refs = (taskset.images[other_rows_of_same_task(taskset.offsets, row, r)]
+            if other else taskset.images[row])
+    out.append(_make_pairs(taskset.maps[row], taskset.images[row], refs, r, aug_cfg, augment=True))
   return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
 
 
@@ -251,28 +241,27 @@ class Sampler:
     return cls(int(data_cfg.shots), int(data_cfg.queries), int(data_cfg.eval_queries),
                data_cfg.augment, bool(data_cfg.get('reuse_pairs', False)))
 
-  def pairs(self, taskset: tasks_lib.TaskSet, batch_size: int,
-            rng: np.random.Generator, rows=None) -> Pairs:
+  def pairs(self, taskset: tasks_lib.TaskSet, batch_size: int, rng: np.random.Generator,
+            rows=None) -> Pairs:
     """Pooled pairs for pre-training: Pairs with n = batch_size (or the ``rows`` of it)."""
     return sample_pairs(taskset, batch_size, rng, self.augment, rows)
 
-  def meta_batch(self, taskset: tasks_lib.TaskSet, meta_batch: int,
-                 rng: np.random.Generator,
-                 task_indices: Optional[Sequence[int]] = None, *,
-                 augment_query: bool = True, rows=None) -> Episode:
+  def meta_batch(self, taskset: tasks_lib.TaskSet, meta_batch: int, rng: np.random.Generator,
+                 task_indices: Optional[Sequence[int]] = None, *, augment_query: bool = True,
+                 rows=None) -> Episode:
     """M training episodes stacked: leaves [M, n, ...], or [R, n, ...] for the slots
     ``rows`` (see :func:`sample_meta_batch`)."""
-    return sample_meta_batch(taskset, meta_batch, self.shots, self.queries, rng,
-                             self.augment, task_indices, augment_query=augment_query,
+    return sample_meta_batch(taskset, meta_batch, self.shots, self.queries, rng, self.augment,
+                             task_indices, augment_query=augment_query,
                              reuse_pairs=self.reuse_pairs, rows=rows)
 
-  def eval_episode(self, taskset: tasks_lib.TaskSet, t: int,
-                   rng: np.random.Generator) -> Episode:
+  def eval_episode(self, taskset: tasks_lib.TaskSet, t: int, rng: np.random.Generator) -> Episode:
     """Task t's test episode: n shots, ``eval_queries`` raw (unaugmented) queries."""
     return sample_episode(taskset, t, self.shots, self.eval_queries, rng, self.augment,
                           augment_query=False, reuse_pairs=self.reuse_pairs)
 
   def eval_split(self, taskset: tasks_lib.TaskSet, t: int, rng: np.random.Generator):
     """The (support, query) indices :meth:`eval_episode` draws first from the same ``rng``."""
-    return split_indices(taskset.task_maps(t).shape[0], self.shots, self.eval_queries, rng,
-                         taskset.names[t], self.reuse_pairs)
+    return split_indices(
+        taskset.task_maps(t).shape[0], self.shots, self.eval_queries, rng, taskset.names[t],
+        self.reuse_pairs)

@@ -39,8 +39,9 @@ class FaceParams:
 
 def clip_rng(seed: int, video: str, clip: int) -> np.random.Generator:
   """Deterministic generator of one clip (stable across Python runs)."""
-  return np.random.default_rng(np.random.SeedSequence(
-      [int(seed), zlib.crc32(video.encode('utf-8')), int(clip)]))
+  return np.random.default_rng(
+      np.random.SeedSequence([int(seed), zlib.crc32(video.encode('utf-8')),
+                              int(clip)]))
 
 
 def sample_clip_augmentation(rng: np.random.Generator) -> Dict[str, float]:
@@ -57,14 +58,15 @@ def sample_clip_augmentation(rng: np.random.Generator) -> Dict[str, float]:
   }
 
 
-IDENTITY = {'flip': 0.0, 'scale': 1.0, 'shift_x': 0.0, 'shift_y': 0.0,
-            'brightness': 1.0, 'contrast': 1.0, 'saturation': 1.0, 'hue': 0.0}
+IDENTITY = {
+    'flip': 0.0, 'scale': 1.0, 'shift_x': 0.0, 'shift_y': 0.0, 'brightness': 1.0, 'contrast': 1.0,
+    'saturation': 1.0, 'hue': 0.0
+}
 
 
 def apply_colour(image: np.ndarray, aug: Dict[str, float]) -> np.ndarray:
   """Brightness, contrast, saturation and hue shift: uint8 [H, W, 3]."""
-  if all(aug[k] == IDENTITY[k] for k in ('brightness', 'contrast',
-                                         'saturation', 'hue')):
+  if all(aug[k] == IDENTITY[k] for k in ('brightness', 'contrast', 'saturation', 'hue')):
     return image
   im = Image.fromarray(image)
   im = ImageEnhance.Brightness(im).enhance(aug['brightness'])
@@ -72,8 +74,7 @@ def apply_colour(image: np.ndarray, aug: Dict[str, float]) -> np.ndarray:
   im = ImageEnhance.Color(im).enhance(aug['saturation'])
   if aug['hue']:
     hsv = np.asarray(im.convert('HSV')).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(np.int32)
-                   + int(round(aug['hue'] * 255))) % 256
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(aug['hue'] * 255))) % 256
     im = Image.fromarray(hsv, 'HSV').convert('RGB')
   return np.asarray(im, np.uint8)
 
@@ -91,8 +92,7 @@ def make_pair(frame: np.ndarray, points: np.ndarray, params: FaceParams,
   Returns:
     (uint8 [H, W] class map, uint8 [H, W, 3] image).
   """
-  box = lm.bounding_box(points, params.margin, aug['scale'],
-                        (aug['shift_x'], aug['shift_y']))
+  box = lm.bounding_box(points, params.margin, aug['scale'], (aug['shift_x'], aug['shift_y']))
   image, pts = lm.crop_face(frame, points, box, params.height, params.width)
   seg = lm.rasterise(pts, params.height, params.width)
   image = apply_colour(image, aug)
@@ -118,8 +118,7 @@ def plan_tasks(video: str, split: str, valid: Sequence[bool],
   fewer than ``min_frames`` good frames are left out (the caller counts them).
   """
   positions = np.arange(len(valid))
-  chunks = (np.array_split(positions, params.clips) if split == 'train'
-            else [positions])
+  chunks = (np.array_split(positions, params.clips) if split == 'train' else [positions])
   plan = []
   for c, chunk in enumerate(chunks):
     good = [int(p) for p in chunk if valid[p]]
@@ -128,10 +127,9 @@ def plan_tasks(video: str, split: str, valid: Sequence[bool],
   return plan
 
 
-def video_tasks(video_dir: str, split: str, params: FaceParams,
-                stats: Dict[str, int],
-                video_extensions: Sequence[str] = face_video.VIDEO_EXTENSIONS
-                ) -> Iterator[task_builder.Task]:
+def video_tasks(
+    video_dir: str, split: str, params: FaceParams, stats: Dict[str, int],
+    video_extensions: Sequence[str] = face_video.VIDEO_EXTENSIONS) -> Iterator[task_builder.Task]:
   """Yields the tasks of one video; updates ``stats`` counters.
 
   Without frames/, the video file is the first one ending in video_extensions.
@@ -166,8 +164,8 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
     if len(pos) < params.min_frames:
       stats['dropped_tasks'] += 1
       continue
-    aug = (IDENTITY if split != 'train' or clip == 0 else
-           sample_clip_augmentation(clip_rng(params.seed, video, clip)))
+    aug = (IDENTITY if split != 'train' or clip == 0 else sample_clip_augmentation(
+        clip_rng(params.seed, video, clip)))
     pairs = [make_pair(images[p], points[p], params, aug) for p in pos]
     maps, imgs = zip(*pairs)
     yield name, np.stack(maps), np.stack(imgs)
@@ -176,8 +174,7 @@ def video_tasks(video_dir: str, split: str, params: FaceParams,
 def list_videos(manual_dir: str, folder: str) -> List[str]:
   """Sorted video folder names of MANUAL_DIR/<folder>; image_io.DataError if missing or empty."""
   return image_io.subfolders(os.path.join(manual_dir, folder),
-                             '{train,test}/<video>/ (and optionally val/<video>/)',
-                             'video folders')
+                             '{train,test}/<video>/ (and optionally val/<video>/)', 'video folders')
 
 
 def generate_tasks(manual_dir: str, split: str, params: FaceParams,
@@ -189,19 +186,18 @@ def generate_tasks(manual_dir: str, split: str, params: FaceParams,
   MANUAL_DIR/val/ when ``val_fraction`` is 0, else the held-out fraction of the training
   videos, whose clips 'train' then leaves out (:func:`holdout.items`).
   """
-  folder, videos = holdout.items(split, lambda f: list_videos(manual_dir, f),
-                                 not val_fraction, val_fraction,
-                                 lambda f: os.path.join(manual_dir, f))
+  folder, videos = holdout.items(split, lambda f: list_videos(manual_dir, f), not val_fraction,
+                                 val_fraction, lambda f: os.path.join(manual_dir, f))
   split_dir = os.path.join(manual_dir, folder)
   stats = {'frames': 0, 'failed_frames': 0, 'tasks': 0, 'dropped_tasks': 0}
   for v in videos:
-    yield from video_tasks(os.path.join(split_dir, v), split, params, stats,
-                          video_extensions)
-  print(f'faceforensics/{split}: {len(videos)} videos; dropped '
-        f'{stats["failed_frames"]} of {stats["frames"]} frames whose landmarks '
-        f'failed (missing, NaN or zero confidence); dropped {stats["dropped_tasks"]} of {stats["tasks"]} '
-        f'{"clips" if split == "train" else "videos"} with fewer than '
-        f'{params.min_frames} good frames', flush=True)
+    yield from video_tasks(os.path.join(split_dir, v), split, params, stats, video_extensions)
+  print(
+      f'faceforensics/{split}: {len(videos)} videos; dropped '
+      f'{stats["failed_frames"]} of {stats["frames"]} frames whose landmarks '
+      f'failed (missing, NaN or zero confidence); dropped {stats["dropped_tasks"]} of {stats["tasks"]} '
+      f'{"clips" if split == "train" else "videos"} with fewer than '
+      f'{params.min_frames} good frames', flush=True)
   if stats['tasks'] == stats['dropped_tasks']:
     raise image_io.DataError(split_dir, f'no task has {params.min_frames} frames with '
                              'landmarks')

@@ -49,8 +49,7 @@ def list_frames(video_dir: str) -> List[Tuple[int, str]]:
   return sorted(out.items())
 
 
-def find_video_file(video_dir: str,
-                    extensions: Sequence[str] = VIDEO_EXTENSIONS) -> Optional[str]:
+def find_video_file(video_dir: str, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> Optional[str]:
   """The first file of video_dir (by name) ending in one of ``extensions``."""
   for name in sorted(os.listdir(video_dir)):
     if os.path.splitext(name)[1].lower() in extensions:
@@ -65,8 +64,7 @@ def read_landmark_file(path: str) -> Optional[np.ndarray]:
   return lm.read_openpose_json(path)
 
 
-def load_landmarks(video_dir: str,
-                   numbers: Sequence[int]) -> List[Optional[np.ndarray]]:
+def load_landmarks(video_dir: str, numbers: Sequence[int]) -> List[Optional[np.ndarray]]:
   """Landmarks for the given frame numbers (None where missing).
 
   From video_dir/landmarks.npy ([F, 68, 2|3], row f = the f-th frame of
@@ -80,10 +78,10 @@ def load_landmarks(video_dir: str,
     except (OSError, ValueError) as e:
       raise image_io.DataError(arr_path, f'cannot read landmarks '
                                f'({image_io.first_line(e)})') from None
-    if (arr.ndim != 3 or arr.shape[1] < lm.NUM_POINTS
-        or arr.shape[2] not in (2, 3)):
-      raise image_io.DataError(arr_path, f'landmarks have shape {arr.shape}; expected '
-                               '[frames, 68, 2 or 3]')
+    if (arr.ndim != 3 or arr.shape[1] < lm.NUM_POINTS or arr.shape[2] not in (2, 3)):
+      raise image_io.DataError(
+          arr_path, f'landmarks have shape {arr.shape}; expected '
+          '[frames, 68, 2 or 3]')
     if arr.shape[0] != len(numbers):
       raise image_io.DataError(arr_path, f'has {arr.shape[0]} rows for {len(numbers)} '
                                'frames')
@@ -95,8 +93,7 @@ def load_landmarks(video_dir: str,
     if name.endswith(('.json', '.npy')):
       path = os.path.join(lm_dir, name)
       files.setdefault(frame_number(path), path)
-  return [read_landmark_file(files[n]) if n in files else None
-          for n in numbers]
+  return [read_landmark_file(files[n]) if n in files else None for n in numbers]
 
 
 def read_video(path: str, keep: Sequence[int]) -> Dict[int, np.ndarray]:
@@ -115,12 +112,14 @@ def read_video(path: str, keep: Sequence[int]) -> Dict[int, np.ndarray]:
         break
     return out
   except ImportError:
-    raise image_io.DataError(path, 'reading videos needs imageio; extract the frames '
-                             'to <video>/frames/ instead') from None
+    raise image_io.DataError(
+        path, 'reading videos needs imageio; extract the frames '
+        'to <video>/frames/ instead') from None
   except Exception as e:  # pylint: disable=broad-except
-    raise image_io.DataError(path, f'cannot read video ({image_io.first_line(e)}); '
-                             'install imageio-ffmpeg or extract the frames to '
-                             '<video>/frames/') from None
+    raise image_io.DataError(
+        path, f'cannot read video ({image_io.first_line(e)}); '
+        'install imageio-ffmpeg or extract the frames to '
+        '<video>/frames/') from None
 
 
 def landmark_frame_count(video_dir: str) -> int:
@@ -130,6 +129,5 @@ def landmark_frame_count(video_dir: str) -> int:
   if os.path.isfile(arr_path):
     return np.load(arr_path, mmap_mode='r').shape[0]
   lm_dir = os.path.join(video_dir, 'landmarks')
-  nums = [frame_number(f) for f in os.listdir(lm_dir)] if os.path.isdir(
-      lm_dir) else []
+  nums = [frame_number(f) for f in os.listdir(lm_dir)] if os.path.isdir(lm_dir) else []
   return max(nums) + 1 if nums else 0

@@ -95,19 +95,17 @@ def make_builder_config(params: face_clips.FaceParams, manual_dir: str = '',
   name = (f'h{p.height}_w{p.width}_m{int(round(p.margin * 100))}_c{p.clips}'
           f'_f{p.frames_per_clip}_min{p.min_frames}_s{p.seed}_'
           f'{holdout.source_tag(val_folder, val_fraction)}')
-  return FaceForensicsConfig(name=name, description=f'FaceForensics {name}',
-                             params=params,
+  return FaceForensicsConfig(name=name, description=f'FaceForensics {name}', params=params,
                              val_fraction=0.0 if val_folder else val_fraction)
 
 
 def params_from_data_cfg(data_cfg) -> face_clips.FaceParams:
-  return face_clips.FaceParams(
-      height=int(data_cfg.image_height), width=int(data_cfg.image_width),
-      margin=float(data_cfg.get('face_margin', 0.15)),
-      clips=int(data_cfg.get('clips_per_video', 7)),
-      frames_per_clip=int(data_cfg.get('frames_per_clip', 30)),
-      min_frames=int(data_cfg.get('min_frames', 25)),
-      seed=int(data_cfg.get('prep_seed', 0)))
+  return face_clips.FaceParams(height=int(data_cfg.image_height), width=int(data_cfg.image_width),
+                               margin=float(data_cfg.get('face_margin', 0.15)),
+                               clips=int(data_cfg.get('clips_per_video', 7)),
+                               frames_per_clip=int(data_cfg.get('frames_per_clip', 30)),
+                               min_frames=int(data_cfg.get('min_frames', 25)),
+                               seed=int(data_cfg.get('prep_seed', 0)))
 
 
 class FaceForensicsTasks(task_builder.ManualTaskBuilder):
@@ -131,14 +129,12 @@ def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
       FaceForensicsTasks,
       make_builder_config(params_from_data_cfg(data_cfg), data_cfg.manual_dir,
                           holdout.val_fraction(data_cfg)),
-      paired_folder.default_data_dir(data_cfg, workdir), data_cfg.manual_dir,
-      WHAT)
+      paired_folder.default_data_dir(data_cfg, workdir), data_cfg.manual_dir, WHAT)
   return {s: builder for s in holdout.SPLITS}
 
 
 @registry.register('faceforensics')
-def load_faceforensics(data_cfg, split: str,
-                       workdir: str) -> tasks_lib.TaskSet:
+def load_faceforensics(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   """Registry loader for data.name = 'faceforensics'."""
   if int(data_cfg.num_classes) != lm.NUM_FACE_CLASSES:
     raise ValueError(f'FaceForensics maps have {lm.NUM_FACE_CLASSES} classes '

@@ -42,10 +42,11 @@ def held_out(names: Sequence[str], fraction: float, where: str) -> List[str]:
   g = len(names)
   k = max(1, int(round(fraction * g)))
   if k >= g:
-    raise image_io.DataError(where, f'has {g} training items; holding out '
-                             f'data.val_fraction={fraction} of them for validation '
-                             'leaves none to train on: add items, lower the fraction '
-                             'or add a val/ folder')
+    raise image_io.DataError(
+        where, f'has {g} training items; holding out '
+        f'data.val_fraction={fraction} of them for validation '
+        'leaves none to train on: add items, lower the fraction '
+        'or add a val/ folder')
   return [names[int((j + 0.5) * g / k)] for j in range(k)]
 
 
@@ -59,8 +60,8 @@ def has_val_folder(root: str) -> bool:
   return bool(root) and os.path.isdir(os.path.join(root, 'val'))
 
 
-def items(split: str, list_items: Callable[[str], Sequence[str]], val_folder: bool,
-          fraction: float, where: Callable[[str], str]) -> Tuple[str, List[str]]:
+def items(split: str, list_items: Callable[[str], Sequence[str]], val_folder: bool, fraction: float,
+          where: Callable[[str], str]) -> Tuple[str, List[str]]:
   """The folder the items of builder split ``split`` are read from, and those items.
 
   Args:

@@ -46,9 +46,10 @@ def check_manual_dir(path: str, what: str) -> str:
       docs/datasets.md)'.
   """
   if not path:
-    raise DataError('<data.manual_dir>', f'not set: pass --manual_dir=DIR '
-                    f'(prepare.py) or --config.data.manual_dir=DIR (training) '
-                    f'with {what}')
+    raise DataError(
+        '<data.manual_dir>', f'not set: pass --manual_dir=DIR '
+        f'(prepare.py) or --config.data.manual_dir=DIR (training) '
+        f'with {what}')
   if not os.path.isdir(path):
     raise DataError(path, f'manual_dir does not exist; it should hold {what}')
   if not os.listdir(path):
@@ -64,8 +65,7 @@ def _open(path: str) -> Image.Image:
       return im.copy()
   except FileNotFoundError:
     raise DataError(path, 'file not found') from None
-  except (OSError, ValueError, SyntaxError, EOFError,
-          Image.DecompressionBombError) as e:
+  except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
     raise DataError(path, f'cannot read image ({first_line(e)})') from None
 
 
@@ -87,17 +87,17 @@ def read_ids(path: str) -> np.ndarray:
     return np.asarray(im).astype(np.int64)
   if im.mode in ('RGB', 'RGBA', 'LA'):
     arr = np.asarray(im.convert('RGB'))
-    if (np.array_equal(arr[..., 0], arr[..., 1])
-        and np.array_equal(arr[..., 0], arr[..., 2])):
+    if (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
       return arr[..., 0].astype(np.int64)
-    raise DataError(path, f'label map has {im.mode} colours; expected a '
-                    'single-channel image of class ids')
-  raise DataError(path, f'unsupported label image mode {im.mode!r}; expected '
-                  'a single-channel image of class ids')
+    raise DataError(
+        path, f'label map has {im.mode} colours; expected a '
+        'single-channel image of class ids')
+  raise DataError(
+      path, f'unsupported label image mode {im.mode!r}; expected '
+      'a single-channel image of class ids')
 
 
-def check_ids(path: str, ids: np.ndarray, num_classes: int,
-              extra: Sequence[int] = ()) -> None:
+def check_ids(path: str, ids: np.ndarray, num_classes: int, extra: Sequence[int] = ()) -> None:
   """Raises DataError naming the first pixel whose id is not a class.
 
   Args:
@@ -112,13 +112,13 @@ def check_ids(path: str, ids: np.ndarray, num_classes: int,
   if bad.any():
     y, x = (int(v[0]) for v in np.nonzero(bad))
     valid = f'0-{num_classes - 1}' + ''.join(f' and {e}' for e in extra)
-    raise DataError(path, f'label id {int(ids[y, x])} at pixel (y={y}, x={x}) '
-                    f'is not a class (valid: {valid}); {int(bad.sum())} such '
-                    'pixels')
+    raise DataError(
+        path, f'label id {int(ids[y, x])} at pixel (y={y}, x={x}) '
+        f'is not a class (valid: {valid}); {int(bad.sum())} such '
+        'pixels')
 
 
-def colours_to_ids(path: str, rgb: np.ndarray,
-                   palette: Dict[Tuple[int, int, int], int],
+def colours_to_ids(path: str, rgb: np.ndarray, palette: Dict[Tuple[int, int, int], int],
                    palette_name: str) -> np.ndarray:
   """Maps a colour-coded label image to ids through ``palette``.
 
@@ -131,29 +131,27 @@ def colours_to_ids(path: str, rgb: np.ndarray,
   Returns:
     int64 [H, W] ids.  DataError names the first pixel of an unknown colour.
   """
-  codes = ((rgb[..., 0].astype(np.int64) << 16)
-           | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2])
-  keys = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in palette),
-                  np.int64)
-  values = np.array([palette[((k >> 16) & 255, (k >> 8) & 255, k & 255)]
-                     for k in keys], np.int64)
+  codes = ((rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2])
+  keys = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in palette), np.int64)
+  values = np.array([palette[((k >> 16) & 255, (k >> 8) & 255, k & 255)] for k in keys], np.int64)
   pos = np.clip(np.searchsorted(keys, codes), 0, len(keys) - 1)
   bad = keys[pos] != codes
   if bad.any():
     y, x = (int(v[0]) for v in np.nonzero(bad))
     colour = tuple(int(c) for c in rgb[y, x])
-    raise DataError(path, f'colour {colour} at pixel (y={y}, x={x}) is not in '
-                    f'the {palette_name} palette; {int(bad.sum())} such pixels')
+    raise DataError(
+        path, f'colour {colour} at pixel (y={y}, x={x}) is not in '
+        f'the {palette_name} palette; {int(bad.sum())} such pixels')
   return values[pos]
 
 
-def check_same_size(image_path: str, image: np.ndarray, label_path: str,
-                    label: np.ndarray) -> None:
+def check_same_size(image_path: str, image: np.ndarray, label_path: str, label: np.ndarray) -> None:
   """Raises DataError if image [H, W, 3] and label [H', W'] differ in size."""
   if image.shape[:2] != label.shape[:2]:
-    raise DataError(label_path, f'label is {label.shape[1]}x{label.shape[0]} '
-                    f'but its image {image_path} is {image.shape[1]}x'
-                    f'{image.shape[0]} (width x height)')
+    raise DataError(
+        label_path, f'label is {label.shape[1]}x{label.shape[0]} '
+        f'but its image {image_path} is {image.shape[1]}x'
+        f'{image.shape[0]} (width x height)')
 
 
 # ---------------------------------------------------------------------------
@@ -161,8 +159,7 @@ def check_same_size(image_path: str, image: np.ndarray, label_path: str,
 # ---------------------------------------------------------------------------
 
 
-def _pil_resize(arr: np.ndarray, height: int, width: int,
-                nearest: bool) -> np.ndarray:
+def _pil_resize(arr: np.ndarray, height: int, width: int, nearest: bool) -> np.ndarray:
   if arr.shape[:2] == (height, width):
     return arr
   resample = Image.NEAREST if nearest else Image.BILINEAR
@@ -192,8 +189,7 @@ def center_crop(arr: np.ndarray, height: int, width: int) -> np.ndarray:
   return arr[top:top + height, left:left + width]
 
 
-def resize_center_crop(image: np.ndarray, ids: Optional[np.ndarray],
-                       height: int, width: int):
+def resize_center_crop(image: np.ndarray, ids: Optional[np.ndarray], height: int, width: int):
   """Resizes keeping the aspect ratio so the image covers height x width, then
   centre-crops (Sec. 5.1: "resized and then center-cropped to 128x256").
 
@@ -219,9 +215,9 @@ def list_images(folder: str) -> Dict[str, str]:
     stem, ext = os.path.splitext(name)
     if ext.lower() in IMAGE_EXTENSIONS:
       if stem in out:
-        raise DataError(os.path.join(folder, name),
-                        f'two images named {stem!r} ({os.path.basename(out[stem])} '
-                        'too); keep one')
+        raise DataError(
+            os.path.join(folder, name), f'two images named {stem!r} ({os.path.basename(out[stem])} '
+            'too); keep one')
       out[stem] = os.path.join(folder, name)
   return out
 

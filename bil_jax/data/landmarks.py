@@ -37,8 +37,7 @@ from PIL import ImageDraw
 from bil_jax.data import image_io
 
 NUM_POINTS = 68
-FACE_CLASSES = ('background', 'face', 'eyebrows', 'eyes', 'nose', 'lips',
-                'inner_mouth')
+FACE_CLASSES = ('background', 'face', 'eyebrows', 'eyes', 'nose', 'lips', 'inner_mouth')
 NUM_FACE_CLASSES = len(FACE_CLASSES)
 
 # (class id, polygons as index tuples, take the convex hull); painted in order.
@@ -176,8 +175,9 @@ def read_npy(path: str) -> np.ndarray:
     raise image_io.DataError(path, f'cannot read landmarks '
                              f'({image_io.first_line(e)})') from None
   if arr.ndim != 2 or arr.shape[0] < NUM_POINTS or arr.shape[1] not in (2, 3):
-    raise image_io.DataError(path, f'landmarks have shape {arr.shape}; '
-                             'expected [68, 2] (x, y) or [68, 3] (x, y, conf)')
+    raise image_io.DataError(
+        path, f'landmarks have shape {arr.shape}; '
+        'expected [68, 2] (x, y) or [68, 3] (x, y, conf)')
   return arr.astype(np.float32)
 
 
@@ -201,8 +201,8 @@ def bounding_box(points: np.ndarray, margin: float, scale: float = 1.0,
   return int(round(cx - s / 2)), int(round(cy - s / 2)), s
 
 
-def crop_face(image: np.ndarray, points: np.ndarray, box: Tuple[int, int, int],
-              height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+def crop_face(image: np.ndarray, points: np.ndarray, box: Tuple[int, int, int], height: int,
+              width: int) -> Tuple[np.ndarray, np.ndarray]:
   """Crops the square ``box`` (zero padding outside the frame) and resizes.
 
   Args:
@@ -228,24 +228,23 @@ def template(size: float = 1.0) -> np.ndarray:
   Used to make fixtures and in tests; every region polygon is simple and
   non-degenerate.
   """
+
   def arc(cx, cy, a, b, t0, t1, n):
     t = np.linspace(t0, t1, n)
     return np.stack([cx + a * np.cos(t), cy + b * np.sin(t)], -1)
 
-  jaw = arc(0.5, 0.45, 0.40, 0.45, np.pi, 0.0, 17)          # 0-16, via chin
+  jaw = arc(0.5, 0.45, 0.40, 0.45, np.pi, 0.0, 17)  # 0-16, via chin
   brow_l = arc(0.32, 0.33, 0.12, 0.05, np.pi, 2 * np.pi, 5)  # 17-21
   brow_r = arc(0.68, 0.33, 0.12, 0.05, np.pi, 2 * np.pi, 5)  # 22-26
   bridge = np.stack([np.full(4, 0.5), np.linspace(0.42, 0.60, 4)], -1)
-  base = arc(0.5, 0.62, 0.08, 0.03, np.pi, 0.0, 5)           # 31-35
-  eye = lambda cx: np.array([[cx - 0.08, 0.45], [cx - 0.03, 0.42],
-                             [cx + 0.03, 0.42], [cx + 0.08, 0.45],
-                             [cx + 0.03, 0.48], [cx - 0.03, 0.48]])
+  base = arc(0.5, 0.62, 0.08, 0.03, np.pi, 0.0, 5)  # 31-35
+  eye = lambda cx: np.array([[cx - 0.08, 0.45], [cx - 0.03, 0.42], [cx + 0.03, 0.42],
+                             [cx + 0.08, 0.45], [cx + 0.03, 0.48], [cx - 0.03, 0.48]])
   outer = arc(0.5, 0.76, 0.14, 0.07, np.pi, 3 * np.pi, 13)[:-1]  # 48-59
   inner = arc(0.5, 0.76, 0.08, 0.025, np.pi, 3 * np.pi, 9)[:-1]  # 60-67
   # iBUG lips run from the left corner along the TOP lip: y decreasing first.
   outer[:, 1] = 2 * 0.76 - outer[:, 1]
   inner[:, 1] = 2 * 0.76 - inner[:, 1]
-  pts = np.concatenate([jaw, brow_l, brow_r, bridge, base, eye(0.32),
-                        eye(0.68), outer, inner])
+  pts = np.concatenate([jaw, brow_l, brow_r, bridge, base, eye(0.32), eye(0.68), outer, inner])
   assert pts.shape == (NUM_POINTS, 2)
   return pts * size

@@ -58,8 +58,8 @@ def load_data(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"unknown data split {unknown[0]!r}; splits are {SPLITS}")
 
   def load():
-    return Splits(*(registry.load_tasks(config.data, s, workdir) if s in splits else None
-                    for s in SPLITS))
+    return Splits(
+        *(registry.load_tasks(config.data, s, workdir) if s in splits else None for s in SPLITS))
 
   # Loading may build the dataset into a shared data_dir: process 0 builds, then the
   # others read (two builders renaming into one directory at once fail).
@@ -67,5 +67,8 @@ def load_data(config: ml_collections.ConfigDict, workdir: str,
   for split, ts in zip(SPLITS, data):
     if ts is not None:
       check_split(config, ts, split)
-  return data._replace(**{s: tasks_lib.balanced(getattr(data, s)) for s in ("val", "test")
-                          if getattr(data, s) is not None})
+  return data._replace(**{
+      s: tasks_lib.balanced(getattr(data, s))
+      for s in ("val", "test")
+      if getattr(data, s) is not None
+  })

@@ -68,8 +68,7 @@ def prepare(builder_cls, config, data_dir: str, manual_dir: str,
     return builder
   image_io.check_manual_dir(manual_dir, what)
   builder.download_and_prepare(
-      file_format='array_record',
-      download_config=tfds.download.DownloadConfig(
+      file_format='array_record', download_config=tfds.download.DownloadConfig(
           manual_dir=manual_dir, try_download_gcs=False,
           compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder
@@ -92,15 +91,16 @@ def queries_key(split: str) -> str:
   """What the query count of a task of ``split`` is: data.queries ('train'),
   data.eval_queries ('test'), the larger of the two ('val': it serves the training
   monitor and tuning by evaluation)."""
-  return {'train': 'queries', 'test': 'eval_queries',
-          'val': 'max(queries, eval_queries)'}[split]
+  return {'train': 'queries', 'test': 'eval_queries', 'val': 'max(queries, eval_queries)'}[split]
 
 
 def required_pairs(data_cfg, split: str) -> int:
   """shots + queries ('train'), shots + eval_queries ('test') or shots + the larger of
   the two ('val')."""
-  q = {'train': int(data_cfg.queries), 'test': int(data_cfg.eval_queries),
-       'val': max(int(data_cfg.queries), int(data_cfg.eval_queries))}[split]
+  q = {
+      'train': int(data_cfg.queries), 'test': int(data_cfg.eval_queries),
+      'val': max(int(data_cfg.queries), int(data_cfg.eval_queries))
+  }[split]
   return int(data_cfg.shots) + q
 
 
@@ -118,14 +118,15 @@ def check_task_sizes(taskset: tasks_lib.TaskSet, data_cfg, split: str,
     return taskset
   need = required_pairs(data_cfg, split)
   q = queries_key(split)
-  lower = ('data.shots/data.' + q if split != 'val'
-           else 'data.shots/data.queries/data.eval_queries')
+  lower = ('data.shots/data.'
+           + q if split != 'val' else 'data.shots/data.queries/data.eval_queries')
   for t, n in enumerate(taskset.task_sizes()):
     if n < need:
       name = taskset.names[t]
-      raise image_io.DataError(source(name), f'task {name!r} ({split}) has {n} pairs, '
-                               f'fewer than shots + {q} = {need}; add pairs, lower '
-                               f'{lower} or set data.reuse_pairs=True')
+      raise image_io.DataError(
+          source(name), f'task {name!r} ({split}) has {n} pairs, '
+          f'fewer than shots + {q} = {need}; add pairs, lower '
+          f'{lower} or set data.reuse_pairs=True')
   return taskset
 
 
@@ -139,8 +140,8 @@ def path_hash(path: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def read_pair(image_path: str, label_path: str, num_classes: int,
-              height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+def read_pair(image_path: str, label_path: str, num_classes: int, height: int,
+              width: int) -> Tuple[np.ndarray, np.ndarray]:
   """Reads, checks and resizes one pair.
 
   Returns:
@@ -150,8 +151,8 @@ def read_pair(image_path: str, label_path: str, num_classes: int,
   ids = image_io.read_ids(label_path)
   image_io.check_same_size(image_path, image, label_path, ids)
   image_io.check_ids(label_path, ids, num_classes)
-  return (image_io.resize_ids(ids.astype(np.uint8), height, width),
-          image_io.resize_image(image, height, width))
+  return (image_io.resize_ids(ids.astype(np.uint8), height,
+                              width), image_io.resize_image(image, height, width))
 
 
 def task_pairs(task_dir: str) -> Dict[str, Tuple[str, str]]:
@@ -175,9 +176,9 @@ def task_pairs(task_dir: str) -> Dict[str, Tuple[str, str]]:
 
 def task_folders(root: str, folder: str) -> list:
   """Sorted task folder names of ROOT/<folder>; image_io.DataError if it is missing or empty."""
-  return image_io.subfolders(os.path.join(root, folder),
-                             'ROOT/{train,test}/<task>/{images,labels}/ (and optionally ROOT/val/)',
-                             'task folders')
+  return image_io.subfolders(
+      os.path.join(root, folder),
+      'ROOT/{train,test}/<task>/{images,labels}/ (and optionally ROOT/val/)', 'task folders')
 
 
 def split_folder(split: str, val_fraction: float) -> str:
@@ -185,8 +186,8 @@ def split_folder(split: str, val_fraction: float) -> str:
   return split if split == 'test' or not val_fraction else 'train'
 
 
-def generate_tasks(root: str, split: str, num_classes: int, height: int,
-                   width: int, val_fraction: float = 0.0) -> Iterator[task_builder.Task]:
+def generate_tasks(root: str, split: str, num_classes: int, height: int, width: int,
+                   val_fraction: float = 0.0) -> Iterator[task_builder.Task]:
   """Yields (task name, maps uint8 [n,H,W], images uint8 [n,H,W,3]) of builder split
   ``split``; ``val_fraction`` 0 reads ROOT/val/ for 'val', else holds out that fraction
   of ROOT/train/ (:func:`holdout.items`)."""
@@ -195,8 +196,8 @@ def generate_tasks(root: str, split: str, num_classes: int, height: int,
   split_dir = os.path.join(root, folder)
   for name in names:
     pairs = task_pairs(os.path.join(split_dir, name))
-    maps, images = zip(*(read_pair(ip, lp, num_classes, height, width)
-                         for ip, lp in pairs.values()))
+    maps, images = zip(
+        *(read_pair(ip, lp, num_classes, height, width) for ip, lp in pairs.values()))
     yield name, np.stack(maps), np.stack(images)
 
 
@@ -206,23 +207,22 @@ class PairedFolderConfig(task_builder.TaskConfig):
   val_fraction: float = 0.0  # 0: validation tasks from ROOT/val/
 
 
-def make_builder_config(num_classes: int, height: int, width: int,
-                        root: str, val_fraction: float = 0.1) -> PairedFolderConfig:
+def make_builder_config(num_classes: int, height: int, width: int, root: str,
+                        val_fraction: float = 0.1) -> PairedFolderConfig:
   """The config of ROOT; its ``val_fraction`` is 0 when ROOT/val/ exists."""
   val_folder = holdout.has_val_folder(root)
   name = (f'c{num_classes}_h{height}_w{width}_{path_hash(root)}_'
           f'{holdout.source_tag(val_folder, val_fraction)}')
-  return PairedFolderConfig(name=name, description=f'Paired folder {root}',
-                            num_classes=num_classes, height=height, width=width,
+  return PairedFolderConfig(name=name, description=f'Paired folder {root}', num_classes=num_classes,
+                            height=height, width=width,
                             val_fraction=0.0 if val_folder else val_fraction)
 
 
 class PairedFolderTasks(task_builder.ManualTaskBuilder):
   """Tasks from ROOT/{train,val,test}/<task>/{images,labels}/ (one task/example)."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      'Put ROOT/{train,test}/<task>/images/<name>.png and '
-      'ROOT/{train,test}/<task>/labels/<name>.png in manual_dir.')
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ('Put ROOT/{train,test}/<task>/images/<name>.png and '
+                                  'ROOT/{train,test}/<task>/labels/<name>.png in manual_dir.')
 
   def _tasks(self, manual_dir: str, split: str):
     cfg = self.builder_config
@@ -233,24 +233,19 @@ class PairedFolderTasks(task_builder.ManualTaskBuilder):
 def prepare_data(data_cfg, workdir: str) -> Dict[str, tfds.core.DatasetBuilder]:
   """Prepares the paired folder of data_cfg; {split: builder}."""
   root = data_cfg.manual_dir
-  config = make_builder_config(int(data_cfg.num_classes),
-                               int(data_cfg.image_height),
-                               int(data_cfg.image_width), root,
-                               holdout.val_fraction(data_cfg))
-  builder = prepare(PairedFolderTasks, config,
-                    default_data_dir(data_cfg, workdir), root,
+  config = make_builder_config(int(data_cfg.num_classes), int(data_cfg.image_height),
+                               int(data_cfg.image_width), root, holdout.val_fraction(data_cfg))
+  builder = prepare(PairedFolderTasks, config, default_data_dir(data_cfg, workdir), root,
                     'ROOT/{train,test}/<task>/{images,labels}/ (see '
                     'docs/datasets.md)')
   return {s: builder for s in holdout.SPLITS}
 
 
 @registry.register('paired_folder')
-def load_paired_folder(data_cfg, split: str,
-                       workdir: str) -> tasks_lib.TaskSet:
+def load_paired_folder(data_cfg, split: str, workdir: str) -> tasks_lib.TaskSet:
   """Registry loader for data.name = 'paired_folder'."""
   builder = prepare_data(data_cfg, workdir)[split]
   ts = tasks_lib.taskset_from_tfds(builder, split, int(data_cfg.num_classes))
   root = data_cfg.manual_dir or '<manual_dir>'
   folder = split_folder(split, builder.builder_config.val_fraction)
-  return check_task_sizes(ts, data_cfg, split,
-                          lambda name: os.path.join(root, folder, name))
+  return check_task_sizes(ts, data_cfg, split, lambda name: os.path.join(root, folder, name))

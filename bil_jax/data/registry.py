@@ -27,6 +27,7 @@ _SPLITS = ('train', 'val', 'test')
 
 def register(name: str) -> Callable[[Loader], Loader]:
   """Decorator registering ``fn(data_cfg, split, workdir) -> TaskSet``."""
+
   def decorator(fn: Loader) -> Loader:
     old = _LOADERS.get(name)
     if old is not None and (old.__module__, old.__qualname__) != (
@@ -35,6 +36,7 @@ def register(name: str) -> Callable[[Loader], Loader]:
                        f'{old.__module__}.{old.__qualname__}')
     _LOADERS[name] = fn
     return fn
+
   return decorator
 
 

@@ -49,7 +49,8 @@ def sample_family(seed: int, family: int, num_classes: int,
   layout = {
       'cls': slot_class.astype(np.uint8),
       'kind': rng.choice(4, size=s, p=list(scene_layouts.SHAPE_KIND_PROBS)),
-      'cy': f32(rng.uniform(0.1, 0.9, s)), 'cx': f32(rng.uniform(0.1, 0.9, s)),
+      'cy': f32(rng.uniform(0.1, 0.9, s)),
+      'cx': f32(rng.uniform(0.1, 0.9, s)),
       'a': f32(np.exp(rng.uniform(np.log(0.1), np.log(0.4), s))),
       'ratio': f32(rng.uniform(0.35, 1.25, s)),
       'theta': f32(rng.uniform(0, np.pi, s)),
@@ -60,19 +61,24 @@ def sample_family(seed: int, family: int, num_classes: int,
   }
   hue, sat, val = scene_render.perturb_hsv(rng, priors, 0.3)
   look = {
-      'hue': hue, 'sat': sat, 'val': val,
-      'tex_dhue': rng.uniform(-0.3, 0.3, c), 'tex_sat': rng.uniform(0.5, 1.3, c),
+      'hue': hue,
+      'sat': sat,
+      'val': val,
+      'tex_dhue': rng.uniform(-0.3, 0.3, c),
+      'tex_sat': rng.uniform(0.5, 1.3, c),
       'tex_val': rng.uniform(0.35, 0.8, c),
-      'freq': rng.uniform(1.0, 3.5, c), 'angle': rng.uniform(0, np.pi, c),
+      'freq': rng.uniform(1.0, 3.5, c),
+      'angle': rng.uniform(0, np.pi, c),
       'phase': rng.uniform(0, 2 * np.pi, c),
       'contrast': rng.uniform(0.5, 1.0, c),
-      'light_angle': rng.uniform(0, 2 * np.pi), 'light_strength': rng.uniform(0.3, 0.6),
+      'light_angle': rng.uniform(0, 2 * np.pi),
+      'light_strength': rng.uniform(0.3, 0.6),
   }
   return {'layout': layout, 'look': look}
 
 
-def sample_family_objects(rng: np.random.Generator, family: Dict[str, Any],
-                          height: int, width: int, jitter: float) -> Dict[str, np.ndarray]:
+def sample_family_objects(rng: np.random.Generator, family: Dict[str, Any], height: int, width: int,
+                          jitter: float) -> Dict[str, np.ndarray]:
   """One scene's objects (as :func:`scene_layouts.sample_objects`) from its family.
 
   Each slot is an object of the scene with its probability (at least one is); its
@@ -87,12 +93,15 @@ def sample_family_objects(rng: np.random.Generator, family: Dict[str, Any],
   active[np.argmax(lay['p'])] |= ~active.any()
   a = lay['a'] * np.exp(rng.normal(0, 2 * jitter, s))
   obj = {
-      'cls': lay['cls'], 'kind': lay['kind'],
+      'cls': lay['cls'],
+      'kind': lay['kind'],
       'cy': f32((lay['cy'] + rng.normal(0, jitter, s)) * ext_y),
       'cx': f32((lay['cx'] + rng.normal(0, jitter, s)) * ext_x),
-      'a': f32(a), 'b': f32(a * lay['ratio'] * np.exp(rng.normal(0, 2 * jitter, s))),
+      'a': f32(a),
+      'b': f32(a * lay['ratio'] * np.exp(rng.normal(0, 2 * jitter, s))),
       'theta': f32(lay['theta'] + rng.normal(0, 3 * jitter, s)),
-      'sides': lay['sides'], 'side_jitter': lay['side_jitter'],
+      'sides': lay['sides'],
+      'side_jitter': lay['side_jitter'],
       'side_radius': lay['side_radius'],
   }
   return {k: v[active] for k, v in obj.items()}
@@ -114,10 +123,11 @@ def sample_family_appearance(rng: np.random.Generator, family: Dict[str, Any],
   hue = lk['hue'] + u(jitter)
   sat = np.clip(lk['sat'] * (1 + u(2 * jitter)), 0.1, 1.0)
   val = np.clip(lk['val'] * (1 + u(1.5 * jitter)), 0.2, 1.0)
-  base, tex = scene_render.class_colours(hue, sat, val, lk['tex_dhue'],
-                                         lk['tex_sat'], lk['tex_val'])
+  base, tex = scene_render.class_colours(hue, sat, val, lk['tex_dhue'], lk['tex_sat'],
+                                         lk['tex_val'])
   return {
-      'base': f32(base), 'tex': f32(tex),
+      'base': f32(base),
+      'tex': f32(tex),
       'freq': f32(lk['freq'] * (1 + u(jitter))),
       'angle': f32(lk['angle'] + u(2 * jitter)),
       'phase': f32(lk['phase'] + u(4 * jitter)),

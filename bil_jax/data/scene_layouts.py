@@ -64,7 +64,8 @@ def sample_objects(rng: np.random.Generator, num_classes: int, height: int,
       'kind': rng.choice(4, size=s, p=list(SHAPE_KIND_PROBS)),
       'cy': f32(rng.uniform(0.1, 0.9, s) * ext_y),
       'cx': f32(rng.uniform(0.1, 0.9, s) * ext_x),
-      'a': f32(a), 'b': f32(a * rng.uniform(0.35, 1.25, s)),
+      'a': f32(a),
+      'b': f32(a * rng.uniform(0.35, 1.25, s)),
       'theta': f32(rng.uniform(0, np.pi, s)),
       'sides': rng.integers(3, 7, size=s),
       'side_jitter': f32((rng.random((s, 6)) - 0.5) * 0.6),
@@ -96,8 +97,10 @@ def sample_motion(rng: np.random.Generator, n: int, num_objects: int,
       't': f32(t[:, 0]),
       'dy': f32(drift(OBJECT_SHIFT, s) + wobble[0]),
       'dx': f32(drift(OBJECT_SHIFT, s) + wobble[1]),
-      'turn': f32(drift(OBJECT_TURN, s)), 'grow': f32(drift(OBJECT_GROW, s)),
-      'cam_dy': f32(cam(CAMERA_SHIFT)), 'cam_dx': f32(cam(CAMERA_SHIFT)),
+      'turn': f32(drift(OBJECT_TURN, s)),
+      'grow': f32(drift(OBJECT_GROW, s)),
+      'cam_dy': f32(cam(CAMERA_SHIFT)),
+      'cam_dx': f32(cam(CAMERA_SHIFT)),
       'cam_zoom': f32(cam(CAMERA_ZOOM)),
   }
 
@@ -150,8 +153,8 @@ def _local(wy, wx, cy, cx, theta, scale):
   return (cos * dx + sin * dy) / scale, (cos * dy - sin * dx) / scale
 
 
-def paint(objects: Dict[str, np.ndarray], motion: Dict[str, np.ndarray],
-          height: int, width: int) -> Dict[str, Any]:
+def paint(objects: Dict[str, np.ndarray], motion: Dict[str, np.ndarray], height: int,
+          width: int) -> Dict[str, Any]:
   """Rasterises every frame of a clip.
 
   Returns:
@@ -168,12 +171,13 @@ def paint(objects: Dict[str, np.ndarray], motion: Dict[str, np.ndarray],
   zoom = np.exp(motion['cam_zoom'])
   wy = (ys[None] - ext_y / 2 - e(motion['cam_dy'])) / e(zoom) + ext_y / 2  # [n,H,1]
   wx = (xs[None] - ext_x / 2 - e(motion['cam_dx'])) / e(zoom) + ext_x / 2  # [n,1,W]
-  pose = {'cy': objects['cy'][None] + motion['dy'], 'cx': objects['cx'][None] + motion['dx'],
-          'theta': objects['theta'][None] + motion['turn'],
-          'scale': np.exp(motion['grow'])}  # [n, S] each
+  pose = {
+      'cy': objects['cy'][None] + motion['dy'], 'cx': objects['cx'][None] + motion['dx'],
+      'theta': objects['theta'][None] + motion['turn'], 'scale': np.exp(motion['grow'])
+  }  # [n, S] each
   g = lambda x: x[:, :, None, None]  # [n, S] -> [n, S, 1, 1]
-  u, v = _local(wy[:, None], wx[:, None], g(pose['cy']), g(pose['cx']),
-                g(pose['theta']), g(pose['scale']))
+  u, v = _local(wy[:, None], wx[:, None], g(pose['cy']), g(pose['cx']), g(pose['theta']),
+                g(pose['scale']))
   masks = rasterise(objects['kind'], u, v, objects['a'], objects['b'], objects['sides'],
                     objects['side_jitter'], objects['side_radius'])
   n, s = masks.shape[:2]
@@ -190,6 +194,7 @@ def paint(objects: Dict[str, np.ndarray], motion: Dict[str, np.ndarray],
   nv = v / np.select([kind == 3, kind == 2], [0.5 * b, a], b)
   zero = lambda x: np.where(on, x, 0).astype(np.float32)
   cls = np.concatenate([[0], objects['cls']]).astype(np.uint8)
-  return {'maps': cls[top + 1], 'top': top, 'u': zero(u), 'v': zero(v),
-          'nu': zero(nu), 'nv': zero(nv), 'angle': zero(at['theta']),
-          'wy': f32(wy), 'wx': f32(wx)}
+  return {
+      'maps': cls[top + 1], 'top': top, 'u': zero(u), 'v': zero(v), 'nu': zero(nu), 'nv': zero(nv),
+      'angle': zero(at['theta']), 'wy': f32(wy), 'wx': f32(wx)
+  }

@@ -28,8 +28,7 @@ def hsv_to_rgb(h, s, v):
   """Vectorised HSV -> RGB, all in [0, 1]; returns [..., 3]."""
   h6 = (h % 1.0) * 6.0
   k = np.stack([(5 + h6) % 6, (3 + h6) % 6, (1 + h6) % 6], -1)
-  return v[..., None] - (v * s)[..., None] * np.clip(
-      np.minimum(k, 4 - k), 0, 1)
+  return v[..., None] - (v * s)[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
 def class_priors(seed: int, num_classes: int) -> Dict[str, np.ndarray]:
@@ -39,9 +38,10 @@ def class_priors(seed: int, num_classes: int) -> Dict[str, np.ndarray]:
   conventional model can learn the prior while the shots reveal a scene's own look.
   """
   rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
-  return {'hue': rng.random(num_classes),
-          'sat': 0.35 + 0.55 * rng.random(num_classes),
-          'val': 0.4 + 0.5 * rng.random(num_classes)}
+  return {
+      'hue': rng.random(num_classes), 'sat': 0.35 + 0.55 * rng.random(num_classes),
+      'val': 0.4 + 0.5 * rng.random(num_classes)
+  }
 
 
 def perturb_hsv(rng: np.random.Generator, look: Dict[str, np.ndarray],
@@ -59,8 +59,7 @@ def perturb_hsv(rng: np.random.Generator, look: Dict[str, np.ndarray],
   return hue, sat, val
 
 
-def class_colours(hue, sat, val, tex_dhue, tex_sat, tex_val
-                  ) -> Tuple[np.ndarray, np.ndarray]:
+def class_colours(hue, sat, val, tex_dhue, tex_sat, tex_val) -> Tuple[np.ndarray, np.ndarray]:
   """(base, texture) RGB colours [C, 3] from per-class HSV and texture offsets [C].
 
   The texture colour has hue + tex_dhue, saturation sat * tex_sat (clipped to
@@ -120,8 +119,7 @@ def sample_lighting(rng: np.random.Generator, look: Dict[str, Any], t: np.ndarra
            + rng.normal(0, LIGHT_JITTER * amount, n))
   strength = look['light_strength'] * np.exp(rng.normal(0, LIGHT_STRENGTH * amount, n))
   gain = np.exp(rng.normal(0, LIGHT_GAIN * amount, n))
-  return {'angle': f32(angle), 'strength': f32(np.clip(strength, 0, 0.8)),
-          'gain': f32(gain)}
+  return {'angle': f32(angle), 'strength': f32(np.clip(strength, 0, 0.8)), 'gain': f32(gain)}
 
 
 def texture_fields(look: Dict[str, Any], frame: Dict[str, Any]) -> np.ndarray:
@@ -228,6 +226,6 @@ def render(frame: Dict[str, Any], look: Dict[str, Any], light: Dict[str, np.ndar
   light_map = shading(frame, light, height, width) * bevel * light['gain'][:, None, None]
   img = img * light_map[..., None]
   # Uniform noise with standard deviation 0.02 (cheaper than Gaussian).
-  img += np.float32(0.02 * np.sqrt(12.0)) * (
-      rng.random(img.shape, dtype=np.float32) - np.float32(0.5))
+  img += np.float32(
+      0.02 * np.sqrt(12.0)) * (rng.random(img.shape, dtype=np.float32) - np.float32(0.5))
   return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)

@@ -61,7 +61,6 @@ from bil_jax.data import tasks as tasks_lib
 _SPLIT_CODE = {'train': 0, 'test': 1, 'val': 3}
 SPLITS = ('train', 'val', 'test')
 
-
 # ---------------------------------------------------------------------------
 # Seeds, splits and task names
 # ---------------------------------------------------------------------------
@@ -96,8 +95,8 @@ def split_conditions(split: str, num_tasks: int, num_families: int,
   if num_families <= 0 or split == 'train':
     return tuple(('all', i) for i in range(num_tasks))
   num_unseen = num_tasks // 2 if unseen_families > 0 else 0
-  return (tuple(('seen', i) for i in range(num_tasks - num_unseen)) +
-          tuple(('unseen', i) for i in range(num_unseen)))
+  return (tuple(('seen', i) for i in range(num_tasks - num_unseen)) + tuple(
+      ('unseen', i) for i in range(num_unseen)))
 
 
 def task_name(split: str, condition: str, index: int) -> str:
@@ -122,8 +121,7 @@ def task_family(split: str, condition: str, index: int, num_families: int,
 # ---------------------------------------------------------------------------
 
 
-def task_rng(seed: int, split: str, index: int,
-             condition: str = 'all') -> np.random.Generator:
+def task_rng(seed: int, split: str, index: int, condition: str = 'all') -> np.random.Generator:
   """Generator of one task (disjoint streams per split and condition)."""
   key = [int(seed), _SPLIT_CODE[split], int(index)]
   if condition == 'unseen':
@@ -131,8 +129,8 @@ def task_rng(seed: int, split: str, index: int,
   return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def render_clip(rng: np.random.Generator, objects, look, num_pairs: int, height: int,
-                width: int, motion: float) -> Tuple[np.ndarray, np.ndarray]:
+def render_clip(rng: np.random.Generator, objects, look, num_pairs: int, height: int, width: int,
+                motion: float) -> Tuple[np.ndarray, np.ndarray]:
   """The frames of one scene: (maps uint8 [P,H,W], images uint8 [P,H,W,3]).
 
   Objects move, turn and scale, the camera shifts and zooms and the light changes
@@ -144,10 +142,9 @@ def render_clip(rng: np.random.Generator, objects, look, num_pairs: int, height:
   return frame['maps'], scene_render.render(frame, look, light, rng)
 
 
-def generate_task(seed: int, split: str, index: int, num_classes: int,
-                  height: int, width: int, num_pairs: int, num_families: int = 0,
-                  appearance_jitter: float = 0.1, layout_jitter: float = 0.1,
-                  condition: str = 'all', unseen_families: int = 0,
+def generate_task(seed: int, split: str, index: int, num_classes: int, height: int, width: int,
+                  num_pairs: int, num_families: int = 0, appearance_jitter: float = 0.1,
+                  layout_jitter: float = 0.1, condition: str = 'all', unseen_families: int = 0,
                   motion: float = 1.0) -> Tuple[str, np.ndarray, np.ndarray]:
   """One scene, a clip of num_pairs frames: (name, maps uint8 [P,H,W], images uint8
   [P,H,W,3]).
@@ -203,12 +200,10 @@ class SyntheticScenesConfig(task_builder.TaskConfig):
             'test': self.num_test_tasks}[split]
 
 
-def make_builder_config(num_classes: int, height: int, width: int,
-                        num_train_tasks: int, num_test_tasks: int,
-                        pairs_per_task: int, seed: int, num_families: int = 0,
-                        appearance_jitter: float = 0.1,
-                        layout_jitter: float = 0.1, num_val_tasks: int = 20,
-                        unseen_families: int = 0,
+def make_builder_config(num_classes: int, height: int, width: int, num_train_tasks: int,
+                        num_test_tasks: int, pairs_per_task: int, seed: int, num_families: int = 0,
+                        appearance_jitter: float = 0.1, layout_jitter: float = 0.1,
+                        num_val_tasks: int = 20, unseen_families: int = 0,
                         motion: float = 1.0) -> SyntheticScenesConfig:
   """A config whose name encodes every parameter (separate caches).
 
@@ -217,10 +212,8 @@ def make_builder_config(num_classes: int, height: int, width: int,
   it adds
   '_f{F}_u{unseen}_aj{appearance}_lj{layout}'.
   """
-  for key, value in (('num_train_tasks', num_train_tasks),
-                     ('num_val_tasks', num_val_tasks),
-                     ('num_test_tasks', num_test_tasks),
-                     ('pairs_per_task', pairs_per_task)):
+  for key, value in (('num_train_tasks', num_train_tasks), ('num_val_tasks', num_val_tasks),
+                     ('num_test_tasks', num_test_tasks), ('pairs_per_task', pairs_per_task)):
     if int(value) < 1:
       raise ValueError(f'data.{key}={value}: the synthetic dataset needs at least 1')
   if motion < 0:
@@ -232,42 +225,38 @@ def make_builder_config(num_classes: int, height: int, width: int,
   if num_families > 0:
     name += (f'_f{num_families}_u{unseen_families}'
              f'_aj{appearance_jitter:g}_lj{layout_jitter:g}')
-  return SyntheticScenesConfig(
-      name=name, description='Synthetic scenes ' + name,
-      num_classes=num_classes, height=height, width=width,
-      num_train_tasks=num_train_tasks, num_val_tasks=int(num_val_tasks),
-      num_test_tasks=num_test_tasks, pairs_per_task=pairs_per_task, seed=seed,
-      num_families=int(num_families), unseen_families=int(unseen_families),
-      appearance_jitter=float(appearance_jitter), layout_jitter=float(layout_jitter),
-      motion=float(motion))
+  return SyntheticScenesConfig(name=name, description='Synthetic scenes ' + name,
+                               num_classes=num_classes, height=height, width=width,
+                               num_train_tasks=num_train_tasks, num_val_tasks=int(num_val_tasks),
+                               num_test_tasks=num_test_tasks, pairs_per_task=pairs_per_task,
+                               seed=seed, num_families=int(num_families),
+                               unseen_families=int(unseen_families),
+                               appearance_jitter=float(appearance_jitter),
+                               layout_jitter=float(layout_jitter), motion=float(motion))
 
 
 def builder_config_from_data_cfg(data_cfg) -> SyntheticScenesConfig:
   """The builder config of ``config.data`` (seed resolved by :func:`data_seed`)."""
   return make_builder_config(
       num_classes=int(data_cfg.num_classes), height=int(data_cfg.image_height),
-      width=int(data_cfg.image_width),
-      num_train_tasks=int(data_cfg.num_train_tasks),
-      num_val_tasks=int(data_cfg.num_val_tasks),
-      num_test_tasks=int(data_cfg.num_test_tasks),
-      pairs_per_task=int(data_cfg.pairs_per_task),
-      seed=data_seed(data_cfg),
-      num_families=int(data_cfg.get('num_families', 0)),
-      unseen_families=int(data_cfg.get('unseen_families', 0)),
+      width=int(data_cfg.image_width), num_train_tasks=int(data_cfg.num_train_tasks),
+      num_val_tasks=int(data_cfg.num_val_tasks), num_test_tasks=int(data_cfg.num_test_tasks),
+      pairs_per_task=int(data_cfg.pairs_per_task), seed=data_seed(data_cfg),
+      num_families=int(data_cfg.get('num_families',
+                                    0)), unseen_families=int(data_cfg.get('unseen_families', 0)),
       appearance_jitter=float(data_cfg.get('family_appearance_jitter', 0.1)),
-      layout_jitter=float(data_cfg.get('family_layout_jitter', 0.1)),
-      motion=float(data_cfg.get('motion', 1.0)))
+      layout_jitter=float(data_cfg.get('family_layout_jitter',
+                                       0.1)), motion=float(data_cfg.get('motion', 1.0)))
 
 
 def generate_split(cfg: SyntheticScenesConfig, split: str):
   """Yields every (name, maps, images) task of ``split`` under ``cfg``."""
   for condition, i in split_conditions(split, cfg.num_tasks(split), cfg.num_families,
                                        cfg.unseen_families):
-    yield generate_task(
-        cfg.seed, split, i, cfg.num_classes, cfg.height, cfg.width,
-        cfg.pairs_per_task, cfg.num_families, cfg.appearance_jitter,
-        cfg.layout_jitter, condition=condition,
-        unseen_families=cfg.unseen_families, motion=cfg.motion)
+    yield generate_task(cfg.seed, split, i, cfg.num_classes, cfg.height, cfg.width,
+                        cfg.pairs_per_task, cfg.num_families, cfg.appearance_jitter,
+                        cfg.layout_jitter, condition=condition, unseen_families=cfg.unseen_families,
+                        motion=cfg.motion)
 
 
 class SyntheticScenes(task_builder.TaskBuilder):
@@ -295,10 +284,8 @@ def prepare_builder(config: SyntheticScenesConfig, data_dir: str,
     config = config.name  # TFDS refuses a custom config named like a listed one
   builder = SyntheticScenes(data_dir=data_dir, config=config)
   builder.download_and_prepare(
-      file_format=file_format,
-      download_config=tfds.download.DownloadConfig(
-          try_download_gcs=False,
-          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+      file_format=file_format, download_config=tfds.download.DownloadConfig(
+          try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder
 
 

@@ -63,16 +63,16 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     height, width = self.image_hw()
-    return self.dataset_info_from_configs(
-        description=module_summary(type(self)),
-        features=tasks_lib.TASK_FEATURES(height, width),
-        homepage=self.HOMEPAGE)
+    return self.dataset_info_from_configs(description=module_summary(type(self)),
+                                          features=tasks_lib.TASK_FEATURES(height, width),
+                                          homepage=self.HOMEPAGE)
 
 
 def task_example(name: str, maps: np.ndarray, images: np.ndarray):
   """(key, example) of one task for ``_generate_examples``."""
-  return name, {'name': name, 'maps': np.asarray(maps, np.uint8),
-                'images': np.asarray(images, np.uint8)}
+  return name, {
+      'name': name, 'maps': np.asarray(maps, np.uint8), 'images': np.asarray(images, np.uint8)
+  }
 
 
 def examples(tasks: Iterable[Task]) -> Iterator:

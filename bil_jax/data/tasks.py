@@ -41,8 +41,8 @@ class TaskSet:
       raise ValueError(f'TaskSet: maps/images must be uint8, got '
                        f'{self.maps.dtype}/{self.images.dtype}')
     off = self.offsets
-    if (off.ndim != 1 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0)
-        or len(self.names) != off.shape[0] - 1):
+    if (off.ndim != 1 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0) or
+        len(self.names) != off.shape[0] - 1):
       raise ValueError('TaskSet: offsets must rise from 0 to N with one entry '
                        'per task plus one')
 
@@ -78,8 +78,9 @@ class TaskSet:
 
   def subset(self, task_indices: Sequence[int]) -> 'TaskSet':
     """A TaskSet with only the given tasks, in the given order."""
-    return from_tasks(((self.names[t], self.task_maps(t), self.task_images(t))
-                       for t in task_indices), self.num_classes)
+    return from_tasks(
+        ((self.names[t], self.task_maps(t), self.task_images(t)) for t in task_indices),
+        self.num_classes)
 
 
 _CONDITION = re.compile(r'^[a-z]+_(seen|unseen)_\d+$')
@@ -117,8 +118,7 @@ def balanced(ts: 'TaskSet') -> 'TaskSet':
   return ts if order == list(range(ts.num_tasks)) else ts.subset(order)
 
 
-def from_tasks(tasks: Iterable[Tuple[str, np.ndarray, np.ndarray]],
-               num_classes: int) -> TaskSet:
+def from_tasks(tasks: Iterable[Tuple[str, np.ndarray, np.ndarray]], num_classes: int) -> TaskSet:
   """Builds a TaskSet from (name, maps [n,H,W], images [n,H,W,3]) triples."""
   names, maps, images = [], [], []
   for name, m, im in tasks:
@@ -129,9 +129,8 @@ def from_tasks(tasks: Iterable[Tuple[str, np.ndarray, np.ndarray]],
     raise ValueError('TaskSet needs at least one task')
   sizes = [m.shape[0] for m in maps]
   offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-  return TaskSet(maps=np.concatenate(maps), images=np.concatenate(images),
-                 offsets=offsets, names=tuple(names),
-                 num_classes=int(num_classes))
+  return TaskSet(maps=np.concatenate(maps), images=np.concatenate(images), offsets=offsets,
+                 names=tuple(names), num_classes=int(num_classes))
 
 
 def TASK_FEATURES(height: int, width: int):  # pylint: disable=invalid-name
@@ -146,11 +145,12 @@ def TASK_FEATURES(height: int, width: int):  # pylint: disable=invalid-name
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds.features.FeaturesDict({
-      'name': tfds.features.Text(),
-      'maps': tfds.features.Tensor(shape=(None, height, width), dtype=np.uint8,
-                                   encoding='zlib'),
-      'images': tfds.features.Tensor(shape=(None, height, width, 3),
-                                     dtype=np.uint8, encoding='zlib'),
+      'name':
+          tfds.features.Text(),
+      'maps':
+          tfds.features.Tensor(shape=(None, height, width), dtype=np.uint8, encoding='zlib'),
+      'images':
+          tfds.features.Tensor(shape=(None, height, width, 3), dtype=np.uint8, encoding='zlib'),
   })
 
 

@@ -38,9 +38,11 @@ _REGISTRY: Dict[str, Estimator] = {}
 
 def register(name: str):
   """Decorator: makes an estimator selectable as ``config.meta.estimator = name``."""
+
   def wrap(fn):
     _REGISTRY[name] = fn
     return fn
+
   return wrap
 
 
@@ -87,8 +89,11 @@ def init_meta_parameters(name: str, params: dict) -> dict:
 
 def options(fn: Estimator) -> Dict[str, Any]:
   """The declared options of an estimator: {name: default} of its keyword-only params."""
-  return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+  return {
+      p.name: p.default
+      for p in inspect.signature(fn).parameters.values()
+      if p.kind is inspect.Parameter.KEYWORD_ONLY
+  }
 
 
 def _parse_value(name: str, text: str, default: Any) -> Any:
@@ -126,7 +131,6 @@ def resolve(name: str, options_text: str = "") -> Estimator:
   opts = parse_options(fn, options_text, name)
   if not opts:
     return fn
-  bound = lambda loop, params, task, rng, frozen=None: fn(loop, params, task, rng, frozen,
-                                                          **opts)
+  bound = lambda loop, params, task, rng, frozen=None: fn(loop, params, task, rng, frozen, **opts)
   bound.__name__ = getattr(fn, "__name__", name)
   return bound

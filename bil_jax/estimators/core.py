@@ -97,7 +97,6 @@ def query_gradients_at(loop: adapt_lib.InnerLoop, adapted: Any, task: dict, rng:
                        frozen: Any = None) -> Tuple[dict, dict]:
   """(g, terms): {'G': dL_G/dG', 'D': dL_D/dD'} at ``adapted`` (no differentiation
   through how ``adapted`` was reached), and the query terms there."""
-  (lg, _), pullback, after = jax.vjp(
-      lambda p: query_losses(loop, p, task, rng, frozen), jax.lax.stop_gradient(adapted),
-      has_aux=True)
+  (lg, _), pullback, after = jax.vjp(lambda p: query_losses(loop, p, task, rng, frozen),
+                                     jax.lax.stop_gradient(adapted), has_aux=True)
   return two_pullbacks(pullback, lg), after

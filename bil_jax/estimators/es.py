@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from bil_jax.estimators import core
 
 # Perturbations draw from their own stream of the task's key.
-ES_STREAM = 2**20 + 1
+ES_STREAM = 2 ** 20 + 1
 # Perturbed unrolls evaluated at once (lax.map's batch size).
 ES_CHUNK = 64
 
@@ -25,8 +25,7 @@ def _normal_like(rng: jax.Array, tree):
   """Standard normal noise shaped like ``tree`` (one key per leaf)."""
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(rng, len(leaves))
-  return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype)
-                            for k, x in zip(keys, leaves)])
+  return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
 
 def es(loop, params, task, rng, frozen=None, *, pairs: int = 8, sigma: float = 0.01):
@@ -35,7 +34,7 @@ def es(loop, params, task, rng, frozen=None, *, pairs: int = 8, sigma: float = 0
     raise ValueError(f"meta.estimator_options pairs={pairs}, sigma={sigma}: need pairs >= 1 "
                      "and sigma > 0")
   keys = jax.random.split(jax.random.fold_in(rng, ES_STREAM), pairs)
-  eps = jax.vmap(lambda k: _normal_like(k, params))(keys)            # [P, ...]
+  eps = jax.vmap(lambda k: _normal_like(k, params))(keys)  # [P, ...]
 
   def losses_at(theta):
     adapted, _ = core.adapt(loop, theta, task["support"], rng, frozen)
@@ -47,7 +46,7 @@ def es(loop, params, task, rng, frozen=None, *, pairs: int = 8, sigma: float = 0
   # vmap-ed in chunks: one vmap over thousands of perturbed unrolls ran 15x slower per
   # unroll on CPU than chunks of 64 (and holds all of their activations at once).
   f = jax.lax.map(losses_at, both, batch_size=min(2 * pairs, ES_CHUNK))  # [2P, 2]
-  diff = (f[:pairs] - f[pairs:]) / (2.0 * sigma)                      # [P, 2]
+  diff = (f[:pairs] - f[pairs:]) / (2.0 * sigma)  # [P, 2]
   weigh = lambda w: jax.tree.map(lambda e: jnp.tensordot(w, e, axes=1) / pairs, eps)
   grads = core.split_by_player(weigh(diff[:, 0]), weigh(diff[:, 1]))
   adapted, support_m = core.adapt(loop, params, task["support"], rng, frozen)

@@ -32,17 +32,21 @@ from bil_jax.estimators import krylov
 
 SOLVERS = ("gmres", "bicgstab")
 # The game gradient F at theta* draws dropout from its own stream of the task's key.
-GAME_STREAM = 2**20 + 2
+GAME_STREAM = 2 ** 20 + 2
 
 
 def game_gradient(loop, support, rng, frozen) -> Callable:
   """theta {'G','D'} -> F(theta) = {'G': dL_G/dG, 'D': dL_D/dD} on ``support``."""
+
   def losses(p, which):
     return gan.gan_losses(loop.spec, p, support, rng, frozen)[which]
 
   def f(theta):
-    return {"G": jax.grad(lambda g: losses(dict(theta, G=g), "g_loss"))(theta["G"]),
-            "D": jax.grad(lambda d: losses(dict(theta, D=d), "d_loss"))(theta["D"])}
+    return {
+        "G": jax.grad(lambda g: losses(dict(theta, G=g), "g_loss"))(theta["G"]),
+        "D": jax.grad(lambda d: losses(dict(theta, D=d), "d_loss"))(theta["D"])
+    }
+
   return f
 
 
@@ -77,8 +81,8 @@ def solve_transposed(f: Callable, theta_star, v, lam: float, solver: str = "gmre
   return unravel(x_flat), {"residual": res, "iterations": iterations.astype(jnp.float32)}
 
 
-def implicit(loop, params, task, rng, frozen=None, *, lam: float = 1.0,
-             solver: str = "gmres", tol: float = 1e-6, max_iters: int = 100):
+def implicit(loop, params, task, rng, frozen=None, *, lam: float = 1.0, solver: str = "gmres",
+             tol: float = 1e-6, max_iters: int = 100):
   """Implicit meta-gradient of the proximally regularised GAN game. (grads, metrics)."""
   if lam <= 0:
     raise ValueError(f"meta.estimator_options lam={lam}: the proximal weight must be > 0")
@@ -87,14 +91,15 @@ def implicit(loop, params, task, rng, frozen=None, *, lam: float = 1.0,
   prox_loop = dataclasses.replace(loop, penalty=adapt_lib.proximal_penalty(lam))
   star, support_m = core.adapt(prox_loop, params, task["support"], rng, frozen)
   star = jax.lax.stop_gradient(star)
-  (lg, _), pullback, after = jax.vjp(lambda p: core.query_losses(loop, p, task, rng, frozen),
-                                     star, has_aux=True)
+  (lg, _), pullback, after = jax.vjp(lambda p: core.query_losses(loop, p, task, rng, frozen), star,
+                                     has_aux=True)
   vg, vd = core.pull_both(pullback, lg)
   f = game_gradient(loop, task["support"], jax.random.fold_in(rng, GAME_STREAM), frozen)
   xg, sg = solve_transposed(f, star, vg, lam, solver, tol, max_iters)
   xd, sd = solve_transposed(f, star, vd, lam, solver, tol, max_iters)
-  grads = {"G": jax.tree.map(lambda a: lam * a, xg["G"]),
-           "D": jax.tree.map(lambda a: lam * a, xd["D"])}
+  grads = {
+      "G": jax.tree.map(lambda a: lam * a, xg["G"]), "D": jax.tree.map(lambda a: lam * a, xd["D"])
+  }
   _, before = core.query_losses(loop, params, task, rng, frozen)
   metrics = core.standard_metrics(before, after, support_m, grads)
   metrics.update(solver_residual_G=sg["residual"], solver_residual_D=sd["residual"],

@@ -16,8 +16,8 @@ def _safe(d: jax.Array) -> jax.Array:
   return jnp.where(d == 0, jnp.ones_like(d), d)
 
 
-def gmres(matvec: Callable, b: jax.Array, tol: float, max_iters: int
-          ) -> Tuple[jax.Array, jax.Array]:
+def gmres(matvec: Callable, b: jax.Array, tol: float,
+          max_iters: int) -> Tuple[jax.Array, jax.Array]:
   """GMRES (Saad & Schultz) without restarts, from x0 = 0.
 
   Arnoldi with twice-repeated classical Gram-Schmidt builds an orthonormal basis V of
@@ -68,8 +68,8 @@ def gmres(matvec: Callable, b: jax.Array, tol: float, max_iters: int
   return y @ basis[:m], k
 
 
-def bicgstab(matvec: Callable, b: jax.Array, tol: float, max_iters: int
-             ) -> Tuple[jax.Array, jax.Array]:
+def bicgstab(matvec: Callable, b: jax.Array, tol: float,
+             max_iters: int) -> Tuple[jax.Array, jax.Array]:
   """BiCGStab (van der Vorst) from x0 = 0; stops as :func:`gmres` does.
 
   Returns:

@@ -31,8 +31,8 @@ def meta_sgd(loop, params, task, rng, frozen=None):
   grads, metrics = second_order(loop, params, task, rng, frozen)
   scale = params[adapt_lib.UPDATE_SCALE]
   for net in adapt_lib.NETS:
-    metrics[f"inner_lr_scale_mean_{net}"] = jnp.mean(jnp.stack(
-        [jnp.mean(x) for x in jax.tree.leaves(scale[net])]))
+    metrics[f"inner_lr_scale_mean_{net}"] = jnp.mean(
+        jnp.stack([jnp.mean(x) for x in jax.tree.leaves(scale[net])]))
   return grads, metrics
 
 

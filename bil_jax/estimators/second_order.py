@@ -11,6 +11,7 @@ from bil_jax.estimators import core
 
 def second_order(loop, params, task, rng, frozen=None):
   """Exact meta-gradient (one unroll, two pullbacks). Returns (grads, metrics)."""
+
   def meta_losses(theta):
     adapted, support_m = core.adapt(loop, theta, task["support"], rng, frozen)
     losses, terms = core.query_losses(loop, adapted, task, rng, frozen)

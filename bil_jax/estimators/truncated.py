@@ -19,15 +19,14 @@ def truncated(loop, params, task, rng, frozen=None, *, backprop_steps: int = 1):
     raise ValueError(f"meta.estimator_options backprop_steps={t} is not in [0, K={k}] "
                      "(K = meta.inner_steps)")
   support = task["support"]
-  head_p, head_s, head_m = core.run_steps(
-      loop, params, gan.init_opt_state(loop.optimizer, params), support, rng, frozen,
-      first_step=0, num_steps=k - t)
+  head_p, head_s, head_m = core.run_steps(loop, params, gan.init_opt_state(loop.optimizer, params),
+                                          support, rng, frozen, first_step=0, num_steps=k - t)
   head_p, head_s = jax.lax.stop_gradient((head_p, head_s))
 
   def meta_losses(theta):
     start = jax.tree.map(lambda th, h: h + (th - jax.lax.stop_gradient(th)), theta, head_p)
-    adapted, _, tail_m = core.run_steps(loop, start, head_s, support, rng, frozen,
-                                        first_step=k - t, num_steps=t, anchor=theta)
+    adapted, _, tail_m = core.run_steps(loop, start, head_s, support, rng, frozen, first_step=k - t,
+                                        num_steps=t, anchor=theta)
     losses, terms = core.query_losses(loop, adapted, task, rng, frozen)
     return losses, (terms, tail_m)
 

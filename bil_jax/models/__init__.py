@@ -67,5 +67,4 @@ def build_discriminator(model_cfg: Any, num_classes: int) -> nn.Module:
   """PatchGAN D(structure [B, H, W, C], image [B, H, W, 3]) -> logits [B, h, w, 1]."""
   layers.check_norm_kind(model_cfg.norm)
   return PatchGAN(num_classes=num_classes, ndf=model_cfg.ndf, n_layers=model_cfg.d_layers,
-                  norm=model_cfg.norm,
-                  dtype=layers.model_dtype(model_cfg))
+                  norm=model_cfg.norm, dtype=layers.model_dtype(model_cfg))

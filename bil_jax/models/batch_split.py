@@ -63,7 +63,7 @@ class Dropout(nn.Module):
       mask = jax.random.bernoulli(rng, p=keep_prob, shape=inputs.shape)
     else:
       rows = inputs.shape[0]
-      whole = jax.random.bernoulli(
-          rng, p=keep_prob, shape=(rows * jax.lax.axis_size(name),) + inputs.shape[1:])
+      whole = jax.random.bernoulli(rng, p=keep_prob,
+                                   shape=(rows * jax.lax.axis_size(name),) + inputs.shape[1:])
       mask = jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(name) * rows, rows)
     return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))

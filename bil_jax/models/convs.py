@@ -88,12 +88,12 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 
   # stride 2: pad to an even size, space-to-depth (phase ry, rx), then a stride-1 conv with
   # taps ty = (i - ry) / 2 of kernel row i = 2 ty + ry.
   hp, wp = 2 * (ho + kh // 2 - 1), 2 * (wo + kw // 2 - 1)
-  xp = jnp.pad(x, ((0, 0), (padding, max(hp - h - padding, 0)),
-                   (padding, max(wp - w - padding, 0)), (0, 0)))[:, :hp, :wp]
+  xp = jnp.pad(x, ((0, 0), (padding, max(hp - h - padding, 0)), (padding, max(wp - w - padding, 0)),
+                   (0, 0)))[:, :hp, :wp]
   xs = xp.reshape(b, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  xs = xs.reshape(b, hp // 2, wp // 2, 4 * c)                     # channels (ry, rx, c)
+  xs = xs.reshape(b, hp // 2, wp // 2, 4 * c)  # channels (ry, rx, c)
   ks = kernel.reshape(kh // 2, 2, kw // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
-  patches = _shifted_patches(xs, kh // 2, kw // 2, ho, wo)        # (ty, tx, ry, rx, c)
+  patches = _shifted_patches(xs, kh // 2, kw // 2, ho, wo)  # (ty, tx, ry, rx, c)
   return jnp.einsum("bhwk,ko->bhwo", patches, ks.reshape(kh * kw * c, o),
                     preferred_element_type=out)
 
@@ -119,8 +119,8 @@ class Conv(nn.Module):
     return y
 
 
-def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1,
-         use_bias: bool = True, name: str | None = None, dtype: Any = None) -> Conv:
+def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1, use_bias: bool = True,
+         name: str | None = None, dtype: Any = None) -> Conv:
   """A k x k convolution padded like PyTorch's ``Conv2d(padding=padding)``.
 
   out = floor((in + 2 * padding - kernel) / stride) + 1, e.g. 4x4 stride 2 padding 1 halves
@@ -129,8 +129,8 @@ def conv(features: int, kernel: int = 4, stride: int = 1, padding: int = 1,
   return Conv(features, kernel, stride, padding, use_bias, dtype, name=name)
 
 
-def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
-                           impl: str | None = None, dtype=None) -> jnp.ndarray:
+def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray, impl: str | None = None,
+                           dtype=None) -> jnp.ndarray:
   """``nn.ConvTranspose(O, (4, 4), strides=2, padding=2)`` computed as 4 phase convolutions.
 
   Along one axis the transposed convolution gives out[2m] = x[m-1] K[0] + x[m] K[2] and
@@ -159,16 +159,18 @@ def transposed_conv_4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
     for ay in (0, 1):
       for ax in (0, 1):
         patches = _shifted_patches(xp[:, ay:ay + h + 1, ax:ax + w + 1], 2, 2, h, w)
-        phases.append(jnp.einsum("bhwk,ko->bhwo", patches,
-                                 kernel[ay::2, ax::2].reshape(4 * c, -1),
-                                 preferred_element_type=out))
+        phases.append(
+            jnp.einsum("bhwk,ko->bhwo", patches, kernel[ay::2, ax::2].reshape(4 * c, -1),
+                       preferred_element_type=out))
   else:
     for ay in (0, 1):
       for ax in (0, 1):
-        phases.append(jax.lax.conv_general_dilated(
-            x, kernel[ay::2, ax::2], (1, 1), ((1 - ay, ay), (1 - ax, ax)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=out))
-  y = jnp.stack(phases, axis=3).reshape(b, h, w, 2, 2, -1)   # [B,H,W,ay,ax,O]
+        phases.append(
+            jax.lax.conv_general_dilated(x, kernel[ay::2,
+                                                   ax::2], (1, 1), ((1 - ay, ay), (1 - ax, ax)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         preferred_element_type=out))
+  y = jnp.stack(phases, axis=3).reshape(b, h, w, 2, 2, -1)  # [B,H,W,ay,ax,O]
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
 
 

@@ -30,11 +30,11 @@ NORM_KINDS = ("instance", "batch")
 DTYPES = ("float32", "bfloat16")
 EPS = 1e-5
 
+
 def check_norm_kind(kind: str) -> str:
   """Returns ``kind`` if it names a supported normalisation, else raises ValueError."""
   if kind not in NORM_KINDS:
-    raise ValueError(
-        f"model.norm={kind!r} is not supported; use one of {list(NORM_KINDS)}.")
+    raise ValueError(f"model.norm={kind!r} is not supported; use one of {list(NORM_KINDS)}.")
   return kind
 
 
@@ -98,8 +98,7 @@ def leaky_relu(x: jnp.ndarray) -> jnp.ndarray:
   return nn.leaky_relu(x, negative_slope=0.2)
 
 
-def check_divisible(image_hw: Sequence[int], depth: int, what: str,
-                    derived: bool = False) -> None:
+def check_divisible(image_hw: Sequence[int], depth: int, what: str, derived: bool = False) -> None:
   """Raises a one-line ValueError unless H and W are divisible by 2**depth.
 
   Args:
@@ -111,10 +110,9 @@ def check_divisible(image_hw: Sequence[int], depth: int, what: str,
   h, w = image_hw
   if h % (2 ** depth) or w % (2 ** depth):
     source = "derived from min(H, W)" if derived else f"model.num_downs={depth}"
-    raise ValueError(
-        f"{what}: image size {h}x{w} is not divisible by 2**{depth} = {2 ** depth} "
-        f"({source}); set model.num_downs so that H and W are multiples of "
-        f"2**model.num_downs.")
+    raise ValueError(f"{what}: image size {h}x{w} is not divisible by 2**{depth} = {2 ** depth} "
+                     f"({source}); set model.num_downs so that H and W are multiples of "
+                     f"2**model.num_downs.")
 
 
 def derive_depth(image_hw: Sequence[int], num_downs: int, bottom: int, what: str,
@@ -146,9 +144,8 @@ def derive_depth(image_hw: Sequence[int], num_downs: int, bottom: int, what: str
   else:
     depth = int(num_downs)
     if depth < min_depth:
-      raise ValueError(
-          f"{what}: model.num_downs={depth} for image size {h}x{w}; it must be -1 "
-          f"(derived) or >= {min_depth}.")
+      raise ValueError(f"{what}: model.num_downs={depth} for image size {h}x{w}; it must be -1 "
+                       f"(derived) or >= {min_depth}.")
   check_divisible((h, w), depth, what, derived=num_downs == -1)
   return depth
 

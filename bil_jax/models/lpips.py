@@ -165,8 +165,7 @@ class AlexNetFeatures(nn.Module):
       if i in (1, 2):  # torchvision indices 2 and 5: maxpool before conv 1, 2.
         x = _max_pool(x)
       x = nn.Conv(features, kernel_size=(k, k), strides=(stride, stride),
-                  padding=((pad, pad), (pad, pad)), precision=self.precision,
-                  name=f'conv{i}')(x)
+                  padding=((pad, pad), (pad, pad)), precision=self.precision, name=f'conv{i}')(x)
       x = nn.relu(x)
       feats.append(x)
     return feats
@@ -175,15 +174,14 @@ class AlexNetFeatures(nn.Module):
 def lin_head(diff: jax.Array, kernel: jax.Array,
              precision: Optional[jax.lax.Precision] = None) -> jax.Array:
   """LPIPS NetLinLayer + spatial mean. diff: [B, h, w, C], kernel: [1, 1, C, 1] -> [B]."""
-  per_pixel = jnp.einsum('bhwc,c->bhw', diff, kernel.reshape(-1).astype(diff.dtype),
-                         precision=precision)
+  per_pixel = jnp.einsum('bhwc,c->bhw', diff,
+                         kernel.reshape(-1).astype(diff.dtype), precision=precision)
   return jnp.mean(per_pixel, axis=(1, 2))
 
 
 def lpips_from_features(feats_a: Sequence[jax.Array], feats_b: Sequence[jax.Array],
                         lin_kernels: Sequence[jax.Array],
-                        precision: Optional[jax.lax.Precision] = None
-                        ) -> Tuple[jax.Array, list]:
+                        precision: Optional[jax.lax.Precision] = None) -> Tuple[jax.Array, list]:
   """Steps 3-4 of LPIPS on trunk features, for either trunk.
 
   Args:
@@ -210,8 +208,7 @@ def make_trunk(net: str, widths: Optional[Sequence[int]] = None,
   if net == 'alex':
     return AlexNetFeatures(precision=precision, name=name)
   if net == 'vgg':
-    return vgg.VGG16Features(widths=tuple(widths or vgg.WIDTHS), precision=precision,
-                             name=name)
+    return vgg.VGG16Features(widths=tuple(widths or vgg.WIDTHS), precision=precision, name=name)
   raise ValueError(f'LPIPS net {net!r} is not one of {list(NETS)}')
 
 
@@ -221,8 +218,7 @@ class _LinKernel(nn.Module):
 
   @nn.compact
   def __call__(self) -> jax.Array:
-    return self.param('kernel', nn.initializers.lecun_normal(),
-                      (1, 1, self.channels, 1))
+    return self.param('kernel', nn.initializers.lecun_normal(), (1, 1, self.channels, 1))
 
 
 class LPIPS(nn.Module):
@@ -238,8 +234,7 @@ class LPIPS(nn.Module):
   precision: Optional[jax.lax.Precision] = None
 
   @nn.compact
-  def __call__(self, a: jax.Array, b: jax.Array,
-               per_layer: bool = False) -> Any:
+  def __call__(self, a: jax.Array, b: jax.Array, per_layer: bool = False) -> Any:
     """Distance between image batches.
 
     Args:
@@ -255,8 +250,8 @@ class LPIPS(nn.Module):
     n = a.shape[0]
     feats = trunk(scaling_layer(jnp.concatenate([a, b], axis=0)))
     kernels = [_LinKernel(f.shape[-1], name=f'lin{i}')() for i, f in enumerate(feats)]
-    total, terms = lpips_from_features([f[:n] for f in feats], [f[n:] for f in feats],
-                                       kernels, self.precision)
+    total, terms = lpips_from_features([f[:n] for f in feats], [f[n:] for f in feats], kernels,
+                                       self.precision)
     if per_layer:
       return total, terms
     return total
@@ -266,8 +261,7 @@ def _vgg_widths(variables: Mapping[str, Any]) -> Tuple[int, ...]:
   return vgg.widths_of(variables['params']['trunk'])
 
 
-def lpips_loss(variables: Mapping[str, Any], fake: jax.Array, real: jax.Array,
-               net: str = 'vgg',
+def lpips_loss(variables: Mapping[str, Any], fake: jax.Array, real: jax.Array, net: str = 'vgg',
                precision: Optional[jax.lax.Precision] = None) -> jax.Array:
   """LPIPS as a training loss: the batch mean of LPIPS(fake, real) -> scalar.
 

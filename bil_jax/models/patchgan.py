@@ -45,23 +45,21 @@ class PatchGAN(nn.Module):
   @nn.compact
   def __call__(self, structure: jnp.ndarray, image: jnp.ndarray) -> jnp.ndarray:
     if structure.shape[-1] != self.num_classes:
-      raise ValueError(
-          f"PatchGAN: structure has {structure.shape[-1]} channels, expected "
-          f"num_classes={self.num_classes}.")
+      raise ValueError(f"PatchGAN: structure has {structure.shape[-1]} channels, expected "
+                       f"num_classes={self.num_classes}.")
     if structure.shape[:3] != image.shape[:3]:
       raise ValueError(
           f"PatchGAN: structure {structure.shape} and image {image.shape} differ in B, H, W.")
     layers.check_norm_kind(self.norm)
     if patchgan_output_size(min(image.shape[1:3]), self.n_layers) < 1:
-      raise ValueError(
-          f"PatchGAN: image size {image.shape[1]}x{image.shape[2]} is too small for "
-          f"model.d_layers={self.n_layers}.")
+      raise ValueError(f"PatchGAN: image size {image.shape[1]}x{image.shape[2]} is too small for "
+                       f"model.d_layers={self.n_layers}.")
     h = jnp.concatenate([structure, image], axis=-1)
     h = convs.conv(self.ndf, kernel=4, stride=2, padding=1, name="conv_0", dtype=self.dtype)(h)
     h = layers.leaky_relu(h)
     for i in range(1, self.n_layers + 1):
       stride = 2 if i < self.n_layers else 1
-      h = convs.conv(self.ndf * min(2 ** i, 8), kernel=4, stride=stride, padding=1,
-                     use_bias=False, name=f"conv_{i}", dtype=self.dtype)(h)
+      h = convs.conv(self.ndf * min(2 ** i, 8), kernel=4, stride=stride, padding=1, use_bias=False,
+                     name=f"conv_{i}", dtype=self.dtype)(h)
       h = layers.leaky_relu(layers.Norm(self.norm, name=f"norm_{i}")(h))
     return convs.conv(1, kernel=4, stride=1, padding=1, name="logits", dtype=self.dtype)(h)

@@ -37,9 +37,8 @@ def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
   n = layers.derive_depth(image_hw, num_downs, bottom=4, what="PG2 generator", min_depth=1)
   h, w = image_hw
   if min(h, w) // 2 ** n < 2:
-    raise ValueError(
-        f"PG2 generator: image size {h}x{w} with model.num_downs={n} leaves a bottom "
-        f"smaller than 2x2; use a smaller model.num_downs (or -1: down to 4 pixels).")
+    raise ValueError(f"PG2 generator: image size {h}x{w} with model.num_downs={n} leaves a bottom "
+                     f"smaller than 2x2; use a smaller model.num_downs (or -1: down to 4 pixels).")
   return n
 
 
@@ -56,11 +55,9 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     c = x.shape[-1]
-    h = convs.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0",
-                   dtype=self.dtype)(x)
+    h = convs.conv(c, kernel=3, padding=1, use_bias=False, name="conv_0", dtype=self.dtype)(x)
     h = nn.relu(layers.Norm(self.norm, name="norm_0")(h))
-    h = convs.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1",
-                   dtype=self.dtype)(h)
+    h = convs.conv(c, kernel=3, padding=1, use_bias=False, name="conv_1", dtype=self.dtype)(h)
     h = layers.Norm(self.norm, name="norm_1")(h)
     return x + h
 
@@ -77,14 +74,13 @@ class PG2Generator(layers.UNetGenerator):
     """x: [B, H, W, 3 + C] float32. ``train`` is accepted for API symmetry (no dropout)."""
     del train
     n = self.check_input(x, 1, "PG2 generator")
-    h = convs.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem",
-                   dtype=self.dtype)(x)
+    h = convs.conv(level_width(self.ngf, 0), kernel=3, padding=1, name="stem", dtype=self.dtype)(x)
     skips = []
     for i in range(n):
       h = ResBlock(self.norm, self.dtype, name=f"enc_res_{i}")(h)
       skips.append(h)
-      h = convs.conv(level_width(self.ngf, i + 1), kernel=4, stride=2, padding=1,
-                     use_bias=False, name=f"down_{i}", dtype=self.dtype)(h)
+      h = convs.conv(level_width(self.ngf, i + 1), kernel=4, stride=2, padding=1, use_bias=False,
+                     name=f"down_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"down_norm_{i}")(h))
     h = ResBlock(self.norm, self.dtype, name="bottleneck")(h)
     for i in reversed(range(n)):
@@ -92,12 +88,10 @@ class PG2Generator(layers.UNetGenerator):
       h = convs.up_conv(c, use_bias=False, name=f"up_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"up_norm_{i}")(h))
       h = jnp.concatenate([h, skips[i]], axis=-1)
-      h = convs.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}",
-                     dtype=self.dtype)(h)
+      h = convs.conv(c, kernel=3, padding=1, use_bias=False, name=f"merge_{i}", dtype=self.dtype)(h)
       h = nn.relu(layers.Norm(self.norm, name=f"merge_norm_{i}")(h))
       h = ResBlock(self.norm, self.dtype, name=f"dec_res_{i}")(h)
-    h = convs.conv(self.out_channels, kernel=3, padding=1, name="head",
-                   dtype=self.dtype)(h)
+    h = convs.conv(self.out_channels, kernel=3, padding=1, name="head", dtype=self.dtype)(h)
     return jnp.tanh(h)
 
 
@@ -112,6 +106,6 @@ def in_channels(num_classes: int) -> int:
 
 def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
   """The residual U-Net of ``model_cfg`` (ngf, norm, num_downs) for C classes and (H, W)."""
-  return PG2Generator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
-                      norm=model_cfg.norm, in_channels=in_channels(num_classes),
-                      dtype=layers.model_dtype(model_cfg))
+  return PG2Generator(depth=depth(image_hw,
+                                  model_cfg.num_downs), ngf=model_cfg.ngf, norm=model_cfg.norm,
+                      in_channels=in_channels(num_classes), dtype=layers.model_dtype(model_cfg))

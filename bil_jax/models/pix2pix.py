@@ -32,8 +32,7 @@ def depth(image_hw: Sequence[int], num_downs: int = -1) -> int:
   ValueError naming the image size and ``model.num_downs`` if H or W is not divisible by
   2**depth (or, when derived, min(H, W) is not a power of two >= 4).
   """
-  return layers.derive_depth(image_hw, num_downs, bottom=1, what="pix2pix generator",
-                             min_depth=2)
+  return layers.derive_depth(image_hw, num_downs, bottom=1, what="pix2pix generator", min_depth=2)
 
 
 def level_width(ngf: int, i: int) -> int:
@@ -98,5 +97,4 @@ def build(model_cfg, num_classes: int, image_hw: Sequence[int]) -> nn.Module:
   """The U-Net of ``model_cfg`` (ngf, norm, dropout, num_downs) for C classes and (H, W)."""
   return UnetGenerator(depth=depth(image_hw, model_cfg.num_downs), ngf=model_cfg.ngf,
                        norm=model_cfg.norm, dropout=float(model_cfg.dropout),
-                       in_channels=in_channels(num_classes),
-                       dtype=layers.model_dtype(model_cfg))
+                       in_channels=in_channels(num_classes), dtype=layers.model_dtype(model_cfg))

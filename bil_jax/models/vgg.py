@@ -41,8 +41,10 @@ def _torch_indices() -> dict[str, int]:
 
 
 TORCH_INDEX = _torch_indices()  # conv1_1 -> 0, conv1_2 -> 2, conv2_1 -> 5, ..., conv5_3 -> 28
-IN_CHANNELS = {name: cin for name, cin in zip(
-    CONV_NAMES, (3,) + tuple(c for block in BLOCKS for _, c in block)[:-1])}
+IN_CHANNELS = {
+    name: cin
+    for name, cin in zip(CONV_NAMES, (3,) + tuple(c for block in BLOCKS for _, c in block)[:-1])
+}
 OUT_CHANNELS = {name: c for block in BLOCKS for name, c in block}
 WIDTHS = tuple(block[0][1] for block in BLOCKS)  # (64, 128, 256, 512, 512) per block
 
@@ -84,8 +86,9 @@ class VGG16Features(nn.Module):
       if b > 0:
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
       for name, _ in block:
-        x = nn.relu(nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)),
-                            precision=self.precision, name=name)(x))
+        x = nn.relu(
+            nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), precision=self.precision,
+                    name=name)(x))
         feats[RELU_NAMES[k]] = x
         if k == last:
           return [feats[name] for name in wanted]
@@ -125,15 +128,15 @@ def vgg16_features(params: Mapping[str, Any], images: jnp.ndarray,
     params = params["params"]
   params = jax.lax.stop_gradient(params)
   x = imagenet_normalize(images.astype(jnp.float32))
-  return VGG16Features(layers=tuple(layers), widths=widths_of(params)).apply(
-      {"params": params}, x)
+  return VGG16Features(layers=tuple(layers), widths=widths_of(params)).apply({"params": params}, x)
 
 
 def validate_vgg16_params(params: Mapping[str, Any], source: str = "params") -> None:
   """Raises a one-line ValueError unless ``params`` holds all 13 convs with VGG16 shapes."""
   for name in CONV_NAMES:
-    expected = {"kernel": (3, 3, IN_CHANNELS[name], OUT_CHANNELS[name]),
-                "bias": (OUT_CHANNELS[name],)}
+    expected = {
+        "kernel": (3, 3, IN_CHANNELS[name], OUT_CHANNELS[name]), "bias": (OUT_CHANNELS[name],)
+    }
     for leaf, shape in expected.items():
       try:
         got = tuple(np.shape(params[name][leaf]))
@@ -166,5 +169,7 @@ def load_vgg16_params(path: str) -> dict[str, dict[str, jnp.ndarray]]:
     validate_vgg16_params(params, source=repr(path))
   except ValueError as e:
     raise ValueError(f"{e} Recreate them with: {hint}") from None
-  return {name: {leaf: jnp.asarray(params[name][leaf], jnp.float32)
-                 for leaf in ("kernel", "bias")} for name in CONV_NAMES}
+  return {
+      name: {leaf: jnp.asarray(params[name][leaf], jnp.float32) for leaf in ("kernel", "bias")}
+      for name in CONV_NAMES
+  }
