@@ -33,6 +33,16 @@ _PAPER = {
 _PAPER_SWEEP = dict(estimators="second_order,first_order,implicit", remat="none,step,nested",
                     inner_steps="5", meta_batch="5", fidelity=False, repeats=1)
 
+
+def _paper_preset(model: str, hw: tuple, num_classes: int) -> dict:
+  """A paper-scale preset: Sec. 5.3's training at image size ``hw`` (H, W)."""
+  sizes = {
+      "model.name": model, "data.image_height": hw[0], "data.image_width": hw[1],
+      "data.num_classes": num_classes
+  }
+  return dict(config=dict(_PAPER, **sizes), **_PAPER_SWEEP)
+
+
 PRESETS = {
     "torch_ref_32":
         dict(config=_TORCH_REF, **_TORCH_SWEEP),
@@ -52,19 +62,9 @@ PRESETS = {
             }, inner_steps="1,5", meta_batch="1", estimators="second_order,first_order",
             remat="none", repeats=3, fidelity=False),
     "paper_faces":
-        dict(
-            config=dict(
-                _PAPER, **{
-                    "model.name": "pg2", "data.image_height": 128, "data.image_width": 128,
-                    "data.num_classes": 7
-                }), **_PAPER_SWEEP),
+        _paper_preset("pg2", (128, 128), 7),
     "paper_streets":
-        dict(
-            config=dict(
-                _PAPER, **{
-                    "model.name": "pix2pix", "data.image_height": 128, "data.image_width": 256,
-                    "data.num_classes": 20
-                }), **_PAPER_SWEEP),
+        _paper_preset("pix2pix", (128, 256), 20),
 }
 PROGRAMS = ("device_check",)  # presets that are programs (bil_jax.bench.__main__)
 
