@@ -3,7 +3,11 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
+
+from bil_jax.data import episodes
+from bil_jax.data import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The config dicts of the four files configs/{faceforensics,bdd_camvid}_{pg2,pix2pix}.py
@@ -87,3 +91,54 @@ def test_configs_are_locked():
   c = load("streets.py:smoke")
   with pytest.raises(AttributeError):
     c.data.shot = 3
+
+
+def load_config(name, arg):
+  return load(f"{name}.py:{arg}")
+
+
+PAPER_CONFIGS = [('faces', 'pg2,5shot'), ('faces', 'pg2,1shot'), ('faces', 'pix2pix,5shot'),
+                 ('faces', 'pix2pix,1shot'), ('streets', 'pg2'), ('streets', 'pix2pix')]
+
+
+@pytest.mark.parametrize('name,arg', PAPER_CONFIGS)
+def test_paper_configs(name, arg):
+  c = load_config(name, arg)
+  faces = name == 'faces'
+  assert c.model.name == arg.split(',')[0]
+  assert c.data.name == ('faceforensics' if faces else 'bdd_camvid')
+  assert c.data.num_classes == (7 if faces else 20)
+  assert (c.data.image_height, c.data.image_width) == ((128, 128) if faces else (128, 256))
+  assert c.data.shots == (1 if '1shot' in arg or not faces else 5)
+  assert c.data.eval_queries == 20  # Sec. 5.2: 20 per test video / CamVid clip
+  assert c.data.reuse_pairs == (not faces)
+  assert c.data.augment.flip_reference == (not faces)
+  assert (c.optim.lr, c.optim.b1, c.optim.b2) == (1e-4, 0.5, 0.999)
+  assert (c.meta.meta_batch, c.pretrain.batch_size) == (5, 5)
+  assert (c.pretrain.steps, c.meta.steps) == (50_000, 20_000)
+  assert (c.eval.is_steps, c.eval.aux_tasks) == (20, 5)
+  assert (c.loss.lambda_a, c.loss.lambda_b) == (10.0, 2.0)
+  with pytest.raises(AttributeError):  # locked: typos fail
+    c.data.shot = 3
+  with pytest.raises(ValueError):
+    load_config(name, arg + ',3shot')
+
+
+@pytest.mark.parametrize('name,arg', [(n, a + ',smoke') for n, a in PAPER_CONFIGS])
+def test_smoke_configs_run_on_synthetic_data(name, arg, tmp_path):
+  c = load_config(name, arg)
+  paper = load_config(name, arg.replace('smoke', '').strip(','))
+  assert c.data.name == 'synthetic' and c.loss.lambda_b == 0.0
+  for key in ('shots', 'num_classes', 'reuse_pairs'):
+    assert c.data[key] == paper.data[key], key
+  assert c.data.augment.flip_reference == paper.data.augment.flip_reference
+  assert c.model.name == paper.model.name
+  d = c.data.copy_and_resolve_references()
+  d.data_dir = str(tmp_path)
+  ts = registry.load_tasks(d, 'train', '/nonexistent')
+  ep = episodes.sample_meta_batch(ts, c.meta.meta_batch, d.shots, d.queries,
+                                  np.random.default_rng(0), d.augment, reuse_pairs=d.reuse_pairs)
+  assert ep['support']['map'].shape == (c.meta.meta_batch, d.shots, d.image_height, d.image_width)
+  te = registry.load_tasks(d, 'test', '/nonexistent')
+  episodes.sample_episode(te, 0, d.shots, d.eval_queries, np.random.default_rng(1), d.augment,
+                          False, reuse_pairs=d.reuse_pairs)

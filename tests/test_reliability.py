@@ -7,8 +7,10 @@ Runs ``python -m bil_jax.main`` in subprocesses on a tiny synthetic config and
 * injects a NaN loss (tests/fault_main.py) and checks it is skipped and counted in
   TensorBoard and in the checkpointed optimizer state, or, with ``nonfinite='stop'``,
   stops the run naming the step;
-* truncates the latest checkpoint and checks the fallback to the previous one;
-* feeds bad inputs and checks the one-line ``error:``, exit status 1 and no output.
+* meta-trains Meta-SGD, kills and resumes it, and checks that evaluation adapts with its
+  learned rates.
+The state guards (checkpoint fallback, non-finite guard, workdir check) are tested in
+tests/test_safeguards.py, bad inputs through ``main`` in tests/test_bad_inputs.py.
 
 Subprocesses share a JAX persistent compilation cache so that only the first run of
 each program pays for compiling it. Set BIL_JAX_TEST_SEED to replay the random kill steps.
@@ -25,14 +27,9 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from PIL import Image
 
 from bil_jax import checkpoint
-from bil_jax import config_lib
-from bil_jax import errors
 from bil_jax import preemption
-from bil_jax import workdirs
-from tests import fixtures_datasets as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int(os.environ.get("BIL_JAX_TEST_SEED", random.SystemRandom().randrange(10 ** 6)))
@@ -264,175 +261,6 @@ def test_injected_nan_with_stop_exits_naming_the_step(shared):
       "error: non-finite loss or update at pretrain step 3 ")
   assert "Traceback" not in out
   assert final_state(workdir, "pretrain")[0] == 2  # nothing non-finite was written
-
-
-def _state(v):
-  return {"step": np.asarray(v, np.int64), "params": {"w": np.full((8, 8), v, np.float32)}}
-
-
-@pytest.mark.parametrize("damage", ["truncate_data", "empty_metadata", "delete_item"])
-def test_unreadable_latest_checkpoint_falls_back_to_previous(tmp_path, damage):
-  """A truncated / emptied / half-deleted latest checkpoint: warning, restore of the
-  previous step; the bad step is set aside and can be saved again."""
-  d = str(tmp_path / "ckpt")
-  c = checkpoint.Checkpointer(d)
-  c.save(2, _state(2))
-  c.save(4, _state(4))
-  c.close()
-  files = [f for f in glob.glob(f"{d}/4/**", recursive=True) if os.path.isfile(f)]
-  if damage == "truncate_data":
-    for f in files:
-      if os.sep + "d" + os.sep in f:
-        with open(f, "r+b") as fh:
-          fh.truncate(os.path.getsize(f) // 2)
-  elif damage == "empty_metadata":
-    for f in files:
-      if f.endswith("_METADATA"):
-        open(f, "w").close()
-  else:
-    shutil.rmtree(f"{d}/4/default")
-  c = checkpoint.Checkpointer(d)
-  state, step = c.restore(_state(0))
-  assert step == 2 and float(state["params"]["w"][0, 0]) == 2.0
-  assert os.path.isdir(f"{d}.unreadable/4") and c.all_steps() == [2]
-  c.save(4, _state(4))
-  assert c.restore(_state(0))[1] == 4
-  c.close()
-
-
-def test_nonfinite_state_is_never_checkpointed(tmp_path):
-  c = checkpoint.Checkpointer(str(tmp_path / "ckpt"))
-  bad = _state(1)
-  bad["params"]["w"][3, 3] = np.inf
-  with pytest.raises(checkpoint.NonFiniteStateError, match=r"step 1 .*\['params'\]\['w'\]"):
-    c.save(1, bad)
-  assert c.all_steps() == []
-  c.close()
-
-
-def test_workdir_made_by_another_config_is_refused_unless_overwrite(tmp_path):
-  """Same config (or only run-length/logging keys changed): resumes. Different: refused
-  with the differing keys named; overwrite=True deletes the runs and starts afresh."""
-  config = config_lib.base_config()
-  workdir = str(tmp_path / "w")
-  workdirs.record_config(config, workdir)
-  os.makedirs(os.path.join(workdir, "pretrain", "checkpoints"))
-  for folder in ("xplus", "xplus_lr0"):  # X+ and a --mode=tune run
-    os.makedirs(os.path.join(workdir, folder, "checkpoints"))
-  with open(os.path.join(workdir, "xplus_tuning.json"), "w") as f:
-    f.write("{}")
-  workdirs.check_workdir(config, workdir)
-  config.pretrain.steps += 10
-  config.meta.log_every = 7
-  workdirs.check_workdir(config, workdir)
-  config.model.ngf = 8
-  with pytest.raises(errors.WorkdirError, match=r"model\.ngf: 16 -> 8.*overwrite=True"):
-    workdirs.check_workdir(config, workdir)
-  assert os.path.isdir(os.path.join(workdir, "pretrain"))
-  config.overwrite = True
-  workdirs.check_workdir(config, workdir)
-  for name in ("pretrain", "xplus", "xplus_lr0", "xplus_tuning.json", "config.json"):
-    assert not os.path.exists(os.path.join(workdir, name)), name
-
-
-def test_nonfinite_guard_keeps_old_state_inside_jit():
-  """skip_nonfinite(opt): a NaN gradient or a NaN loss gives a zero update, keeps the
-  inner state and counts the skip in the optimizer state; finite steps equal opt's."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from bil_jax import nonfinite  # pylint: disable=g-import-not-at-top
-
-  opt = nonfinite.skip_nonfinite(optax.adam(0.1))
-
-  def stepper(o):
-
-    @jax.jit
-    def step(p, s, g, loss):
-      u, s = o.update(g, s, p, losses={"loss": loss})
-      return optax.apply_updates(p, u), s
-
-    return step
-
-  step = stepper(opt)
-  p = jnp.ones(3)
-  s = opt.init(p)
-  p, s = step(p, s, jnp.ones(3), 1.0)
-  plain = optax.adam(0.1)
-  want, _ = stepper(plain)(jnp.ones(3), plain.init(jnp.ones(3)), jnp.ones(3), 1.0)
-  np.testing.assert_allclose(p, want, rtol=1e-6)
-  assert nonfinite.skip_count(s) == 0
-  before = (p, s.inner_state)
-  p, s = step(p, s, jnp.array([1.0, jnp.nan, 1.0]), 1.0)
-  assert nonfinite.skip_count(s) == 1
-  p, s = step(p, s, jnp.ones(3), jnp.inf)
-  assert nonfinite.skip_count(s) == 2
-  np.testing.assert_array_equal(p, before[0])
-  jax.tree.map(np.testing.assert_array_equal, s.inner_state, before[1])
-
-
-# ---------------------------------------------------------------------------
-# Bad inputs: one line naming the culprit, status 1, nothing written
-# ---------------------------------------------------------------------------
-
-PAIRED = ["--config.data.name=paired_folder", "--config.data.num_classes=3"]
-
-
-def _paired_folder(root, damage):
-  fx.write_paired_folder(root, {"train": {"a": 4, "b": 4}, "test": {"c": 4}}, 3, (16, 16))
-  if damage == "corrupt_png":
-    path = os.path.join(root, "train", "a", "images", "p001.png")
-    with open(path, "wb") as f:
-      f.write(b"\x89PNG\r\n\x1a\n truncated")
-  elif damage == "wrong_size":
-    path = os.path.join(root, "train", "b", "images", "p002.png")
-    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(path)
-  elif damage == "label_out_of_range":
-    path = os.path.join(root, "test", "c", "labels", "p000.png")
-    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(path)
-  elif damage == "too_few_pairs":
-    path = os.path.join(root, "train", "b")
-    for name in ("p001", "p002", "p003"):
-      os.remove(os.path.join(path, "images", name + ".png"))
-      os.remove(os.path.join(path, "labels", name + ".png"))
-  return path
-
-
-def test_bad_inputs_give_one_line_errors_and_no_output(shared, tmp_path):
-  """Each bad input: status 1, last line 'error: ...' naming the culprit, no traceback,
-  nothing in the workdir. The runs go in parallel."""
-  cases = {}
-  for damage in ("corrupt_png", "wrong_size", "label_out_of_range", "too_few_pairs"):
-    root = str(tmp_path / damage / "data")
-    culprit = _paired_folder(root, damage)
-    cases[damage] = (culprit, [
-        *PAIRED, f"--config.data.manual_dir={root}",
-        f"--config.data.data_dir={tmp_path / damage / 'tfds'}"
-    ])
-  cases["unknown_key"] = ("--config.data.no_such_key=1", ["--config.data.no_such_key=1"])
-  cases["wrong_type"] = ("--config.pretrain.steps=ten", ["--config.pretrain.steps=ten"])
-  cases["missing_weights"] = ("/nonexistent/vgg16.msgpack", [
-      "--config.loss.lambda_b=2", "--config.loss.vgg_weights=/nonexistent/vgg16.msgpack"
-  ])
-  blocker = tmp_path / "a_file"
-  blocker.write_text("not a directory")
-  cases["unwritable_workdir"] = (str(blocker), [])
-  procs = {}
-  for name, (_, extra) in cases.items():
-    workdir = (str(blocker / "work") if name == "unwritable_workdir" else str(tmp_path / name
-                                                                              / "work"))
-    procs[name] = (workdir,
-                   launch(shared, workdir, "pretrain", *extra, log=str(tmp_path / f"{name}.log")))
-  for name, (workdir, proc) in procs.items():
-    rc = proc.wait(300)
-    with open(proc.log) as f:
-      out = f.read()
-    last = out.strip().splitlines()[-1]
-    assert rc == 1, f"{name}: status {rc}\n{out[-3000:]}"
-    assert last.startswith("error: ") and cases[name][0] in last, f"{name}: {last}"
-    assert "Traceback" not in out, f"{name}:\n{out[-3000:]}"
-    assert not os.path.exists(workdir) or not os.listdir(workdir), (
-        f"{name}: left {os.listdir(workdir)}")
 
 
 def _config_of(workdir):
