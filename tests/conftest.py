@@ -1,4 +1,5 @@
-"""Shared test set-up: one persistent XLA compilation cache for the whole test run.
+"""Shared test set-up: one persistent XLA compilation cache for the whole test run, XLA:CPU
+at LLVM optimisation level 0, the slow tests first, and CPU seconds per test on request.
 
 Compiling on a 2-core CPU dominates the suite's time, and many tests (and the
 subprocesses they start) compile the same programs. The cache directory is exported
@@ -24,9 +25,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # barely slows). Graph-level (HLO) optimisation is unchanged; float results may differ
 # from the default level's in the last bits, so tests compare runs made under the same
 # flags. Tests that set XLA_FLAGS for a subprocess append to these.
-O0 = "--xla_backend_optimization_level=0"
-if O0 not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {O0}".strip()
+_LLVM_O0 = "--xla_backend_optimization_level=0"
+if _LLVM_O0 not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_LLVM_O0}".strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
