@@ -83,6 +83,16 @@ class ShortFormatter(logging.Formatter):
     return text
 
 
+def configure(verbosity: int) -> None:
+  """What a command line entry point calls first: at ``verbosity`` <= 0 quiets the libraries
+  (:func:`quiet_libraries`, so before TensorFlow, TFDS or a JAX backend is loaded) and
+  filters and shortens absl's log lines (:func:`setup`)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  if verbosity <= 0:
+    quiet_libraries()
+  setup(absl_logging.get_absl_handler(), verbosity)
+
+
 def setup(handler: logging.Handler, verbosity: int) -> None:
   """At ``verbosity`` <= 0, filters and shortens what ``handler`` (absl's) writes."""
   if verbosity > 0:

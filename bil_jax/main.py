@@ -59,9 +59,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config, workdir = FLAGS.config, FLAGS.workdir
-  if FLAGS.verbosity <= 0:  # before TensorFlow, TFDS or a JAX backend is loaded
-    console.quiet_libraries()
-  console.setup(logging.get_absl_handler(), FLAGS.verbosity)
+  console.configure(FLAGS.verbosity)  # before TensorFlow, TFDS or a JAX backend is loaded
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from bil_jax import compile_cache, parallel  # pylint: disable=g-import-not-at-top
   # Several processes: join them before anything touches a JAX device.

@@ -88,15 +88,13 @@ def table(names: Sequence[str], lookup: Dict[str, np.ndarray], grid: np.ndarray,
 
 
 def main(argv) -> None:
-  from absl import flags, logging  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
   from bil_jax import console, streams  # pylint: disable=import-outside-toplevel
   from bil_jax.data import loading  # pylint: disable=import-outside-toplevel
   from bil_jax.eval_inputs import test_episodes  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
-  if f.verbosity <= 0:  # as main: before TensorFlow, TFDS or a JAX backend is loaded
-    console.quiet_libraries()
-  console.setup(logging.get_absl_handler(), f.verbosity)
+  console.configure(f.verbosity)  # before TensorFlow, TFDS or a JAX backend is loaded
   config = f.config
   lrs, steps = [float(x) for x in f.lrs], [int(x) for x in f.steps]
   if not lrs or not steps or min(lrs) <= 0 or min(steps) < 1:
