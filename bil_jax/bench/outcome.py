@@ -12,8 +12,9 @@ of its ``pretrain/`` and ``tfds/`` folders (not its config.json), with
   time, so the slowest one runs N steps in both settings. Compilation is not charged.
 
 The outcome is meta-training's own held-out probe (``WORKDIR/meta/heldout_adaptation_*.json``):
-the mean query L1 on 8 held-out test tasks after the same IS adaptation (the config's
-K inner steps), at the start (equal for all: the same checkpoint) and at the end.
+the mean query L1 on the first 8 validation tasks (never test) after the same IS
+adaptation (the config's K inner steps), at the start (equal for all: the same checkpoint)
+and at the end.
 
 Seeds: with ``seeds = S`` every run is repeated with ``config.seed + i`` for i < S (the
 meta-batches, the task keys and the held-out episodes change with the seed; the
