@@ -44,14 +44,16 @@ of bil_jax.rows: name}``), ``"tuning"`` (grid, choices and validation scores),
 ``"strongest_baseline"`` (the n-shot baseline better on validation), ``"pair_gradients"``
 (per phase), ``"xplus_lr"``, ``"summary"`` (:func:`bil_jax.results.summarize`) and
 ``"config"``; ``results.md`` and TensorBoard output (:func:`bil_jax.report.write_run`);
-``samples.png`` (Fig. 3 layout).
+``samples.png`` (Fig. 3 layout). While it runs, ``partial/`` holds each finished
+validation and test task (:mod:`bil_jax.eval_store`): an interrupted evaluation resumes
+from them and ends with the same results; the folder is removed once results.json is written.
 ``python -m bil_jax.report DIR ...`` pools several seeds.
 """
 import functools
 import logging
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +65,7 @@ from jax.sharding import PartitionSpec as P
 
 from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, lookups, meta, metrics,
                      parallel, report, rows, streams, tuning, visualize)
+from bil_jax import eval_store
 from bil_jax import xplus as xplus_lib
 from bil_jax.data import episodes, loading
 from bil_jax.data import tasks as tasks_lib
@@ -220,34 +223,47 @@ class _Programs:
     }
 
 
-def run_tasks(program, mesh, params, consts, inputs, num_tasks: int):
-  """Yields (t, outputs of task t) for t < num_tasks: ``program`` (a ``_Programs`` run) on
-  every device, one task per device at a time (the list padded by repeating the last
-  task); each process makes only its own tasks' ``inputs(t)``; outputs are gathered."""
+def run_tasks(program, mesh, params, consts, inputs, todo: Sequence[int]):
+  """Yields (t, outputs of task t) for each t of ``todo``, in its order: ``program`` (a
+  ``_Programs`` run) on every device, one task per device at a time (the list padded by
+  repeating its last task); each process makes only its own tasks' ``inputs(t)``; outputs
+  are gathered."""
+  todo = np.asarray(todo, np.int64)
   num_devices = mesh.devices.size
-  positions = padded_positions(num_tasks, num_devices)
+  positions = todo[padded_positions(len(todo), num_devices)]
   local = parallel.local_task_slice(num_devices)
   for start in range(0, len(positions), num_devices):
     chunk = positions[start:start + num_devices]
     tasks = stack_tasks([inputs(int(t)) for t in chunk[local]])
     done = gather_rows(program(params, consts, parallel.shard_tasks(mesh, tasks)))
-    for i, t in enumerate(range(start, min(start + num_devices, num_tasks))):
-      yield t, jax.tree.map(lambda a: a[i], done)  # pylint: disable=cell-var-from-loop
+    for i in range(min(num_devices, len(todo) - start)):
+      yield int(chunk[i]), jax.tree.map(lambda a: a[i], done)  # pylint: disable=cell-var-from-loop
 
 
-def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks) -> dict:
+def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks,
+                       store: Optional[eval_store.TaskStore] = None) -> dict:
   """Tuned fine-tuning (:mod:`bil_jax.tuning`): every tuned row's grid scored on the
-  validation tasks; returns the ``"tuning"`` record of results.json."""
+  validation tasks; returns the ``"tuning"`` record of results.json. With ``store``, the
+  validation tasks it holds are read back and each new one is saved there."""
   progs = _Programs(config, spec)
   sampler = episodes.Sampler.from_config(config.data)
   eps = test_episodes(config, val_tasks, tuning.num_val(config, val_tasks), streams.VAL_TASK_OFFSET)
+
+  def compute(todo):
+    inputs = lambda t: task_inputs(config, sampler, train_tasks, eps[t], streams.VAL_TASK_OFFSET +
+                                   t, ablations=False)
+    for t, out in run_tasks(progs.run_val, progs.mesh, params, consts, inputs, todo):
+      yield t, {"val_ssim": out}
+
+  if store is None:
+    results = ((t, out, True) for t, out in compute(range(len(eps))))
+  else:
+    results = eval_store.resume(store, len(eps), compute, what="validation tasks")
   per_task = []
-  for t, out in run_tasks(
-      progs.run_val, progs.mesh, params, consts, lambda t: task_inputs(
-          config, sampler, train_tasks, eps[t], streams.VAL_TASK_OFFSET + t, ablations=False),
-      len(eps)):
-    per_task.append(out)
-    logging.info("tuning: validation task %d/%d (%s)", t + 1, len(eps), val_tasks.names[t])
+  for t, out, fresh in results:
+    per_task.append(out["val_ssim"])
+    if fresh:
+      logging.info("tuning: validation task %d/%d (%s)", t + 1, len(eps), val_tasks.names[t])
   scores = np.stack(per_task)  # [V, R, L, S]
   lrs, steps = progs.grid
   by_row = {r: scores[:, i] for i, r in enumerate(tuning.TUNED_ROWS)}
@@ -302,11 +318,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   lpips_params = (lpips_lib.load_lpips_params(config.eval.lpips_weights)
                   if config.eval.lpips_weights else None)
   mesh = parallel.make_mesh()
-  params, consts = parallel.replicate(mesh, ({
+  host_params = {
       k: checkpoint.phase_params(workdir, phase)
       for k, phase in (("x", "pretrain"), ("xplus", "xplus"), ("gp", "meta"))
-  }, {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
-  tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val)
+  }
+  out = os.path.join(workdir, "eval")
+  stores = {
+      phase: eval_store.TaskStore(os.path.join(out, eval_store.PARTIAL_DIR, phase), key)
+      for key in [eval_store.fingerprint(config.to_dict(), host_params)]
+      for phase in ("tuning", "test")
+  }
+  params, consts = parallel.replicate(
+      mesh, (host_params, {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
+  tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val,
+                             store=stores["tuning"])
   settings = {r: (c["is_lr"], c["is_steps"]) for r, c in tuned["chosen"].items()}
   progs = _Programs(config, spec, settings, mesh)
   names = rows.row_names(config.model.name, config.data.shots)
@@ -314,7 +339,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   eps = test_episodes(config, test_tasks)
   sampler = episodes.Sampler.from_config(config.data)
 
-  out = os.path.join(workdir, "eval")
   progress = periodic_actions.ReportProgress(num_train_steps=len(eps), every_steps=1,
                                              every_secs=None)
   logging.info(
@@ -323,13 +347,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       "(first run: about a minute; cached after)", len(eps), mesh.devices.size, jax.process_count(),
       config.eval.aux_steps, config.eval.aux_tasks)
   per_task = {name: [] for name in names.values()}
-  t_first = None
+  t_first, fresh_done = None, 0
   grid_cols = {k: [] for k in GRID_COLUMNS}
   grid_rows = []  # the task name of each grid row
   aux_log = []
-  for t, done in run_tasks(progs.run, mesh, params,
-                           consts, lambda t: task_inputs(config, sampler, train_tasks, eps[t], t),
-                           len(eps)):
+  todo_count = [0]
+
+  def compute(todo):
+    todo_count[0] = len(todo)
+    inputs = lambda t: task_inputs(config, sampler, train_tasks, eps[t], t)
+    return run_tasks(progs.run, mesh, params, consts, inputs, todo)
+
+  def keep(t, done):  # what a rerun needs: the sample grid only of the grid's tasks
+    return done if t < config.eval.grid_tasks else {k: v for k, v in done.items() if k != "grid"}
+
+  for t, done, fresh in eval_store.resume(stores["test"], len(eps), compute, keep, "test tasks"):
     aux_log.append({
         "task": test_tasks.names[t], "aux_tasks": [train_tasks.names[a] for a in done["aux_tasks"]],
         "aux_random_tasks": [train_tasks.names[a] for a in done["aux_random_tasks"]]
@@ -343,9 +375,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES], spec.num_classes))
       grid_cols["target"].append(query["image"][:GRID_QUERIES])
       grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
-    t_first = t_first or time.time()
-    logging.info("evaluated test task %d/%d (%s)%s", t + 1, len(eps), test_tasks.names[t],
-                 _eta(time.time() - t_first, t + 1, len(eps)))
+    if fresh:
+      fresh_done += 1
+      t_first = t_first or time.time()
+      logging.info("evaluated test task %d/%d (%s)%s", t + 1, len(eps), test_tasks.names[t],
+                   _eta(time.time() - t_first, fresh_done, todo_count[0]))
     progress(t + 1)
 
   means = _mean_rows(per_task)
@@ -370,5 +404,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
                            images={} if samples is None else {"samples": samples[None]})
   if parallel.is_main_process() and samples is not None:
     visualize.save_png(os.path.join(out, "samples.png"), samples)
+  eval_store.clear(out)  # results.json is written: the finished tasks are not needed
   logging.info("results (%d test tasks):\n%s", len(eps), table)
   return means

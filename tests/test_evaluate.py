@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import jax
-from bil_jax import (adapt, builders, config_lib, eval_inputs, evaluate, gan, lookups, meta,
-                     metrics, parallel, rows, streams, tuning, visualize)
+from bil_jax import (adapt, builders, config_lib, eval_inputs, eval_store, evaluate, gan, lookups,
+                     meta, metrics, parallel, rows, streams, tuning, visualize)
 from bil_jax.data import episodes, tasks
 
 import tiny
@@ -262,8 +262,8 @@ def tiny_results(tmp_path_factory):
     mp.setattr(module, name, value)
   tune = evaluate.tune_on_validation
 
-  def tune_then_allow_test(*args):
-    record = tune(*args)
+  def tune_then_allow_test(*args, **kwargs):
+    record = tune(*args, **kwargs)
     state["tuned"] = True
     return record
 
@@ -326,6 +326,85 @@ def test_evaluate_records_tuning_on_validation_and_the_pair_gradients(tiny_resul
   # 2 meta-steps... of the base config: pair-gradients from its counts.
   c = tiny_setup()[0]
   assert result["pair_gradients"]["meta"] == c.meta.steps * c.meta.meta_batch * (1 * 2 + 2)
+
+
+class _Stop(Exception):
+  """Stands for a kill right after a task's file was written."""
+
+
+def test_an_interrupted_evaluation_resumes_with_the_same_results(tiny_results, tmp_path):
+  """Killed after test task 0 was saved, a rerun computes only test task 1 (tuning read
+  back) and writes the uninterrupted run's results; stored tasks of another config
+  (eval.grid_tasks 2, which changes no program) are recomputed, not used."""
+  c, train_ts, test_ts, spec = tiny_setup()
+  c.eval.grid_tasks = 1
+  computed, ran = [], []  # (phase, todo) of each resume's computation; run_tasks' todos
+  resume, run_tasks, save = eval_store.resume, evaluate.run_tasks, eval_store.TaskStore.save
+
+  def counting_resume(store, num_tasks, compute, *args, **kwargs):
+
+    def counted(todo):
+      computed.append((os.path.basename(store.directory), list(todo)))
+      return compute(todo)
+
+    return resume(store, num_tasks, counted, *args, **kwargs)
+
+  def counting_run_tasks(*args):
+    ran.append([int(t) for t in args[-1]])
+    return run_tasks(*args)
+
+  def save_then_stop(self, t, outputs):
+    save(self, t, outputs)
+    if self.directory.endswith("test"):
+      raise _Stop
+
+  def run(config, stop):
+    computed.clear()
+    ran.clear()
+    with pytest.MonkeyPatch.context() as mp:
+      for module, name, value in tiny_stubs(train_ts, test_ts, spec):
+        mp.setattr(module, name, value)
+      mp.setattr(evaluate, "run_tasks", counting_run_tasks)
+      mp.setattr(eval_store, "resume", counting_resume)
+      if stop:
+        mp.setattr(eval_store.TaskStore, "save", save_then_stop)
+        with pytest.raises(_Stop):
+          evaluate.evaluate(config, str(tmp_path))
+      else:
+        evaluate.evaluate(config, str(tmp_path))
+    assert ran == [todo for _, todo in computed]  # every task computed goes through the store
+    return list(computed)
+
+  other = config_lib.ml_collections.ConfigDict(c.to_dict())
+  other.eval.grid_tasks = 2
+  assert run(other, stop=True) == [("tuning", [0, 1]), ("test", [0, 1])]
+  partial = tmp_path / "eval" / "partial"
+  assert sorted(os.listdir(partial / "test")) == ["task_0000.npz"]
+  # The stored tasks belong to another config: everything is computed again.
+  assert run(c, stop=True) == [("tuning", [0, 1]), ("test", [0, 1])]
+  assert run(c, stop=False) == [("test", [1])]
+  assert not partial.exists()
+  expected, _, expected_out, _ = tiny_results
+  result = json.loads((tmp_path / "eval" / "results.json").read_text())
+  for key in ("rows", "per_task", "tuning", "aux_retrieval", "strongest_baseline"):
+    assert result[key] == expected[key], key
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "eval" / "samples.png")),
+                                np.asarray(Image.open(expected_out / "samples.png")))
+
+
+def test_task_store_round_trips_nested_outputs_and_ignores_other_fingerprints(tmp_path):
+  outputs = {"scores": {"ssim": np.arange(6.).reshape(2, 3)}, "aux": np.int32([3, 1])}
+  store = eval_store.TaskStore(str(tmp_path), eval_store.fingerprint({"a": 1}, outputs))
+  store.save(2, outputs)
+  (tmp_path / "task_0001.npz").write_bytes(b"truncated")
+  assert store.done(3) == [2]
+  back = store.load(2)
+  np.testing.assert_array_equal(back["scores"]["ssim"], outputs["scores"]["ssim"])
+  assert back["aux"].dtype == np.int32
+  for changed in ({"a": 2}, {**outputs, "aux": np.int32([3, 2])}):
+    key = eval_store.fingerprint(*((changed, outputs) if "a" in changed else ({"a": 1}, changed)))
+    assert key != store.fingerprint
+    assert eval_store.TaskStore(str(tmp_path), key).done(3) == []
 
 
 def test_sample_grid_is_enlarged_and_headed():
