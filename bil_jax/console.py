@@ -124,10 +124,11 @@ def duration(seconds: float) -> str:
   return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def progress(done: int, total: int, first: int, elapsed: float) -> str:
-  """'step 50/1000 (5%, ETA 3m10s)': the ETA from the pace since step ``first`` + 1
-  (``elapsed`` seconds after the first step, which includes the compile)."""
-  text = f"step {done}/{total} ({100 * done // max(total, 1)}%"
+def progress(done: int, total: int, first: int, elapsed: float, unit: str = "step") -> str:
+  """'step 50/1000 (5%, ETA 3m10s)' (``unit`` names what is counted): the ETA from the pace
+  since step ``first`` + 1 (``elapsed`` seconds after the first step, which includes the
+  compile)."""
+  text = f"{unit} {done}/{total} ({100 * done // max(total, 1)}%"
   rate_steps = done - first - 1
   if rate_steps > 0 and done < total:
     text += f", ETA {duration(elapsed / rate_steps * (total - done))}"

@@ -241,10 +241,10 @@ def run_tasks(program, mesh, params, consts, inputs, todo: Sequence[int]):
 
 
 def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks,
-                       store: Optional[eval_store.TaskStore] = None) -> dict:
+                       store: eval_store.TaskStore) -> dict:
   """Tuned fine-tuning (:mod:`bil_jax.tuning`): every tuned row's grid scored on the
-  validation tasks; returns the ``"tuning"`` record of results.json. With ``store``, the
-  validation tasks it holds are read back and each new one is saved there."""
+  validation tasks; returns the ``"tuning"`` record of results.json. The validation tasks
+  ``store`` holds are read back; each new one is saved there."""
   progs = _Programs(config, spec)
   sampler = episodes.Sampler.from_config(config.data)
   eps = test_episodes(config, val_tasks, tuning.num_val(config, val_tasks), streams.VAL_TASK_OFFSET)
@@ -255,12 +255,8 @@ def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks,
     for t, out in run_tasks(progs.run_val, progs.mesh, params, consts, inputs, todo):
       yield t, {"val_ssim": out}
 
-  if store is None:
-    results = ((t, out, True) for t, out in compute(range(len(eps))))
-  else:
-    results = eval_store.resume(store, len(eps), compute, what="validation tasks")
   per_task = []
-  for t, out, fresh in results:
+  for t, out, fresh in eval_store.resume(store, len(eps), compute, what="validation tasks"):
     per_task.append(out["val_ssim"])
     if fresh:
       logging.info("tuning: validation task %d/%d (%s)", t + 1, len(eps), val_tasks.names[t])
@@ -292,14 +288,6 @@ def per_task_values(per_task: Dict[str, List[dict]]) -> Dict[str, Dict[str, List
   }
 
 
-def _eta(since_first: float, done: int, total: int) -> str:
-  """', ETA 2m10s' after ``done`` of ``total`` tasks, from the pace since the first task
-  (which includes the compile); '' before there is a pace or when done."""
-  if done < 2 or done >= total:
-    return ""
-  return f", ETA {console.duration(since_first / (done - 1) * (total - done))}"
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
   """Tunes the n-shot rows on validation, runs Alg. 2 on the test tasks and writes the
   table; returns its rows.
@@ -323,10 +311,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       for k, phase in (("x", "pretrain"), ("xplus", "xplus"), ("gp", "meta"))
   }
   out = os.path.join(workdir, "eval")
+  stamp = eval_store.fingerprint(config.to_dict(), host_params)
   stores = {
-      phase: eval_store.TaskStore(os.path.join(out, eval_store.PARTIAL_DIR, phase), key)
-      for key in [eval_store.fingerprint(config.to_dict(), host_params)]
-      for phase in ("tuning", "test")
+      p: eval_store.TaskStore(os.path.join(out, eval_store.PARTIAL_DIR, p), stamp)
+      for p in ("tuning", "test")
   }
   params, consts = parallel.replicate(
       mesh, (host_params, {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
@@ -347,16 +335,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       "(first run: about a minute; cached after)", len(eps), mesh.devices.size, jax.process_count(),
       config.eval.aux_steps, config.eval.aux_tasks)
   per_task = {name: [] for name in names.values()}
-  t_first, fresh_done = None, 0
+  t_first, first = None, 0  # when and at which task the first computed task ended
   grid_cols = {k: [] for k in GRID_COLUMNS}
   grid_rows = []  # the task name of each grid row
   aux_log = []
-  todo_count = [0]
-
-  def compute(todo):
-    todo_count[0] = len(todo)
-    inputs = lambda t: task_inputs(config, sampler, train_tasks, eps[t], t)
-    return run_tasks(progs.run, mesh, params, consts, inputs, todo)
+  inputs = lambda t: task_inputs(config, sampler, train_tasks, eps[t], t)
+  compute = lambda todo: run_tasks(progs.run, mesh, params, consts, inputs, todo)
 
   def keep(t, done):  # what a rerun needs: the sample grid only of the grid's tasks
     return done if t < config.eval.grid_tasks else {k: v for k, v in done.items() if k != "grid"}
@@ -376,10 +360,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       grid_cols["target"].append(query["image"][:GRID_QUERIES])
       grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
     if fresh:
-      fresh_done += 1
-      t_first = t_first or time.time()
-      logging.info("evaluated test task %d/%d (%s)%s", t + 1, len(eps), test_tasks.names[t],
-                   _eta(time.time() - t_first, fresh_done, todo_count[0]))
+      t_first, first = (t_first, first) if t_first else (time.time(), t)
+      logging.info("evaluated %s (%s)",
+                   console.progress(t + 1, len(eps), first,
+                                    time.time() - t_first, "test task"), test_tasks.names[t])
     progress(t + 1)
 
   means = _mean_rows(per_task)

@@ -14,6 +14,7 @@ def test_progress_gives_an_eta_from_the_pace_after_the_first_step():
   assert console.progress(1, 100, 0, 0.0) == "step 1/100 (1%)"  # no pace yet
   assert console.progress(11, 100, 0, 20.0) == "step 11/100 (11%, ETA 2m58s)"
   assert console.progress(100, 100, 0, 99.0) == "step 100/100 (100%)"
+  assert console.progress(3, 20, 1, 10.0, "test task") == "test task 3/20 (15%, ETA 2m50s)"
 
 
 def _record(path, level, msg="m"):
