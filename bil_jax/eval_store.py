@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import jax
@@ -86,7 +87,7 @@ class TaskStore:
     try:
       with np.load(self.path(t), allow_pickle=False) as f:
         return str(f[_FINGERPRINT]) == self.fingerprint
-    except (OSError, ValueError, KeyError, EOFError):  # absent, truncated by hand, foreign
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent, cut, foreign
       return False
 
   def done(self, num_tasks: int) -> List[int]:
@@ -104,7 +105,7 @@ class TaskStore:
     try:
       with np.load(self.path(t), allow_pickle=False) as f:
         flat = {k: f[k] for k in f.files if k != _FINGERPRINT}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
       raise OSError(f"{self.path(t)}: cannot read a finished evaluation task ({e}); delete "
                     f"{self.directory} to evaluate every task again") from e
     return _unflatten(flat)

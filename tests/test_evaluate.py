@@ -397,6 +397,7 @@ def test_task_store_round_trips_nested_outputs_and_ignores_other_fingerprints(tm
   store = eval_store.TaskStore(str(tmp_path), eval_store.fingerprint({"a": 1}, outputs))
   store.save(2, outputs)
   (tmp_path / "task_0001.npz").write_bytes(b"truncated")
+  (tmp_path / "task_0000.npz").write_bytes((tmp_path / "task_0002.npz").read_bytes()[:200])
   assert store.done(3) == [2]
   back = store.load(2)
   np.testing.assert_array_equal(back["scores"]["ssim"], outputs["scores"]["ssim"])
