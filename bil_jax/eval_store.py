@@ -26,12 +26,15 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from bil_jax import io_utils, parallel
 
 PARTIAL_DIR = "partial"  # under WORKDIR/eval/
 _FINGERPRINT = "__fingerprint__"
-_SEP = "/"
+_SEP = "/"  # npz keys of the nested output dicts: 'scores/ssim'
+Outputs = Dict[str, Any]  # one task's outputs: a nested dict of arrays
+Compute = Callable[[Sequence[int]], Iterator[Tuple[int, Outputs]]]  # todo -> (t, outputs)...
 
 
 def fingerprint(config_dict: dict, params: Any) -> str:
@@ -43,31 +46,6 @@ def fingerprint(config_dict: dict, params: Any) -> str:
     h.update(f"{jax.tree_util.keystr(path)} {a.dtype} {a.shape}".encode("utf-8"))
     h.update(a.tobytes())
   return h.hexdigest()
-
-
-def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, np.ndarray]:
-  """{'a': {'b': x}} -> {'a/b': x}: a nested dict of arrays as flat npz keys."""
-  flat = {}
-  for k, v in tree.items():
-    if _SEP in k:
-      raise ValueError(f"key {k!r} holds {_SEP!r}, which npz keys of a nested dict cannot")
-    if isinstance(v, dict):
-      flat.update(_flatten(v, prefix + k + _SEP))
-    else:
-      flat[prefix + k] = np.asarray(v)
-  return flat
-
-
-def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
-  """Inverse of :func:`_flatten`."""
-  tree = {}
-  for key, v in flat.items():
-    *parents, leaf = key.split(_SEP)
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
 
 
 class TaskStore:
@@ -93,14 +71,13 @@ class TaskStore:
   def done(self, num_tasks: int) -> List[int]:
     """The tasks t < num_tasks whose matching file is stored, as process 0 sees them (the
     same list on every process)."""
-    mask = ([int(self._matches(t)) for t in range(num_tasks)]
-            if parallel.is_main_process() else [0] * num_tasks)
     if num_tasks == 0:
       return []
-    mask = parallel.broadcast_from_main(mask)
+    mask = parallel.broadcast_from_main(
+        [int(parallel.is_main_process() and self._matches(t)) for t in range(num_tasks)])
     return [t for t in range(num_tasks) if mask[t]]
 
-  def load(self, t: int) -> Dict[str, Any]:
+  def load(self, t: int) -> Outputs:
     """Task t's outputs (a nested dict of numpy arrays)."""
     try:
       with np.load(self.path(t), allow_pickle=False) as f:
@@ -108,22 +85,25 @@ class TaskStore:
     except (OSError, ValueError, zipfile.BadZipFile) as e:
       raise OSError(f"{self.path(t)}: cannot read a finished evaluation task ({e}); delete "
                     f"{self.directory} to evaluate every task again") from e
-    return _unflatten(flat)
+    return traverse_util.unflatten_dict(flat, sep=_SEP)
 
-  def save(self, t: int, outputs: Dict[str, Any]) -> None:
+  def save(self, t: int, outputs: Outputs) -> None:
     """Writes task t's outputs atomically (process 0 only; the others' rows are the same)."""
     if not parallel.is_main_process():
       return
     buf = io.BytesIO()
-    np.savez(buf, **_flatten(outputs), **{_FINGERPRINT: np.asarray(self.fingerprint)})
+    flat = traverse_util.flatten_dict(outputs)  # {('scores', 'ssim'): array}
+    bad = [k for path in flat for k in path if _SEP in k]
+    if bad:
+      raise ValueError(f"output keys {bad} hold {_SEP!r}, which npz keys of a nested dict cannot")
+    np.savez(buf, **{_SEP.join(path): v for path, v in flat.items()},
+             **{_FINGERPRINT: np.asarray(self.fingerprint)})
     io_utils.write_atomic(self.path(t), buf.getvalue())
 
 
-def resume(store: TaskStore, num_tasks: int, compute: Callable[[Sequence[int]],
-                                                               Iterator[Tuple[int, Dict[str,
-                                                                                        Any]]]],
-           keep: Callable[[int, Dict[str, Any]], Dict[str, Any]] = lambda t, o: o,
-           what: str = "tasks") -> Iterator[Tuple[int, Dict[str, Any], bool]]:
+def resume(store: TaskStore, num_tasks: int, compute: Compute,
+           keep: Callable[[int, Outputs], Outputs] = lambda t, o: o,
+           what: str = "tasks") -> Iterator[Tuple[int, Outputs, bool]]:
   """Yields (t, outputs, fresh) for t = 0 .. num_tasks-1 in order.
 
   Tasks stored in ``store`` are read back (fresh False); ``compute(todo)`` yields (t,
