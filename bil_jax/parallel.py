@@ -35,6 +35,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bil_jax import cpu_devices
+
 TASKS = "tasks"
 BATCH = "batch"
 AXES = (TASKS, BATCH)
@@ -331,16 +333,19 @@ def devices_per_process(rows: int, processes: int, local_devices: int, key: str)
 
 
 def data_mesh_for(rows: int, key: str) -> Mesh:
-  """A 'data' mesh for a batch of ``rows``: every device of every process if ``rows`` is a
-  multiple of the device count, else the first d devices of each process with d from
+  """A 'data' mesh for a batch of ``rows``: every training device
+  (:func:`bil_jax.cpu_devices.training_devices`) of every process if ``rows`` is a
+  multiple of their count, else the first d of each process with d from
   :func:`devices_per_process` (logged: the other devices stay idle in this phase)."""
-  d = devices_per_process(rows, jax.process_count(), jax.local_device_count(), key)
-  devices = [
-      dev for p in range(jax.process_count()) for dev in jax.local_devices(process_index=p)[:d]
+  usable = cpu_devices.training_devices()
+  per_process = [
+      [dev for dev in usable if dev.process_index == p] for p in range(jax.process_count())
   ]
-  if len(devices) < jax.device_count():
+  d = devices_per_process(rows, jax.process_count(), min(len(x) for x in per_process), key)
+  devices = [dev for local in per_process for dev in local[:d]]
+  if len(devices) < len(usable):
     logging.warning("%s=%d is not a multiple of the %d devices: this phase runs on %d of "
-                    "them", key, rows, jax.device_count(), len(devices))
+                    "them", key, rows, len(usable), len(devices))
   return data_mesh(devices)
 
 

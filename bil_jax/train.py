@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bil_jax import (adapt, builders, checkpoint, estimators, gan, io_utils, loop, meta, nonfinite,
-                     parallel, streams, validate, visualize, workdirs)
+from bil_jax import (adapt, builders, checkpoint, cpu_devices, estimators, gan, io_utils, loop,
+                     meta, nonfinite, parallel, streams, validate, visualize, workdirs)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -220,10 +220,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def meta_mesh(config: ml_collections.ConfigDict):
-  """The ('tasks', 'batch') mesh of meta-training over all devices (``meta.mesh_shape``,
+  """The ('tasks', 'batch') mesh of meta-training over the training devices
+  (:func:`bil_jax.cpu_devices.training_devices`: all, unless ``main`` added CPU devices
+  for evaluation) (``meta.mesh_shape``,
   or chosen from the device count); a one-line error naming the usable device counts."""
   return parallel.make_meta_mesh(int(config.meta.meta_batch), int(config.data.shots),
-                                 int(config.data.queries), config.meta.get("mesh_shape", ""))
+                                 int(config.data.queries), config.meta.get("mesh_shape", ""),
+                                 devices=cpu_devices.training_devices())
 
 
 def metatrain(config: ml_collections.ConfigDict, workdir: str,

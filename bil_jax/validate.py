@@ -12,12 +12,11 @@ import os
 import tempfile
 from typing import Callable, Iterable, List
 
-import jax
 import ml_collections
 import optax
 
-from bil_jax import (adapt, cli, errors, estimators, losses, models, nonfinite, optimizers,
-                     parallel)
+from bil_jax import (adapt, cli, cpu_devices, errors, estimators, losses, models, nonfinite,
+                     optimizers, parallel)
 from bil_jax.data import loading, registry
 from bil_jax.models import layers, patchgan
 
@@ -193,8 +192,8 @@ def _checks(config, workdir: str, mode: str) -> List[Callable[[], None]]:
     out.append(lambda: _at_least(c, "pretrain.batch_size", 1) or parallel.data_mesh_for(
         int(c.pretrain.batch_size), "pretrain.batch_size"))
   if meta_:
-    out.append(lambda: parallel.mesh_shape(jax.device_count(), int(
-        c.meta.meta_batch), int(c.data.shots), int(c.data.queries), c.meta.mesh_shape))
+    out.append(lambda: parallel.mesh_shape(len(cpu_devices.training_devices(
+    )), int(c.meta.meta_batch), int(c.data.shots), int(c.data.queries), c.meta.mesh_shape))
   return out
 
 

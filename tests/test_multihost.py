@@ -266,6 +266,28 @@ def test_second_identical_run_does_not_recompile(runs):
   assert final_params(runs["one"], "meta").tolist() == final_params(runs["again"], "meta").tolist()
 
 
+def test_one_cpu_device_per_core_changes_no_number(runs, tmp_path):
+  """``python -m bil_jax.main`` as a user runs it on a 2-core CPU (XLA_FLAGS without a
+  device count; BIL_JAX_CPU_DEVICES=2 stands for the 2 cores): evaluation runs its tasks
+  on 2 XLA CPU devices, training on the first, and every checkpoint and results.json
+  metric equals the one-device run's bitwise."""
+  workdir = tmp_path / "cores"
+  env = _env(runs["cache"], BIL_JAX_CPU_DEVICES="2")
+  env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")
+  proc = subprocess.run([
+      sys.executable, "-m", "bil_jax.main", f"--workdir={workdir}", "--mode=all", *TINY,
+      f"--config.data.data_dir={tmp_path}/tfds"
+  ], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+  log = proc.stdout + proc.stderr
+  assert proc.returncode == 0, log[-3000:]
+  assert "2 XLA CPU devices" in log and "test tasks on 2 devices" in log, log[-3000:]
+  for phase in ("pretrain", "meta", "xplus"):
+    assert final_params(workdir, phase).tolist() == final_params(runs["one"], phase).tolist(), phase
+  got, want = (
+      json.loads((w / "eval" / "results.json").read_text()) for w in (workdir, runs["one"]))
+  assert got["per_task"] == want["per_task"] and got["tuning"] == want["tuning"]
+
+
 def test_two_processes_set_a_damaged_checkpoint_aside(runs):
   """A damaged latest checkpoint is set aside (once, by process 0, for both) and the
   previous one restored by both; the run ends bitwise where it ended before, and intact
