@@ -124,12 +124,14 @@ def duration(seconds: float) -> str:
   return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def progress(done: int, total: int, first: int, elapsed: float, unit: str = "step") -> str:
+def progress(done: int, total: int, first: int, elapsed: float, unit: str = "step",
+             per_round: int = 1) -> str:
   """'step 50/1000 (5%, ETA 3m10s)' (``unit`` names what is counted): the ETA from the pace
   since step ``first`` + 1 (``elapsed`` seconds after the first step, which includes the
-  compile)."""
+  compile). ``per_round``: steps that finish together (tasks run on that many devices at
+  once); the pace counts whole rounds only."""
   text = f"{unit} {done}/{total} ({100 * done // max(total, 1)}%"
-  rate_steps = done - first - 1
+  rate_steps = (done - first - 1) // per_round * per_round
   if rate_steps > 0 and done < total:
     text += f", ETA {duration(elapsed / rate_steps * (total - done))}"
   return text + ")"

@@ -361,9 +361,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
     if fresh:
       t_first, first = (t_first, first) if t_first else (time.time(), t)
-      logging.info("evaluated %s (%s)",
-                   console.progress(t + 1, len(eps), first,
-                                    time.time() - t_first, "test task"), test_tasks.names[t])
+      logging.info(
+          "evaluated %s (%s)",
+          console.progress(t + 1, len(eps), first,
+                           time.time() - t_first, "test task", mesh.devices.size),
+          test_tasks.names[t])
     progress(t + 1)
 
   means = _mean_rows(per_task)

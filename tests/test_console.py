@@ -15,6 +15,12 @@ def test_progress_gives_an_eta_from_the_pace_after_the_first_step():
   assert console.progress(11, 100, 0, 20.0) == "step 11/100 (11%, ETA 2m58s)"
   assert console.progress(100, 100, 0, 99.0) == "step 100/100 (100%)"
   assert console.progress(3, 20, 1, 10.0, "test task") == "test task 3/20 (15%, ETA 2m50s)"
+  # Two devices: tasks 1-2 end together (the first round), 3-4 a round (10 s) later; the
+  # pace counts whole rounds: none after the first, 2 tasks per 10 s after the second
+  # (one task's pace would give task 2 an ETA of 0 s and task 3 twice the true one).
+  assert console.progress(2, 20, 0, 0.0, "test task", 2) == "test task 2/20 (10%)"
+  assert console.progress(3, 20, 0, 10.0, "test task", 2) == "test task 3/20 (15%, ETA 1m25s)"
+  assert console.progress(4, 20, 0, 10.0, "test task", 2) == "test task 4/20 (20%, ETA 1m20s)"
 
 
 def _record(path, level, msg="m"):
