@@ -63,7 +63,7 @@ def main(argv):
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from bil_jax import compile_cache, cpu_devices, parallel  # pylint: disable=g-import-not-at-top
   try:  # one XLA CPU device per core for evaluation, before any backend starts
-    exposed = cpu_devices.describe() if cpu_devices.expose(int(config.meta.num_hosts)) else ""
+    cpu_devices.expose(int(config.meta.num_hosts))
   except ValueError as e:
     cli.fail(e)
   # Several processes: join them before anything touches a JAX device.
@@ -80,8 +80,8 @@ def main(argv):
     for line in e.lines:
       print(f"error: {line}", file=sys.stderr)
     return 1
-  if exposed:
-    logging.info("%s", exposed)
+  if cpu_devices.describe():
+    logging.info("%s", cpu_devices.describe())
   logging.info("config: %s (all values; --verbosity=1 also logs them here)",
                os.path.join(workdir, workdirs.CONFIG_FILE))
   logging.debug("config:\n%s", config)

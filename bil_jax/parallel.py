@@ -2,8 +2,9 @@
 
 One 2-D device ``Mesh`` with axes ``('tasks', 'batch')`` spans every device of every
 process (every training device: :func:`bil_jax.cpu_devices.training_devices` keeps training
-on the first CPU device where ``main`` exposed one per core for evaluation). The tasks of a meta-batch are split along ``'tasks'`` and the pairs of each task
-(its shots, and its queries) along ``'batch'``, with ``jax.shard_map``: the episodes
+on the first CPU device where ``main`` exposed one per core for evaluation). The tasks of a
+meta-batch are split along ``'tasks'`` and the pairs of each task (its shots, and its
+queries) along ``'batch'``, with ``jax.shard_map``: the episodes
 [M, n, ...] are sharded ``P('tasks', 'batch')``, the per-task keys [M, ...]
 ``P('tasks')``. Each device ``vmap``s the estimator over its own tasks; inside a task the
 losses are means over the whole task batch (``lax.pmean`` over ``'batch'``,

@@ -220,10 +220,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def meta_mesh(config: ml_collections.ConfigDict):
-  """The ('tasks', 'batch') mesh of meta-training over the training devices
-  (:func:`bil_jax.cpu_devices.training_devices`: all, unless ``main`` added CPU devices
-  for evaluation) (``meta.mesh_shape``,
-  or chosen from the device count); a one-line error naming the usable device counts."""
+  """The ('tasks', 'batch') mesh of meta-training over the training devices (all, unless
+  ``main`` added CPU devices for evaluation: :func:`bil_jax.cpu_devices.training_devices`),
+  shaped by ``meta.mesh_shape`` or from their count; a one-line error naming the usable
+  device counts."""
   return parallel.make_meta_mesh(int(config.meta.meta_batch), int(config.data.shots),
                                  int(config.data.queries), config.meta.get("mesh_shape", ""),
                                  devices=cpu_devices.training_devices())
