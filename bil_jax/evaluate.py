@@ -29,7 +29,7 @@ device count by repeating the last task (its rows are dropped). Per task, the ho
 Eq. 3 retrieval, samples the Aux meta-batches and computes the lookups
 (:func:`bil_jax.eval_inputs.task_inputs`, from the task's own random streams, so the
 device count changes nothing); the device runs the rest as one pure function
-(:meth:`_Programs.task_outputs`). The per-task rows are gathered on every process;
+(:meth:`bil_jax.eval_programs.Programs.task_outputs`). The per-task rows are gathered on every process;
 process 0 writes the files.
 
 Metrics (``bil_jax.metrics``): SSIM and PSNR on images mapped to [0, 1], MSE on [-1, 1],
@@ -49,195 +49,25 @@ validation and test task (:mod:`bil_jax.eval_store`): an interrupted evaluation 
 from them and ends with the same results; the folder is removed once results.json is written.
 ``python -m bil_jax.report DIR ...`` pools several seeds.
 """
-import functools
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from clu import periodic_actions
-from jax.sharding import PartitionSpec as P
 
-from bil_jax import (adapt, builders, checkpoint, console, estimators, gan, lookups, meta, metrics,
-                     parallel, report, rows, streams, tuning, visualize)
-from bil_jax import eval_store
+from bil_jax import (builders, checkpoint, console, eval_programs, eval_store, parallel, report,
+                     rows, streams, tuning, visualize)
 from bil_jax import xplus as xplus_lib
 from bil_jax.data import episodes, loading
 from bil_jax.data import tasks as tasks_lib
-from bil_jax.eval_inputs import padded_positions, stack_tasks, task_inputs, test_episodes
+from bil_jax.eval_inputs import task_inputs, test_episodes
 
-ROW_IDS = rows.ROW_IDS  # every row of the table, computed by task_outputs in this order
+ROW_IDS = eval_programs.ROW_IDS
 GRID_COLUMNS = ("map", "target") + ROW_IDS
-GRID_QUERIES = 2  # query images per task in the sample grid
-# The rows adapted on the shots from one stacked program, and the parameters each starts
-# from ('aux': the GP after Aux fine-tuning on the retrieved tasks, 'aux_random': on
-# random ones).
-IS_ROWS = ("x_nshot", "xplus_nshot", "bil_noaux", "bil", "bil_aux_random")
-STARTS = {
-    "x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux",
-    "bil_aux_random": "aux_random"
-}
-
-
-def gather_rows(tree):
-  """Task-sharded global arrays [T, ...] -> host numpy [T, ...] with every row, on every
-  process."""
-  if jax.process_count() == 1:
-    return jax.tree.map(np.asarray, tree)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return multihost_utils.process_allgather(tree, tiled=True)
-
-
-class _Programs:
-  """Alg. 2 on one task as pure functions, and their task-parallel compiled programs.
-
-  ``run(params, consts, tasks)`` (test, :meth:`task_outputs`) and ``run_val(params,
-  consts, tasks)`` (tuning, :meth:`val_scores`): ``tasks`` are :func:`task_inputs` with a
-  leading task axis [T], sharded over the devices of ``mesh`` (default: every device of
-  every process); ``params = {'x', 'xplus', 'gp'}`` and ``consts = {'frozen', 'lpips'}``
-  are replicated. Each device runs the per-task function on its own tasks (``lax.map``);
-  nothing is communicated, the outputs stay sharded over tasks.
-
-  ``settings``: {row: (IS lr, IS steps)} of every n-shot row (IS_ROWS and
-  'bil_aux_merged'), needed by ``run``; ``run_val`` scores the grid of
-  :func:`bil_jax.tuning.grid`.
-  """
-
-  def __init__(self, config, spec, settings: Optional[Dict[str, tuple]] = None, mesh=None):
-    self.config, self.spec, self.settings = config, spec, settings
-    self.grid = tuning.grid(config)
-    # Aux fine-tuning uses meta.estimator (with its options) unless eval.aux_estimator
-    # names another one.
-    name = config.eval.aux_estimator or config.meta.estimator
-    options = "" if config.eval.aux_estimator else config.meta.estimator_options
-    self.aux_estimator = functools.partial(estimators.resolve(name, options),
-                                           builders.inner_loop(config, spec))
-    self.aux_opt = optax.with_extra_args_support(builders.aux_optimizer(config))
-    self.mesh = parallel.make_mesh() if mesh is None else mesh
-    self.run = self._sharded(self.task_outputs)
-    self.run_val = self._sharded(self.val_scores)
-
-  def _sharded(self, per_task):
-
-    def local(params, consts, tasks):
-      # The device's tasks one after another: the memory of one task, and the same
-      # (unbatched) convolutions as on one device.
-      return jax.lax.map(lambda task: per_task(params, consts, task), tasks)
-
-    # No collectives: every device adapts its own tasks, and every output is per task.
-    # (With check_vma off, gradients inside the body are each device's own: JAX does not
-    # sum the cotangents of the replicated parameters over devices.)
-    return jax.jit(
-        jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), parallel.TASK_SPEC),
-                      out_specs=parallel.TASK_SPEC, check_vma=False))
-
-  def aux_finetune(self, params, batches, rngs, frozen):
-    """Alg. 2 lines 2-4: S alternating BiL meta-steps of the GP on the K auxiliary tasks,
-    from a fresh Aux optimizer. batches: Episodes, leaves [S, K, ...]; rngs [S, K, 2]."""
-
-    def meta_step(carry, step_inputs):
-      p, opt_state, _ = meta.meta_update(self.aux_estimator, self.aux_opt, *carry, *step_inputs,
-                                         frozen)
-      return (p, opt_state), None
-
-    (params, _), _ = jax.lax.scan(meta_step, (params, self.aux_opt.init(params)), (batches, rngs))
-    return params
-
-  def adapt_at(self, params, lr, support, query, rng, frozen, step_counts, post=None):
-    """:func:`bil_jax.adapt.adapt_at` with the IS optimizer of ``config.meta`` at ``lr``."""
-    loop = builders.inner_loop(self.config, self.spec, steps=max(step_counts), lr=lr)
-    return adapt.adapt_at(loop, params, support, query, rng, frozen, step_counts, post)
-
-  def adapt_many(self, starts, lrs, support, query, rng, frozen, step_counts, post=None):
-    """:func:`adapt_at` of each start (a list of parameters) at its lr: [len(starts), ...].
-    Starts of one tree structure share one compiled adaptation (``lax.map``)."""
-    groups = {}
-    for i, p in enumerate(starts):
-      groups.setdefault(jax.tree.structure(p), []).append(i)
-    out = [None] * len(starts)
-    for idx in groups.values():
-      stacked = jax.tree.map(lambda *a: jnp.stack(a), *[starts[i] for i in idx])
-      res = jax.lax.map(
-          lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, step_counts, post),
-          (stacked, jnp.asarray([lrs[i] for i in idx], jnp.float32)))
-      for j, i in enumerate(idx):
-        out[i] = jax.tree.map(lambda r: r[j], res)  # pylint: disable=cell-var-from-loop
-    return jnp.stack(out)
-
-  def generate(self, params, query):
-    """The query images [q,H,W,3] of ``params`` without adaptation (no dropout)."""
-    return gan.generate(self.spec, params["G"], query, jax.random.PRNGKey(0), train=False)
-
-  def val_scores(self, params, consts, task):
-    """Query SSIM [R, L, S] of the tuned rows (R = tuning.TUNED_ROWS, their order) after
-    IS adaptation at each grid learning rate L and step count S on one validation task."""
-    lrs, steps = self.grid
-    frozen, query = consts["frozen"], task["query"]
-    start = dict(params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"], frozen))
-    starts = [start[STARTS[r]] for r in tuning.TUNED_ROWS for _ in lrs]
-    ssim = lambda f: jax.vmap(lambda x: metrics.ssim(x, query["image"]).mean())(f)  # pylint: disable=unnecessary-lambda-assignment
-    scores = self.adapt_many(starts,
-                             list(lrs) * len(tuning.TUNED_ROWS), task["support"], query,
-                             task["rng"], frozen, steps, post=ssim)
-    return scores.reshape(len(tuning.TUNED_ROWS), len(lrs), len(steps))
-
-  def task_outputs(self, params, consts, task):
-    """Alg. 2 and the table's other rows on one test task (:func:`task_inputs`); pure.
-
-    X, X+ and GP generate directly; the IS rows adapt their start (STARTS) on the shots at
-    their own (lr, steps) of ``settings``; BiL's start is the GP after Aux fine-tuning on
-    the retrieved tasks, the random-Aux ablation's after Aux fine-tuning on random ones;
-    the merged ablation adapts the GP on the shots plus the 'merged' pairs; the lookups
-    come with the task.
-
-    Returns:
-      'scores': {metric: [R, q]}, each row's per-query metrics (rows R in ROW_IDS order);
-      'grid': [R, g, H, W, 3], each row's first g = min(2, q) query images;
-      'aux_tasks', 'aux_random_tasks': int32 [K], passed through (gathered with the rows).
-    """
-    frozen, support, query, rng = consts["frozen"], task["support"], task["query"], task["rng"]
-    start = dict(
-        params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"], frozen),
-        aux_random=self.aux_finetune(params["gp"], task["aux_random"], task["aux_rngs"], frozen))
-    steps = tuple(sorted({s for _, s in self.settings.values()}))
-    adapted = self.adapt_many([start[STARTS[r]] for r in IS_ROWS],
-                              [self.settings[r][0] for r in IS_ROWS], support, query, rng, frozen,
-                              steps)
-    fakes = {r: adapted[i, steps.index(self.settings[r][1])] for i, r in enumerate(IS_ROWS)}
-    lr, n = self.settings["bil_aux_merged"]
-    merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), support,
-                          {k: task["merged"][k] for k in support})
-    fakes["bil_aux_merged"] = self.adapt_at(params["gp"], lr, merged, query, rng, frozen, (n,))[0]
-    fakes.update({k: self.generate(params[k], query) for k in ("x", "xplus", "gp")})
-    fakes.update(zip(lookups.PREDICTORS, task["lookups"]))
-    fakes = jnp.stack([fakes[k] for k in ROW_IDS])
-    scores = jax.lax.map(lambda f: metrics.image_metrics(f, query["image"], consts["lpips"]), fakes)
-    return {
-        "scores": scores, "grid": fakes[:, :GRID_QUERIES], "aux_tasks": task["aux_tasks"],
-        "aux_random_tasks": task["aux_random_tasks"]
-    }
-
-
-def run_tasks(program, mesh, params, consts, inputs, todo: Sequence[int]):
-  """Yields (t, outputs of task t) for each t of ``todo``, in its order: ``program`` (a
-  ``_Programs`` run) on every device, one task per device at a time (the list padded by
-  repeating its last task); each process makes only its own tasks' ``inputs(t)``; outputs
-  are gathered."""
-  todo = np.asarray(todo, np.int64)
-  num_devices = mesh.devices.size
-  positions = todo[padded_positions(len(todo), num_devices)]
-  local = parallel.local_task_slice(num_devices)
-  for start in range(0, len(positions), num_devices):
-    chunk = positions[start:start + num_devices]
-    tasks = stack_tasks([inputs(int(t)) for t in chunk[local]])
-    done = gather_rows(program(params, consts, parallel.shard_tasks(mesh, tasks)))
-    for i in range(min(num_devices, len(todo) - start)):
-      yield int(chunk[i]), jax.tree.map(lambda a: a[i], done)  # pylint: disable=cell-var-from-loop
 
 
 def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks,
@@ -245,14 +75,14 @@ def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks,
   """Tuned fine-tuning (:mod:`bil_jax.tuning`): every tuned row's grid scored on the
   validation tasks; returns the ``"tuning"`` record of results.json. The validation tasks
   ``store`` holds are read back; each new one is saved there."""
-  progs = _Programs(config, spec)
+  progs = eval_programs.Programs(config, spec)
   sampler = episodes.Sampler.from_config(config.data)
   eps = test_episodes(config, val_tasks, tuning.num_val(config, val_tasks), streams.VAL_TASK_OFFSET)
 
   def compute(todo):
     inputs = lambda t: task_inputs(config, sampler, train_tasks, eps[t], streams.VAL_TASK_OFFSET +
                                    t, ablations=False)
-    for t, out in run_tasks(progs.run_val, progs.mesh, params, consts, inputs, todo):
+    for t, out in eval_programs.run_tasks(progs.run_val, progs.mesh, params, consts, inputs, todo):
       yield t, {"val_ssim": out}
 
   per_task = []
@@ -298,13 +128,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   Each process samples only its own tasks' Aux meta-batches; the per-task rows are
   gathered on every process, and process 0 writes the files.
   """
-  from bil_jax.models import lpips as lpips_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   data = loading.load_data(config, workdir)
   train_tasks = data.train
   spec = builders.build_spec(config, train_tasks.num_classes)
-  lpips_params = (lpips_lib.load_lpips_params(config.eval.lpips_weights)
-                  if config.eval.lpips_weights else None)
   mesh = parallel.make_mesh()
   host_params = {
       k: checkpoint.phase_params(workdir, phase)
@@ -316,12 +143,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       p: eval_store.TaskStore(os.path.join(out, eval_store.PARTIAL_DIR, p), stamp)
       for p in ("tuning", "test")
   }
-  params, consts = parallel.replicate(
-      mesh, (host_params, {"frozen": builders.load_frozen(config), "lpips": lpips_params}))
+  params, consts = eval_programs.place(mesh, host_params, eval_programs.host_consts(config))
   tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val,
                              store=stores["tuning"])
   settings = {r: (c["is_lr"], c["is_steps"]) for r, c in tuned["chosen"].items()}
-  progs = _Programs(config, spec, settings, mesh)
+  progs = eval_programs.Programs(config, spec, mesh)
+  settings = eval_programs.settings_inputs(progs.grid, settings)
+  consts = dict(consts, settings=parallel.replicate(mesh, settings))
   names = rows.row_names(config.model.name, config.data.shots)
   test_tasks = data.test
   eps = test_episodes(config, test_tasks)
@@ -340,7 +168,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
   grid_rows = []  # the task name of each grid row
   aux_log = []
   inputs = lambda t: task_inputs(config, sampler, train_tasks, eps[t], t)
-  compute = lambda todo: run_tasks(progs.run, mesh, params, consts, inputs, todo)
+  compute = lambda todo: eval_programs.run_tasks(progs.run, mesh, params, consts, inputs, todo)
 
   def keep(t, done):  # what a rerun needs: the sample grid only of the grid's tasks
     return done if t < config.eval.grid_tasks else {k: v for k, v in done.items() if k != "grid"}
@@ -356,9 +184,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       query = eps[t]["query"]
       for r, key in enumerate(ROW_IDS):
         grid_cols[key].append(done["grid"][r])
-      grid_cols["map"].append(visualize.colorize(query["map"][:GRID_QUERIES], spec.num_classes))
-      grid_cols["target"].append(query["image"][:GRID_QUERIES])
-      grid_rows += [test_tasks.names[t]] * len(query["image"][:GRID_QUERIES])
+      shown = {k: v[:eval_programs.GRID_QUERIES] for k, v in query.items()}
+      grid_cols["map"].append(visualize.colorize(shown["map"], spec.num_classes))
+      grid_cols["target"].append(shown["image"])
+      grid_rows += [test_tasks.names[t]] * len(shown["image"])
     if fresh:
       t_first, first = (t_first, first) if t_first else (time.time(), t)
       logging.info(

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import jax
-from bil_jax import (adapt, builders, config_lib, eval_inputs, eval_store, evaluate, gan, lookups,
-                     meta, metrics, parallel, rows, streams, tuning, visualize)
+from bil_jax import (adapt, builders, config_lib, eval_inputs, eval_programs, eval_store, evaluate,
+                     gan, lookups, meta, metrics, parallel, rows, streams, tuning, visualize)
 from bil_jax.data import episodes, tasks
 
 import tiny
@@ -160,11 +160,20 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
       "x": tiny.init_params(spec, 0), "xplus": tiny.init_params(spec, 2),
       "gp": tiny.init_params(spec, 1)
   }
-  progs = evaluate._Programs(c, spec, SETTINGS)
+  progs = eval_programs.Programs(c, spec)
   ep = eval_inputs.test_episodes(c, test_ts)[0]
   sampler = episodes.Sampler.from_config(c.data)
   task = eval_inputs.task_inputs(c, sampler, train_ts, ep, 0)
-  out = jax.jit(progs.task_outputs)(params, {"frozen": None, "lpips": None}, task)
+  settings = eval_programs.settings_inputs(progs.grid, SETTINGS)
+  run = jax.jit(progs.task_outputs)
+  out = run(params, {"frozen": None, "lpips": None, "settings": settings}, task)
+  # The settings are data: other ones reuse the compiled program.
+  other = eval_programs.settings_inputs(progs.grid, {r: (0.1, 1) for r in SETTINGS})
+  other_out = run(params, {"frozen": None, "lpips": None, "settings": other}, task)
+  assert run._cache_size() == 1  # pylint: disable=protected-access
+  assert not np.allclose(other_out["grid"], out["grid"])
+  with pytest.raises(ValueError, match="row 'bil'.*step counts \\(1, 2\\)"):
+    eval_programs.settings_inputs(progs.grid, dict(SETTINGS, bil=(0.3, 3)))
 
   aux_opt = builders.aux_optimizer(c)
   aux_step = meta.make_meta_step(builders.inner_loop(c, spec), c.meta.estimator, aux_opt,
@@ -339,7 +348,7 @@ def test_an_interrupted_evaluation_resumes_with_the_same_results(tiny_results, t
   c, train_ts, test_ts, spec = tiny_setup()
   c.eval.grid_tasks = 1
   computed, ran = [], []  # (phase, todo) of each resume's computation; run_tasks' todos
-  resume, run_tasks, save = eval_store.resume, evaluate.run_tasks, eval_store.TaskStore.save
+  resume, run_tasks, save = eval_store.resume, eval_programs.run_tasks, eval_store.TaskStore.save
 
   def counting_resume(store, num_tasks, compute, *args, **kwargs):
 
@@ -364,7 +373,7 @@ def test_an_interrupted_evaluation_resumes_with_the_same_results(tiny_results, t
     with pytest.MonkeyPatch.context() as mp:
       for module, name, value in tiny_stubs(train_ts, test_ts, spec):
         mp.setattr(module, name, value)
-      mp.setattr(evaluate, "run_tasks", counting_run_tasks)
+      mp.setattr(eval_programs, "run_tasks", counting_run_tasks)
       mp.setattr(eval_store, "resume", counting_resume)
       if stop:
         mp.setattr(eval_store.TaskStore, "save", save_then_stop)
