@@ -13,8 +13,10 @@ task per device, :func:`shard_round`); ``params = {'x', 'xplus', 'gp'}`` and ``c
 {'frozen', 'lpips'}`` are replicated (:func:`place`). The IS settings chosen on
 validation enter ``run`` as data (``consts['settings']``, :func:`settings_inputs`): a
 learning rate and an index into the grid's step counts per row. The program does not
-depend on them, so it can be compiled before the tuning has chosen them
-(:mod:`bil_jax.precompile`).
+depend on them: it compiles once per config whatever tuning chooses (a rerun that tunes
+differently loads it from the persistent compilation cache), and it could be compiled
+before tuning ends. Every row's adaptation runs to the grid's largest step count and keeps
+the images after its own count; the images after s steps equal an s-step adaptation's.
 """
 import functools
 from typing import Dict, List, Sequence
