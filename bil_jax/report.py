@@ -77,6 +77,19 @@ def seeds_warning(num_seeds: int) -> str:
           "(with fewer, between-seed variation is poorly estimated)")
 
 
+def edges_line(summary: dict) -> str:
+  """One line naming the tuned choices on an edge of the IS grid, else ''."""
+  found = summary.get("tuning_edges") or []
+  if not found:
+    return ""
+  k = len(summary["seeds"])
+  items = [
+      f"{e['row']}, {e['edge']} ({e['value']:g}) in {len(e['seeds'])}/{k} seed(s)" for e in found
+  ]
+  return ("note: tuned on an edge of the IS grid, which a wider grid might move (and raise "
+          "that row's score): " + "; ".join(items))
+
+
 def rows_markdown(cond: dict, metrics: Sequence[str]) -> list:
   """Lines of the table of row means [two-level 95% interval]."""
   lines = [
@@ -113,6 +126,8 @@ def markdown(summary: dict) -> str:
   lines = protocol_lines(summary)
   if k > 1 and seeds_warning(k):
     lines.append(seeds_warning(k))
+  if edges_line(summary):
+    lines.append(edges_line(summary))
   for name, cond in summary["conditions"].items():
     counts = sorted(set(cond["num_tasks"]))
     tasks = (f"{counts[0]} test tasks" if len(counts) == 1 else

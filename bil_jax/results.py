@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from flax import traverse_util
 
-from bil_jax import rows, stats
+from bil_jax import rows, stats, tuning
 
 # data.config_seed mirrors seed; xplus.lr may be one seed's --mode=tune choice given to the
 # others (each results.json records the rate X+ trained at under "xplus_lr").
@@ -231,6 +231,26 @@ def condition_summary(results: Sequence[dict], condition: str, metrics: Sequence
   }
 
 
+def tuning_edges(loaded: Loaded) -> List[dict]:
+  """Tuned choices on an edge of the IS grid (:func:`bil_jax.tuning.edges`), pooled over
+  seeds: [{'row': name, 'edge', 'value': the grid value, 'seeds': [seed, ...]}], in row
+  order. Files without a tuning record add nothing."""
+  pooled = {}
+  for _, r in loaded:
+    record = r.get("tuning")
+    if not record or "grid" not in record:
+      continue
+    for row, found in tuning.edges(record).items():
+      for edge in found:
+        key = "is_steps" if "steps" in edge else "is_lr"
+        value = record["chosen"][row][key]
+        pooled.setdefault((r["row_ids"].get(row, row), edge, value), []).append(seed_of(r))
+  order = {name: i for i, name in enumerate(loaded[0][1]["row_ids"].values())}
+  return [{"row": row, "edge": edge, "value": value, "seeds": seeds}
+          for (row, edge,
+               value), seeds in sorted(pooled.items(), key=lambda kv: order.get(kv[0][0], 0))]
+
+
 def summarize(loaded: Loaded, **bootstrap_kw) -> dict:
   """The report of one or more seeds: per condition, the rows and the differences."""
   results = [r for _, r in loaded]
@@ -251,5 +271,5 @@ def summarize(loaded: Loaded, **bootstrap_kw) -> dict:
       "files": [f for f, _ in loaded], "seeds": [seed_of(r) for r in results],
       "primary": rows.PRIMARY, "metrics": list(metrics),
       "num_resamples": bootstrap_kw.get("num_resamples", stats.NUM_RESAMPLES),
-      "conditions": conditions, "headline": headline
+      "conditions": conditions, "headline": headline, "tuning_edges": tuning_edges(loaded)
   }

@@ -63,6 +63,28 @@ def choose(scores: Dict[str, np.ndarray], lrs: Sequence[float],
   return chosen
 
 
+def edges(record: dict) -> Dict[str, List[str]]:
+  """{tuned row: the edges of the grid its choice lies on} of a ``"tuning"`` record, each
+  'most steps', 'fewest steps', 'highest lr' or 'lowest lr' (axes of one value have no
+  edge; rows that follow another's choice are left out). A choice on an edge may be cut
+  short by the grid: a wider one could score higher on validation."""
+  lrs, steps = record["grid"]["is_lr"], record["grid"]["is_steps"]
+  out = {}
+  for row, c in record["chosen"].items():
+    if "follows" in c:
+      continue
+    found = [
+        name for name, values, v, pick in (("most steps", steps, c["is_steps"],
+                                            max), ("fewest steps", steps, c["is_steps"], min),
+                                           ("highest lr", lrs, c["is_lr"], max), ("lowest lr", lrs,
+                                                                                  c["is_lr"], min))
+        if len(values) > 1 and v == pick(values)
+    ]
+    if found:
+      out[row] = found
+  return out
+
+
 def strongest_baseline(chosen: Dict[str, dict]) -> str:
   """The n-shot baseline (of :data:`BASELINES`) with the higher validation SSIM (ties:
   the first)."""

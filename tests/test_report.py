@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bil_jax import report, results, rows, stats
+from bil_jax import report, results, rows, stats, tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TASKS = 8
@@ -206,3 +206,34 @@ def test_tensorboard_scalars_name_rows_differences_and_conditions():
   assert "seen/diff/nearest_shot-best_lookup/ssim" not in s  # lookups are not n-shot rows
   assert "seen/diff/bil-best_lookup/psnr" in s and not any("mse" in k for k in s)
   assert writer.texts == {"results": "the table"} and writer.hparams["data.shots"] == 5
+
+
+def _tuning(x_steps: int, x_lr: float) -> dict:
+  """A "tuning" record on a 3 x 3 grid: X's choice given, X+ inside, BiL at the most steps."""
+  chosen = {
+      "x_nshot": {"is_lr": x_lr, "is_steps": x_steps,
+                  "val_ssim": 0.5}, "xplus_nshot": {"is_lr": 0.01, "is_steps": 40, "val_ssim": 0.5},
+      "bil": {"is_lr": 0.01, "is_steps": 80, "val_ssim": 0.6},
+      "bil_aux_merged": {"is_lr": 0.01, "is_steps": 80, "val_ssim": 0.6, "follows": "bil"}
+  }
+  return {"grid": {"is_lr": [0.003, 0.01, 0.03], "is_steps": [20, 40, 80]}, "chosen": chosen}
+
+
+def test_tuned_choices_on_an_edge_of_the_grid_are_named():
+  assert tuning.edges(_tuning(
+      80, 0.03)) == {"x_nshot": ["most steps", "highest lr"], "bil": ["most steps"]}
+  assert tuning.edges(_tuning(20, 0.003))["x_nshot"] == ["fewest steps", "lowest lr"]
+  one_point = {"grid": {"is_lr": [0.01], "is_steps": [80]}, "chosen": _tuning(80, 0.01)["chosen"]}
+  assert tuning.edges(one_point) == {}
+  loaded = [(f"s{s}.json", dict(fake_results(s), tuning=_tuning(steps, 0.01)))
+            for s, steps in ((0, 80), (1, 40))]
+  summary = results.summarize(loaded, num_resamples=200)
+  assert summary["tuning_edges"] == [{
+      "row": "Pix2pix (5-shot)", "edge": "most steps", "value": 80, "seeds": [0]
+  }, {"row": "BiL-Pix2pix (5-shot)", "edge": "most steps", "value": 80, "seeds": [0, 1]}]
+  md = report.markdown(summary)
+  assert ("note: tuned on an edge of the IS grid, which a wider grid might move (and raise that "
+          "row's score): Pix2pix (5-shot), most steps (80) in 1/2 seed(s); BiL-Pix2pix "
+          "(5-shot), most steps (80) in 2/2 seed(s)") in md
+  assert "edge" not in report.markdown(
+      results.summarize([("r.json", fake_results(0))], num_resamples=200))
