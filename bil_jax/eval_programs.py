@@ -9,8 +9,8 @@ Two programs, each compiled once per config whatever the data and the tuned sett
                                    (:meth:`Programs.val_scores`)
 
 ``tasks`` are :func:`bil_jax.eval_inputs.task_inputs` with a leading task axis [T] (one
-task per device, :func:`shard_round`); ``params = {'x', 'xplus', 'gp'}`` and ``consts =
-{'frozen', 'lpips'}`` are replicated (:func:`place`). The IS settings chosen on
+task per device, :func:`run_tasks`); ``params = {'x', 'xplus', 'gp'}`` and ``consts``
+(:func:`host_consts`) are replicated. The IS settings chosen on
 validation enter ``run`` as data (``consts['settings']``, :func:`settings_inputs`): a
 learning rate and an index into the grid's step counts per row. The program does not
 depend on them: it compiles once per config whatever tuning chooses (a rerun that tunes
@@ -19,7 +19,7 @@ before tuning ends. Every row's adaptation runs to the grid's largest step count
 the images after its own count; the images after s steps equal an s-step adaptation's.
 """
 import functools
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -67,17 +67,6 @@ def host_consts(config) -> dict:
   lpips = (lpips_lib.load_lpips_params(config.eval.lpips_weights)
            if config.eval.lpips_weights else None)
   return {"frozen": builders.load_frozen(config), "lpips": lpips}
-
-
-def place(mesh, host_params: dict, consts: dict):
-  """(params {'x', 'xplus', 'gp'}, consts) replicated on every device of ``mesh``."""
-  return parallel.replicate(mesh, (host_params, consts))
-
-
-def shard_round(mesh, per_task: List[dict]):
-  """One round of tasks (this process's :func:`task_inputs`, one per local device) as
-  global arrays [T, ...] split over the mesh's devices."""
-  return parallel.shard_tasks(mesh, stack_tasks(per_task))
 
 
 def gather_rows(tree):
@@ -233,7 +222,7 @@ def run_tasks(program, mesh, params, consts, inputs, todo: Sequence[int]):
   local = parallel.local_task_slice(num_devices)
   for start in range(0, len(positions), num_devices):
     chunk = positions[start:start + num_devices]
-    tasks = shard_round(mesh, [inputs(int(t)) for t in chunk[local]])
+    tasks = parallel.shard_tasks(mesh, stack_tasks([inputs(int(t)) for t in chunk[local]]))
     done = gather_rows(program(params, consts, tasks))
     for i in range(min(num_devices, len(todo) - start)):
       yield int(chunk[i]), jax.tree.map(lambda a: a[i], done)  # pylint: disable=cell-var-from-loop

@@ -29,8 +29,8 @@ device count by repeating the last task (its rows are dropped). Per task, the ho
 Eq. 3 retrieval, samples the Aux meta-batches and computes the lookups
 (:func:`bil_jax.eval_inputs.task_inputs`, from the task's own random streams, so the
 device count changes nothing); the device runs the rest as one pure function
-(:meth:`bil_jax.eval_programs.Programs.task_outputs`). The per-task rows are gathered on every process;
-process 0 writes the files.
+(:meth:`bil_jax.eval_programs.Programs.task_outputs`). The per-task rows are gathered on
+every process; process 0 writes the files.
 
 Metrics (``bil_jax.metrics``): SSIM and PSNR on images mapped to [0, 1], MSE on [-1, 1],
 LPIPS (AlexNet, v0.1) on [-1, 1] when ``eval.lpips_weights`` is set, else ``null`` /
@@ -143,7 +143,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       p: eval_store.TaskStore(os.path.join(out, eval_store.PARTIAL_DIR, p), stamp)
       for p in ("tuning", "test")
   }
-  params, consts = eval_programs.place(mesh, host_params, eval_programs.host_consts(config))
+  params, consts = parallel.replicate(mesh, (host_params, eval_programs.host_consts(config)))
   tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val,
                              store=stores["tuning"])
   settings = {r: (c["is_lr"], c["is_steps"]) for r, c in tuned["chosen"].items()}
