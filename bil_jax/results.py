@@ -233,22 +233,19 @@ def condition_summary(results: Sequence[dict], condition: str, metrics: Sequence
 
 def tuning_edges(loaded: Loaded) -> List[dict]:
   """Tuned choices on an edge of the IS grid (:func:`bil_jax.tuning.edges`), pooled over
-  seeds: [{'row': name, 'edge', 'value': the grid value, 'seeds': [seed, ...]}], in row
-  order. Files without a tuning record add nothing."""
+  seeds: [{'row': name, 'edge', 'value', 'seeds': [seed, ...]}], in row order. Files
+  without a tuning record add nothing."""
   pooled = {}
   for _, r in loaded:
-    record = r.get("tuning")
-    if not record or "grid" not in record:
-      continue
-    for row, found in tuning.edges(record).items():
-      for edge in found:
-        key = "is_steps" if "steps" in edge else "is_lr"
-        value = record["chosen"][row][key]
-        pooled.setdefault((r["row_ids"].get(row, row), edge, value), []).append(seed_of(r))
-  order = {name: i for i, name in enumerate(loaded[0][1]["row_ids"].values())}
-  return [{"row": row, "edge": edge, "value": value, "seeds": seeds}
-          for (row, edge,
-               value), seeds in sorted(pooled.items(), key=lambda kv: order.get(kv[0][0], 0))]
+    record = r.get("tuning") or {}
+    if "grid" in record:
+      for row, found in tuning.edges(record).items():
+        for edge, value in found:
+          pooled.setdefault((r["row_ids"].get(row, row), edge, value), []).append(seed_of(r))
+  rank = list(loaded[0][1]["row_ids"].values())
+  keys = sorted(pooled, key=lambda k: rank.index(k[0]) if k[0] in rank else len(rank))
+  return [{"row": row, "edge": edge, "value": value, "seeds": pooled[row, edge, value]}
+          for row, edge, value in keys]
 
 
 def summarize(loaded: Loaded, **bootstrap_kw) -> dict:

@@ -63,24 +63,23 @@ def choose(scores: Dict[str, np.ndarray], lrs: Sequence[float],
   return chosen
 
 
-def edges(record: dict) -> Dict[str, List[str]]:
-  """{tuned row: the edges of the grid its choice lies on} of a ``"tuning"`` record, each
-  'most steps', 'fewest steps', 'highest lr' or 'lowest lr' (axes of one value have no
-  edge; rows that follow another's choice are left out). A choice on an edge may be cut
-  short by the grid: a wider one could score higher on validation."""
-  lrs, steps = record["grid"]["is_lr"], record["grid"]["is_steps"]
+# The edges of the grid a choice can lie on: (name, its key in a choice, which end).
+EDGES = (("most steps", "is_steps", max), ("fewest steps", "is_steps", min),
+         ("highest lr", "is_lr", max), ("lowest lr", "is_lr", min))
+
+
+def edges(record: dict) -> Dict[str, List[tuple]]:
+  """{tuned row: [(edge name of :data:`EDGES`, the chosen value)]} of a ``"tuning"`` record:
+  the edges of the grid each choice lies on (an axis of one value has none; rows that
+  follow another's choice are left out). A choice on an edge may be cut short by the grid:
+  a wider one could score higher on validation."""
+  grid = record["grid"]
   out = {}
   for row, c in record["chosen"].items():
-    if "follows" in c:
-      continue
-    found = [
-        name for name, values, v, pick in (("most steps", steps, c["is_steps"],
-                                            max), ("fewest steps", steps, c["is_steps"], min),
-                                           ("highest lr", lrs, c["is_lr"], max), ("lowest lr", lrs,
-                                                                                  c["is_lr"], min))
-        if len(values) > 1 and v == pick(values)
-    ]
-    if found:
+    found = [(name, c[key])
+             for name, key, end in EDGES
+             if len(grid[key]) > 1 and c[key] == end(grid[key])]
+    if found and "follows" not in c:
       out[row] = found
   return out
 

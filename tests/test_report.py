@@ -220,9 +220,12 @@ def _tuning(x_steps: int, x_lr: float) -> dict:
 
 
 def test_tuned_choices_on_an_edge_of_the_grid_are_named():
-  assert tuning.edges(_tuning(
-      80, 0.03)) == {"x_nshot": ["most steps", "highest lr"], "bil": ["most steps"]}
-  assert tuning.edges(_tuning(20, 0.003))["x_nshot"] == ["fewest steps", "lowest lr"]
+  found = tuning.edges(_tuning(80, 0.03))
+  assert found == {
+      "x_nshot": [("most steps", 80), ("highest lr", 0.03)], "bil": [("most steps", 80)]
+  }
+  low = tuning.edges(_tuning(20, 0.003))["x_nshot"]
+  assert low == [("fewest steps", 20), ("lowest lr", 0.003)]
   one_point = {"grid": {"is_lr": [0.01], "is_steps": [80]}, "chosen": _tuning(80, 0.01)["chosen"]}
   assert tuning.edges(one_point) == {}
   loaded = [(f"s{s}.json", dict(fake_results(s), tuning=_tuning(steps, 0.01)))
