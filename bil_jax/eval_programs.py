@@ -1,7 +1,7 @@
 """The test phase's device programs: Alg. 2 and the table's other rows on one task, as pure
 functions, and their task-parallel compiled forms (:class:`Programs`).
 
-Two programs, each compiled once per config whatever the data and the tuned settings:
+Two programs, one object (:class:`Programs`) for tuning and the test phase:
 
   run(params, consts, tasks)       every row of the table on each test task
                                    (:meth:`Programs.task_outputs`)
@@ -10,12 +10,11 @@ Two programs, each compiled once per config whatever the data and the tuned sett
 
 ``tasks`` are :func:`bil_jax.eval_inputs.task_inputs` with a leading task axis [T] (one
 task per device, :func:`run_tasks`); ``params = {'x', 'xplus', 'gp'}`` and ``consts``
-(:func:`host_consts`) are replicated. The IS settings chosen on
-validation enter ``run`` as data (``consts['settings']``, :func:`settings_inputs`): a
-learning rate and an index into the grid's step counts per row. The program does not
-depend on them: it compiles once per config whatever tuning chooses (a rerun that tunes
-differently loads it from the persistent compilation cache), and it could be compiled
-before tuning ends. Every row's adaptation runs to the grid's largest step count and keeps
+(:func:`host_consts`) are replicated. The IS settings chosen on validation enter ``run`` as
+data (``consts['settings']``, :func:`settings_inputs`): a learning rate and an index into
+the grid's step counts per row. Neither program depends on them or on the data: each
+compiles once per config (a rerun that tunes differently loads ``run`` from the persistent
+compilation cache). Every row's adaptation runs to the grid's largest step count and keeps
 the images after its own count; the images after s steps equal an s-step adaptation's.
 """
 import functools

@@ -70,12 +70,11 @@ ROW_IDS = eval_programs.ROW_IDS
 GRID_COLUMNS = ("map", "target") + ROW_IDS
 
 
-def tune_on_validation(config, spec, params, consts, train_tasks, val_tasks,
-                       store: eval_store.TaskStore) -> dict:
+def tune_on_validation(config, progs: eval_programs.Programs, params, consts, train_tasks,
+                       val_tasks, store: eval_store.TaskStore) -> dict:
   """Tuned fine-tuning (:mod:`bil_jax.tuning`): every tuned row's grid scored on the
-  validation tasks; returns the ``"tuning"`` record of results.json. The validation tasks
-  ``store`` holds are read back; each new one is saved there."""
-  progs = eval_programs.Programs(config, spec)
+  validation tasks by ``progs.run_val``; returns the ``"tuning"`` record of results.json.
+  The validation tasks ``store`` holds are read back; each new one is saved there."""
   sampler = episodes.Sampler.from_config(config.data)
   eps = test_episodes(config, val_tasks, tuning.num_val(config, val_tasks), streams.VAL_TASK_OFFSET)
 
@@ -144,10 +143,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]
       for p in ("tuning", "test")
   }
   params, consts = parallel.replicate(mesh, (host_params, eval_programs.host_consts(config)))
-  tuned = tune_on_validation(config, spec, params, consts, train_tasks, data.val,
+  progs = eval_programs.Programs(config, spec, mesh)
+  tuned = tune_on_validation(config, progs, params, consts, train_tasks, data.val,
                              store=stores["tuning"])
   settings = {r: (c["is_lr"], c["is_steps"]) for r, c in tuned["chosen"].items()}
-  progs = eval_programs.Programs(config, spec, mesh)
   settings = eval_programs.settings_inputs(progs.grid, settings)
   consts = dict(consts, settings=parallel.replicate(mesh, settings))
   names = rows.row_names(config.model.name, config.data.shots)
