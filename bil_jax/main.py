@@ -73,7 +73,7 @@ def main(argv):
     cli.fail(f"jax.distributed.initialize: {e}")
   compile_cache.enable(config.compilation_cache)
   timer = compile_cache.CompileTimer()
-  from bil_jax import preemption, train, validate, workdirs  # pylint: disable=g-import-not-at-top
+  from bil_jax import pipeline, preemption, validate, workdirs  # pylint: disable=g-import-not-at-top
   try:  # every fault of the config, one line each, before anything is written
     validate.check(config, workdir, FLAGS.mode)
   except validate.ConfigError as e:
@@ -87,7 +87,7 @@ def main(argv):
   logging.debug("config:\n%s", config)
   try:
     try:
-      train.train_and_evaluate(config, workdir, FLAGS.mode)
+      pipeline.train_and_evaluate(config, workdir, FLAGS.mode)
     finally:  # logged before any error line, which stays the last line of the output
       logging.info("%s", timer.summary())
   except preemption.Preempted as p:

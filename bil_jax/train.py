@@ -4,8 +4,7 @@
 the GP initialisation) on pairs pooled over all training tasks. ``metatrain(config,
 workdir)`` starts from its checkpoint (or from scratch) and alternates IS adaptation and
 GP updates with the configured meta-gradient estimator, data parallel over tasks.
-``train_and_evaluate(config, workdir, mode)`` checks the options and the workdir once and
-runs the phases of ``mode``.
+:mod:`bil_jax.pipeline` runs them, and the later phases, for a command's mode.
 
 Each phase is a :class:`bil_jax.loop.Phase`: an initial state, a step function, a batch
 sampler and a held-out probe; :func:`bil_jax.loop.run_phase` does the rest (checkpoints,
@@ -22,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from bil_jax import (adapt, builders, checkpoint, cpu_devices, estimators, gan, io_utils, loop,
-                     meta, nonfinite, parallel, streams, validate, visualize, workdirs)
+                     meta, nonfinite, parallel, streams, visualize)
 from bil_jax.data import episodes, loading
 
 HELDOUT_TASKS = 8
@@ -206,7 +205,7 @@ def meta_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec: 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Conventional training of X = (G, D); returns the final {'G', 'D'} parameters.
 
-  The caller checks the workdir first (:func:`train_and_evaluate` does).
+  The caller checks the workdir first (:func:`bil_jax.pipeline.train_and_evaluate` does).
 
   Raises:
     Preempted: SIGTERM/SIGINT; the current step was checkpointed.
@@ -256,32 +255,3 @@ def metatrain(config: ml_collections.ConfigDict, workdir: str,
   adapt.check_mask(builders.adapt_mask_patterns(config), start_params)
   phase = meta_phase(config, data.train, data.val, spec, frozen, start_params, mesh)
   return loop.run_phase(phase, config, workdir)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> None:
-  """Checks the options and the workdir once, then runs ``mode``: 'pretrain', 'metatrain',
-  'xplus' (the compute-matched baseline, :mod:`bil_jax.xplus`), 'tune' (X+'s learning-rate
-  grid on validation; needs a pre-training checkpoint), 'evaluate' or 'all' (pretrain,
-  metatrain, xplus, evaluate in turn).
-
-  Several processes (``parallel.initialize_distributed``; ``bil_jax.main`` has called it
-  already) run this together: each phase is computed by every process, shared files are
-  written by process 0, and checkpoints are saved and restored by all of them together.
-  """
-  from bil_jax import xplus  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(int(config.meta.num_hosts))
-  validate.check(config, workdir, mode)  # every fault in one go, before any work
-  workdirs.check_workdir(config, workdir)
-  parallel.barrier("bil_jax:check_workdir")  # process 0 may have deleted old runs
-  params = None
-  if mode in ("pretrain", "all"):
-    params = pretrain(config, workdir)
-  if mode in ("metatrain", "all"):
-    metatrain(config, workdir, initial_params=params)
-  if mode == "tune":
-    xplus.tune(config, workdir)
-  if mode in ("xplus", "all"):
-    xplus.xplus(config, workdir, params=params)
-  if mode in ("evaluate", "all"):
-    from bil_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate(config, workdir)

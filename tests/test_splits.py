@@ -171,7 +171,7 @@ def test_training_never_reads_the_test_split_and_evaluation_does(tmp_path, monke
   """Pre-training and meta-training (with their validation probes) at smoke size read
   'train' and 'val' only; --mode=evaluate reads 'test'. A mode that tunes or screens
   belongs in the first list too."""
-  from bil_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from bil_jax import evaluate, pipeline  # pylint: disable=g-import-not-at-top
   reads = []
   real = registry.load_tasks
 
@@ -184,11 +184,11 @@ def test_training_never_reads_the_test_split_and_evaluation_does(tmp_path, monke
   monkeypatch.setattr(registry, 'load_tasks', spy)
   c = smoke_config(tmp_path)
   workdir = str(tmp_path / 'w')
-  train.train_and_evaluate(c, workdir, 'pretrain')
+  pipeline.train_and_evaluate(c, workdir, 'pretrain')
   # meta.steps=0 is refused by the config check (a user's metatrain needs steps); here the
   # phase's data loading and step-0 probe are what is checked, so the check is skipped.
-  monkeypatch.setattr(train.validate, 'check', lambda *a, **k: None)
-  train.train_and_evaluate(c, workdir, 'metatrain')
+  monkeypatch.setattr(pipeline.validate, 'check', lambda *a, **k: None)
+  pipeline.train_and_evaluate(c, workdir, 'metatrain')
   assert set(reads) == {'train', 'val'} and os.path.isfile(
       os.path.join(workdir, 'meta', 'heldout_adaptation_0000000.json'))
 
@@ -201,5 +201,5 @@ def test_training_never_reads_the_test_split_and_evaluation_does(tmp_path, monke
 
   monkeypatch.setattr(evaluate.builders, 'build_spec', stop)
   with pytest.raises(_EvaluateReached):
-    train.train_and_evaluate(c, workdir, 'evaluate')
+    pipeline.train_and_evaluate(c, workdir, 'evaluate')
   assert 'test' in reads
