@@ -76,10 +76,12 @@ def edges(record: dict) -> Dict[str, List[tuple]]:
   grid = record["grid"]
   out = {}
   for row, c in record["chosen"].items():
+    if "follows" in c:
+      continue
     found = [(name, c[key])
              for name, key, end in EDGES
              if len(grid[key]) > 1 and c[key] == end(grid[key])]
-    if found and "follows" not in c:
+    if found:
       out[row] = found
   return out
 
