@@ -1,5 +1,6 @@
 """bil_jax.results and bil_jax.report on fabricated results.json files: one run, several
 seeds, per condition, and files written before the new rows and keys."""
+import glob
 import json
 import os
 import re
@@ -240,3 +241,22 @@ def test_tuned_choices_on_an_edge_of_the_grid_are_named():
           "(5-shot), most steps (80) in 2/2 seed(s)") in md
   assert "edge" not in report.markdown(
       results.summarize([("r.json", fake_results(0))], num_resamples=200))
+
+
+def test_stored_protocol_seeds_still_load_and_pool():
+  """docs/runs/*/seedS.json (results.json files of protocol runs whose seeds later sessions
+  add) stay readable by the report, and each seed's row means pool as evaluate computed them
+  when it wrote the file (its "summary")."""
+  folders = sorted({
+      os.path.dirname(p) for p in glob.glob(os.path.join(ROOT, "docs", "runs", "*", "seed*.json"))
+  })
+  assert folders, "no stored seeds under docs/runs"
+  for folder in folders:
+    loaded = results.load_results(sorted(glob.glob(os.path.join(folder, "seed*.json"))))
+    summary = results.summarize(loaded, num_resamples=50)
+    for f, r in loaded:
+      assert os.path.basename(f) == f"seed{results.seed_of(r)}.json", f
+    pooled = summary["conditions"]["all"]["rows"]
+    for name in loaded[0][1]["summary"]["conditions"]["all"]["rows"]:
+      own = [r["summary"]["conditions"]["all"]["rows"][name]["ssim"]["mean"] for _, r in loaded]
+      assert pooled[name]["ssim"]["per_seed"] == pytest.approx(own), (folder, name)
