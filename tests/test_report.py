@@ -1,5 +1,6 @@
 """bil_jax.results and bil_jax.report on fabricated results.json files: one run, several
-seeds, per condition, and files written before the new rows and keys."""
+seeds, per condition, and files written before the new rows and keys; and on the protocol
+runs' seeds stored under docs/runs/."""
 import glob
 import json
 import os
