@@ -62,8 +62,10 @@ def main(argv):
   console.configure(FLAGS.verbosity)  # before TensorFlow, TFDS or a JAX backend is loaded
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from bil_jax import compile_cache, cpu_devices, parallel  # pylint: disable=g-import-not-at-top
+  from bil_jax import host_malloc  # pylint: disable=g-import-not-at-top
   try:  # one XLA CPU device per core for evaluation, before any backend starts
     cpu_devices.expose(int(config.meta.num_hosts))
+    host_malloc.keep_large_buffers()  # XLA:CPU's per-run buffers stay in the heap
   except ValueError as e:
     cli.fail(e)
   # Several processes: join them before anything touches a JAX device.
@@ -82,6 +84,8 @@ def main(argv):
     return 1
   if cpu_devices.describe():
     logging.info("%s", cpu_devices.describe())
+  if host_malloc.describe():
+    logging.debug("%s", host_malloc.describe())
   logging.info("config: %s (all values; --verbosity=1 also logs them here)",
                os.path.join(workdir, workdirs.CONFIG_FILE))
   logging.debug("config:\n%s", config)
