@@ -9,8 +9,8 @@ page faults a step that way, and a quarter of the process's CPU time goes to the
 :func:`keep_large_buffers` turns glibc's mmap path off and raises its trim threshold, so
 that freed buffers stay in the heap and the next run reuses their pages. Results are
 bitwise the same (the programs and their inputs do not change, only where the buffers
-live); the process keeps the memory of its largest buffers until it exits (peak RSS
-grows by about one buffer). ``python -m bil_jax.main`` calls it at start-up.
+live); the process keeps freed heap memory until it exits (PG²'s pre-training: peak RSS
+2.87 GB instead of 2.48, docs/benchmark.md). ``python -m bil_jax.main`` calls it at start-up.
 
 It leaves malloc alone where it is not glibc's, where ``BIL_JAX_HOST_MALLOC=system``, or
 where the user already set glibc's own malloc variables (``MALLOC_MMAP_MAX_``,
