@@ -35,7 +35,7 @@ import json
 import logging
 import math
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import jax
 import ml_collections
@@ -164,7 +164,7 @@ def _check_lr(workdir: str, lr: float) -> None:
 def xplus(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
   """``--mode=xplus``: X+ from ``params`` (else the pre-training checkpoint) at
   :func:`chosen_lr`; returns its final {'G', 'D'}. The caller checks the workdir first."""
-  data = loading.load_data(config, workdir)
+  data = loading.load_data(config, workdir, loading.TRAINING_SPLITS)
   spec = builders.build_spec(config, data.train.num_classes)
   lr, source = chosen_lr(config, workdir)
   _check_lr(workdir, lr)
@@ -177,11 +177,24 @@ def xplus(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict
   return loop.run_phase(phase, config, workdir)
 
 
+def choose(grid: List[float], scores: List[float]) -> Tuple[int, Optional[str]]:
+  """(index of the best of ``scores`` over the rates ``grid`` (ties: the first), 'highest'
+  or 'lowest' when that rate is an end of a grid of more than one rate, else None): a
+  choice on an end may be cut short by the grid."""
+  best = max(range(len(grid)), key=lambda i: (scores[i], -i))
+  if len(set(grid)) < 2:
+    return best, None
+  if grid[best] == max(grid):
+    return best, "highest"
+  return best, "lowest" if grid[best] == min(grid) else None
+
+
 def tune(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
   """``--mode=tune``: one X+ per ``xplus.lr_grid`` value, each scored on the validation
   tasks (:func:`val_ssim`); writes and returns
-  ``{'lr_grid', 'val_ssim', 'chosen_lr', 'val_tasks'}`` (WORKDIR/xplus_tuning.json)."""
-  data = loading.load_data(config, workdir)
+  ``{'lr_grid', 'val_ssim', 'chosen_lr', 'edge', 'val_tasks'}`` (WORKDIR/xplus_tuning.json;
+  'edge' from :func:`choose`, also logged as a warning)."""
+  data = loading.load_data(config, workdir, loading.TRAINING_SPLITS)
   spec = builders.build_spec(config, data.train.num_classes)
   frozen = builders.load_frozen(config)
   start = _start_params(workdir, params)
@@ -194,9 +207,13 @@ def tune(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict]
     trained = loop.run_phase(phase, config, workdir)
     scores.append(val_ssim(config, spec, trained, data.val, frozen))
     logging.info("X+ lr %g: validation SSIM of X+ (n-shot) %.4f", lr, scores[-1])
-  best = max(range(len(grid)), key=lambda i: (scores[i], -i))  # ties: the first
+  best, edge = choose(grid, scores)
+  if edge:
+    logging.warning(
+        "X+ lr %g is the %s rate of xplus.lr_grid %s: a wider grid might score "
+        "higher on validation", grid[best], edge, grid)
   result = {
-      "lr_grid": grid, "val_ssim": scores, "chosen_lr": grid[best],
+      "lr_grid": grid, "val_ssim": scores, "chosen_lr": grid[best], "edge": edge,
       "val_tasks": tuning.num_val(config, data.val)
   }
   if parallel.is_main_process():

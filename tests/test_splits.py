@@ -168,10 +168,10 @@ def smoke_config(tmp_path):
 
 
 def test_training_never_reads_the_test_split_and_evaluation_does(tmp_path, monkeypatch):
-  """Pre-training and meta-training (with their validation probes) at smoke size read
-  'train' and 'val' only; --mode=evaluate reads 'test'. A mode that tunes or screens
-  belongs in the first list too."""
-  from bil_jax import evaluate, pipeline  # pylint: disable=g-import-not-at-top
+  """Pre-training, meta-training (with their validation probes), X+'s learning-rate grid
+  and X+ at smoke size read 'train' and 'val' only; --mode=evaluate reads 'test'. A mode
+  that tunes or screens belongs in the first list too."""
+  from bil_jax import evaluate, pipeline, xplus  # pylint: disable=g-import-not-at-top
   reads = []
   real = registry.load_tasks
 
@@ -183,6 +183,7 @@ def test_training_never_reads_the_test_split_and_evaluation_does(tmp_path, monke
 
   monkeypatch.setattr(registry, 'load_tasks', spy)
   c = smoke_config(tmp_path)
+  c.xplus.lr_grid = (c.optim.lr,)  # for --mode=tune below
   workdir = str(tmp_path / 'w')
   pipeline.train_and_evaluate(c, workdir, 'pretrain')
   # meta.steps=0 is refused by the config check (a user's metatrain needs steps); here the
@@ -191,6 +192,12 @@ def test_training_never_reads_the_test_split_and_evaluation_does(tmp_path, monke
   pipeline.train_and_evaluate(c, workdir, 'metatrain')
   assert set(reads) == {'train', 'val'} and os.path.isfile(
       os.path.join(workdir, 'meta', 'heldout_adaptation_0000000.json'))
+  # X+'s learning-rate grid (--mode=tune) scores its runs on validation (one rate here), and
+  # X+ itself trains on 'train' (with meta.steps=0 neither runs a step).
+  pipeline.train_and_evaluate(c, workdir, 'tune')
+  pipeline.train_and_evaluate(c, workdir, 'xplus')
+  assert set(reads) == {'train', 'val'} and os.path.isfile(os.path.join(workdir, xplus.TUNING_FILE))
+  assert os.path.isfile(os.path.join(workdir, 'xplus', xplus.LR_FILE))
 
   # Evaluation reads 'test' (stopped right after loading: its programs are not compiled).
   reads.clear()

@@ -63,3 +63,13 @@ def test_chosen_lr_prefers_the_flag_then_the_tuning_then_optim(tmp_path):
   (tmp_path / "xplus" / xplus.LR_FILE).write_text(json.dumps({"lr": 1e-4}))
   with pytest.raises(ValueError, match="trained at lr 0.0001"):
     xplus._check_lr(str(tmp_path), 5e-5)
+
+
+def test_tune_choice_names_an_end_of_the_grid():
+  """The best rate (ties: the first), and which end of the grid it is on, if any."""
+  grid = [6e-4, 1.2e-3, 2.4e-3, 4.8e-3]
+  assert xplus.choose(grid, [0.519, 0.527, 0.533, 0.535]) == (3, "highest")
+  assert xplus.choose(grid, [0.54, 0.527, 0.533, 0.535]) == (0, "lowest")
+  assert xplus.choose(grid, [0.52, 0.54, 0.54, 0.53]) == (1, None)
+  assert xplus.choose([4.8e-3, 6e-4], [0.5, 0.5]) == (0, "highest")
+  assert xplus.choose([1e-3], [0.5]) == (0, None)
