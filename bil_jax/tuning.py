@@ -11,7 +11,7 @@ over validation tasks of the query SSIM (the primary metric); ties go to the fir
 point (learning rates, then step counts, in the listed order). The Aux ablations take
 BiL's choice (:data:`FOLLOWS`).
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -63,24 +63,33 @@ def choose(scores: Dict[str, np.ndarray], lrs: Sequence[float],
   return chosen
 
 
-# The edges of the grid a choice can lie on: (name, its key in a choice, which end).
-EDGES = (("most steps", "is_steps", max), ("fewest steps", "is_steps", min),
-         ("highest lr", "is_lr", max), ("lowest lr", "is_lr", min))
+def grid_end(values: Sequence[float], value: float) -> Optional[str]:
+  """'highest' or 'lowest' when ``value`` is that end of ``values`` (a grid of more than one
+  distinct value), else None: a choice on an end may be cut short by the grid, a wider one
+  could score higher on validation."""
+  if len(set(values)) < 2:
+    return None
+  if value == max(values):
+    return "highest"
+  return "lowest" if value == min(values) else None
+
+
+# Each tuned axis: its key in a choice and the name of each of its ends.
+EDGES = (("is_steps", {"highest": "most steps", "lowest": "fewest steps"}),
+         ("is_lr", {"highest": "highest lr", "lowest": "lowest lr"}))
 
 
 def edges(record: dict) -> Dict[str, List[tuple]]:
   """{tuned row: [(edge name of :data:`EDGES`, the chosen value)]} of a ``"tuning"`` record:
-  the edges of the grid each choice lies on (an axis of one value has none; rows that
-  follow another's choice are left out). A choice on an edge may be cut short by the grid:
-  a wider one could score higher on validation."""
+  the ends of the grid (:func:`grid_end`) each choice lies on, steps first (an axis of one
+  value has none; rows that follow another's choice are left out)."""
   grid = record["grid"]
   out = {}
   for row, c in record["chosen"].items():
     if "follows" in c:
       continue
-    found = [(name, c[key])
-             for name, key, end in EDGES
-             if len(grid[key]) > 1 and c[key] == end(grid[key])]
+    ends = [(names, c[key], grid_end(grid[key], c[key])) for key, names in EDGES]
+    found = [(names[end], value) for names, value, end in ends if end]
     if found:
       out[row] = found
   return out

@@ -178,15 +178,10 @@ def xplus(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict
 
 
 def choose(grid: List[float], scores: List[float]) -> Tuple[int, Optional[str]]:
-  """(index of the best of ``scores`` over the rates ``grid`` (ties: the first), 'highest'
-  or 'lowest' when that rate is an end of a grid of more than one rate, else None): a
-  choice on an end may be cut short by the grid."""
+  """(index of the best of ``scores`` over the rates ``grid`` (ties: the first), the end of
+  the grid it lies on, from :func:`tuning.grid_end`: 'highest', 'lowest' or None)."""
   best = max(range(len(grid)), key=lambda i: (scores[i], -i))
-  if len(set(grid)) < 2:
-    return best, None
-  if grid[best] == max(grid):
-    return best, "highest"
-  return best, "lowest" if grid[best] == min(grid) else None
+  return best, tuning.grid_end(grid, grid[best])
 
 
 def tune(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
