@@ -27,7 +27,10 @@ streams ('xplus'), so its batches are new draws of the training pairs. ``--mode=
 (:func:`tune`) trains one X+ per ``xplus.lr_grid`` value into ``WORKDIR/xplus_lr<i>/``,
 scores each X+ (n-shot) on the validation tasks (SSIM after ``eval.is_steps`` IS steps at
 ``meta.inner_optimizer.lr``) and writes the choice to ``WORKDIR/xplus_tuning.json``;
-``--mode=xplus`` (and ``all``) trains ``WORKDIR/xplus/`` at the chosen rate.
+``--mode=xplus`` (and ``all``) trains ``WORKDIR/xplus/`` at the chosen rate, or, when the
+rate is the tuning's choice and its run finished :func:`xplus_steps` steps, copies that
+run's checkpoints (:func:`tuned_run`): X+ is then the very model whose validation score
+chose the rate, and is not trained twice.
 """
 import copy
 import dataclasses
@@ -35,6 +38,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from typing import List, Optional, Tuple
 
 import jax
@@ -161,19 +165,79 @@ def _check_lr(workdir: str, lr: float) -> None:
                        f"delete {os.path.dirname(path)} to retrain it")
 
 
+def _latest_step(directory: str) -> Optional[int]:
+  """The newest checkpoint step in ``directory`` (None if it has none or does not exist)."""
+  if not os.path.isdir(directory):  # (a Checkpointer would create it)
+    return None
+  ckpt = checkpoint.Checkpointer(directory)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
+def tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float) -> Optional[str]:
+  """``WORKDIR/xplus_lr<i>``, the ``--mode=tune`` run at ``lr`` (i: its index in the grid
+  WORKDIR/xplus_tuning.json records), if its newest checkpoint is step
+  :func:`xplus_steps`; else None (no tuning, another rate, or another step count, e.g.
+  after ``meta.steps`` changed)."""
+  path = os.path.join(workdir, TUNING_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    grid = [float(v) for v in json.load(f).get("lr_grid", [])]
+  if float(lr) not in grid:
+    return None
+  run = os.path.join(workdir, f"xplus_lr{grid.index(float(lr))}")
+  return run if _latest_step(os.path.join(run, "checkpoints")) == xplus_steps(config) else None
+
+
+def _reuse_tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float,
+                     source: str) -> Optional[str]:
+  """When ``lr`` is ``--mode=tune``'s choice (``source``, from :func:`chosen_lr`) and
+  WORKDIR/xplus has no checkpoint yet, copies the checkpoints of :func:`tuned_run` into it
+  (process 0; atomically: a partial copy is never taken for a checkpoint) and returns that
+  run's folder name, ``xplus_lr<i>``; else None. Every process gets process 0's decision."""
+  target = os.path.join(workdir, "xplus", "checkpoints")
+  index = -1
+  if parallel.is_main_process() and source == os.path.join(workdir, TUNING_FILE):
+    run = tuned_run(config, workdir, lr) if _latest_step(target) is None else None
+    if run is not None:
+      partial = target + ".partial"
+      shutil.rmtree(partial, ignore_errors=True)
+      shutil.rmtree(target, ignore_errors=True)  # it holds no checkpoint
+      shutil.copytree(os.path.join(run, "checkpoints"), partial)
+      os.replace(partial, target)
+      index = int(os.path.basename(run)[len("xplus_lr"):])
+  index = int(parallel.broadcast_from_main([index])[0])
+  parallel.barrier("xplus_reuse")
+  return None if index < 0 else f"xplus_lr{index}"
+
+
 def xplus(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
   """``--mode=xplus``: X+ from ``params`` (else the pre-training checkpoint) at
-  :func:`chosen_lr`; returns its final {'G', 'D'}. The caller checks the workdir first."""
+  :func:`chosen_lr`, or ``--mode=tune``'s finished run at that rate when the tuning chose it
+  (:func:`_reuse_tuned_run`); returns its final {'G', 'D'}. The caller checks the workdir
+  first."""
   data = loading.load_data(config, workdir, loading.TRAINING_SPLITS)
   spec = builders.build_spec(config, data.train.num_classes)
   lr, source = chosen_lr(config, workdir)
   _check_lr(workdir, lr)
-  logging.info("X+: %d steps of batch %d at lr %g (from %s)", xplus_steps(config),
-               int(config.pretrain.batch_size), lr, source)
+  reused = _reuse_tuned_run(config, workdir, lr, source)
+  if reused:
+    logging.info(
+        "X+: the --mode=tune run at lr %g (%s, %d steps of batch %d) is X+; not "
+        "trained again", lr, reused, xplus_steps(config), int(config.pretrain.batch_size))
+  else:
+    logging.info("X+: %d steps of batch %d at lr %g (from %s)", xplus_steps(config),
+                 int(config.pretrain.batch_size), lr, source)
   phase = xplus_phase(config, data.train, data.val, spec, builders.load_frozen(config),
                       _start_params(workdir, params), lr)
   if parallel.is_main_process():
-    io_utils.write_json(os.path.join(workdir, "xplus", LR_FILE), {"lr": lr, "source": source})
+    record = {"lr": lr, "source": source}
+    if reused:
+      record["copied_from"] = reused
+    io_utils.write_json(os.path.join(workdir, "xplus", LR_FILE), record)
   return loop.run_phase(phase, config, workdir)
 
 

@@ -73,3 +73,38 @@ def test_tune_choice_names_an_end_of_the_grid():
   assert xplus.choose(grid, [0.52, 0.54, 0.54, 0.53]) == (1, None)
   assert xplus.choose([4.8e-3, 6e-4], [0.5, 0.5]) == (0, "highest")
   assert xplus.choose([1e-3], [0.5]) == (0, None)
+
+
+def test_xplus_reuses_the_tune_run_of_the_chosen_rate(tmp_path, monkeypatch):
+  """--mode=xplus after --mode=tune: the tuning's finished run at the chosen rate is X+
+  (its checkpoints copied, no step trained); another rate or step count trains afresh."""
+  c, train_ts, _, spec = tiny_setup()
+  c.meta.steps, c.meta.meta_batch = 1, 2  # X+: ceil(8 / 3) = 3 steps
+  c.pretrain.batch_size = 3
+  c.pretrain.log_every = c.pretrain.checkpoint_every = c.pretrain.image_every = 10
+  c.xplus.lr_grid = (1e-3, 1e-2)
+  val_ts = tiny_taskset(np.random.default_rng(1), "val", 2)
+  start = tiny.init_params(spec, 0)
+  workdir = str(tmp_path)
+  tuned = loop.run_phase(
+      xplus.xplus_phase(c, train_ts, val_ts, spec, None, start, lr=1e-2, tune_index=1), c, workdir)
+  tuning = tmp_path / xplus.TUNING_FILE
+  tuning.write_text(json.dumps({"lr_grid": [1e-3, 1e-2], "chosen_lr": 1e-2}))
+  lr, source = xplus.chosen_lr(c, workdir)
+  assert xplus.tuned_run(c, workdir, 1e-3) is None  # never trained
+  c.meta.steps = 2  # X+ would need 6 steps: the 3-step run is not it
+  assert xplus.tuned_run(c, workdir, lr) is None
+  c.meta.steps = 1
+  assert xplus._reuse_tuned_run(c, workdir, lr, "xplus.lr") is None  # the flag's rate
+  assert not (tmp_path / "xplus").exists()
+  assert xplus._reuse_tuned_run(c, workdir, lr, source) == "xplus_lr1"
+  assert sorted(p.name for p in (tmp_path / "xplus" / "checkpoints").iterdir()) == ["3"]
+  rows = []
+  monkeypatch.setattr(loop, "fault_hook", lambda phase, done, batch: rows.append(done) or batch)
+  again = loop.run_phase(xplus.xplus_phase(c, train_ts, val_ts, spec, None, start, lr=lr), c,
+                         workdir)
+  assert rows == []
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(tuned)):
+    np.testing.assert_array_equal(a, b)
+  # X+ has a checkpoint now: nothing is copied over it.
+  assert xplus._reuse_tuned_run(c, workdir, lr, source) is None
