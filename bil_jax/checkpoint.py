@@ -212,6 +212,17 @@ class Checkpointer:
       self._manager = None
 
 
+def latest_step(directory: str) -> Optional[int]:
+  """The newest checkpoint step in ``directory`` (None if it has none or does not exist)."""
+  if not os.path.isdir(directory):  # (a Checkpointer would create it)
+    return None
+  ckpt = Checkpointer(directory)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
 def latest_params(directory: str) -> Optional[Any]:
   """The 'params' of the newest readable checkpoint in ``directory`` (None if it has none).
 

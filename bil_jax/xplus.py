@@ -165,19 +165,8 @@ def _check_lr(workdir: str, lr: float) -> None:
                        f"delete {os.path.dirname(path)} to retrain it")
 
 
-def _latest_step(directory: str) -> Optional[int]:
-  """The newest checkpoint step in ``directory`` (None if it has none or does not exist)."""
-  if not os.path.isdir(directory):  # (a Checkpointer would create it)
-    return None
-  ckpt = checkpoint.Checkpointer(directory)
-  try:
-    return ckpt.latest_step()
-  finally:
-    ckpt.close()
-
-
-def tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float) -> Optional[str]:
-  """``WORKDIR/xplus_lr<i>``, the ``--mode=tune`` run at ``lr`` (i: its index in the grid
+def tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float) -> Optional[int]:
+  """i of ``WORKDIR/xplus_lr<i>``, the ``--mode=tune`` run at ``lr`` (its index in the grid
   WORKDIR/xplus_tuning.json records), if its newest checkpoint is step
   :func:`xplus_steps`; else None (no tuning, another rate, or another step count, e.g.
   after ``meta.steps`` changed)."""
@@ -188,8 +177,9 @@ def tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float) -> Opt
     grid = [float(v) for v in json.load(f).get("lr_grid", [])]
   if float(lr) not in grid:
     return None
-  run = os.path.join(workdir, f"xplus_lr{grid.index(float(lr))}")
-  return run if _latest_step(os.path.join(run, "checkpoints")) == xplus_steps(config) else None
+  index = grid.index(float(lr))
+  done = checkpoint.latest_step(os.path.join(workdir, f"xplus_lr{index}", "checkpoints"))
+  return index if done == xplus_steps(config) else None
 
 
 def _reuse_tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float,
@@ -201,14 +191,15 @@ def _reuse_tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float,
   target = os.path.join(workdir, "xplus", "checkpoints")
   index = -1
   if parallel.is_main_process() and source == os.path.join(workdir, TUNING_FILE):
-    run = tuned_run(config, workdir, lr) if _latest_step(target) is None else None
-    if run is not None:
+    if checkpoint.latest_step(target) is None:
+      index = tuned_run(config, workdir, lr)
+      index = -1 if index is None else index
+    if index >= 0:
       partial = target + ".partial"
       shutil.rmtree(partial, ignore_errors=True)
       shutil.rmtree(target, ignore_errors=True)  # it holds no checkpoint
-      shutil.copytree(os.path.join(run, "checkpoints"), partial)
+      shutil.copytree(os.path.join(workdir, f"xplus_lr{index}", "checkpoints"), partial)
       os.replace(partial, target)
-      index = int(os.path.basename(run)[len("xplus_lr"):])
   index = int(parallel.broadcast_from_main([index])[0])
   parallel.barrier("xplus_reuse")
   return None if index < 0 else f"xplus_lr{index}"

@@ -92,6 +92,7 @@ def test_xplus_reuses_the_tune_run_of_the_chosen_rate(tmp_path, monkeypatch):
   tuning.write_text(json.dumps({"lr_grid": [1e-3, 1e-2], "chosen_lr": 1e-2}))
   lr, source = xplus.chosen_lr(c, workdir)
   assert xplus.tuned_run(c, workdir, 1e-3) is None  # never trained
+  assert xplus.tuned_run(c, workdir, 1e-2) == 1
   c.meta.steps = 2  # X+ would need 6 steps: the 3-step run is not it
   assert xplus.tuned_run(c, workdir, lr) is None
   c.meta.steps = 1
