@@ -6,12 +6,10 @@ compile notes, rounded metric lines with ETA, warnings and errors) in the format
 dataset-building notes and progress bars, Orbax's and clu's per-write lines are dropped.
 ``--verbosity=1`` (or higher) keeps everything, in absl's own format.
 """
-import contextlib
 import glob
 import logging
 import math
 import os
-import sys
 from typing import Mapping
 
 # C++ logs of TensorFlow, XLA and gRPC: warnings and errors only.
@@ -22,33 +20,14 @@ _CHATTY = ("orbax", "jax/_src", "clu/", "matplotlib", "tensorflow/")
 _CHATTY_WARNINGS = ("tensorflow_datasets",)
 
 
-@contextlib.contextmanager
-def _stderr_closed():
-  """File descriptor 2 points to /dev/null inside (C++ code writes there directly)."""
-  sys.stderr.flush()
-  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  os.dup2(null, 2)
-  try:
-    yield
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(null)
-
-
 def quiet_libraries() -> None:
-  """Imports TensorFlow with its C++ start-up lines (oneDNN, absl::InitializeLog) dropped,
-  turns off TFDS's progress bars and download notes, and sets :data:`QUIET_ENV`.
+  """Sets :data:`QUIET_ENV` (TensorFlow, which only preparing a dataset imports, then starts
+  without its C++ start-up lines) and turns off TFDS's progress bars and download notes.
 
   Call before anything imports TensorFlow, JAX's backends or TFDS.
   """
   for key, value in QUIET_ENV.items():
     os.environ.setdefault(key, value)
-  with _stderr_closed():
-    try:  # TensorFlow is optional at run time (bil_jax.tf_optional)
-      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
-    except ImportError:
-      pass
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   tfds.disable_progress_bar()
   builder = tfds.core.DatasetBuilder

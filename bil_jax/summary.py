@@ -3,11 +3,16 @@
 :class:`EventFileWriter` writes what clu's TensorFlow ``SummaryWriter`` writes -- scalars
 (float32 tensors, 'scalars' plugin), images (``[width, height, png, ...]`` string tensors,
 'images' plugin), text ('text' plugin), histograms and hparams -- as v2 summaries in an
-``events.out.tfevents.*.v2`` file, through ``tensorboard.summary.writer.event_file_writer``
-and tensorboard's protobuf summaries. TensorBoard and ``EventAccumulator`` read its files
-like clu's. Where TensorFlow is missing, :mod:`bil_jax.tf_optional` makes clu's
-``SummaryWriter`` (and so ``metric_writers.create_default_writer``) build this writer.
+``events.out.tfevents.*.v2`` file (:class:`EventFile`, tensorboard's record framing on a
+plain file) and tensorboard's protobuf summaries. TensorBoard and ``EventAccumulator`` read
+its files like clu's. Unless TensorFlow is already imported, :mod:`bil_jax.tf_optional`
+makes clu's ``SummaryWriter`` (and so ``metric_writers.create_default_writer``) build this
+writer.
 """
+import itertools
+import os
+import socket
+import threading
 import time
 from typing import Any, Mapping, Optional
 
@@ -22,7 +27,7 @@ from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.plugins.text import summary_v2 as text_summary
-from tensorboard.summary.writer import event_file_writer
+from tensorboard.summary.writer import record_writer
 from tensorboard.util import tensor_util
 
 from bil_jax import io_utils
@@ -63,12 +68,47 @@ def image_summary(tag: str, images: np.ndarray) -> summary_pb2.Summary:
   return summary
 
 
+_FILE_IDS = itertools.count()
+
+
+class EventFile:
+  """One ``events.out.tfevents.<time>.<host>.<pid>.<n>.v2`` file in a local ``logdir``:
+  the records tensorboard's ``EventFileWriter`` writes (its ``RecordWriter`` framing, a
+  first event naming the file version), written synchronously on a plain file. That writer
+  opens files through ``tf.io.gfile``, which imports TensorFlow wherever it is installed
+  (about 5 s of CPU per process, bil_jax.tf_optional)."""
+
+  def __init__(self, logdir: str):
+    os.makedirs(logdir, exist_ok=True)
+    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{next(_FILE_IDS)}.v2")
+    self.path = os.path.join(logdir, name)
+    self._lock = threading.Lock()
+    self._file = open(self.path, "wb")  # pylint: disable=consider-using-with
+    self._records = record_writer.RecordWriter(self._file)
+    self.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    self.flush()
+
+  def add_event(self, event: event_pb2.Event) -> None:
+    with self._lock:
+      self._records.write(event.SerializeToString())
+
+  def flush(self) -> None:
+    with self._lock:
+      if not self._file.closed:
+        self._file.flush()
+
+  def close(self) -> None:
+    with self._lock:
+      self._file.close()
+
+
 class EventFileWriter(interface.MetricWriter):
   """A clu MetricWriter writing TensorBoard event files into ``logdir``, TensorFlow-free."""
 
   def __init__(self, logdir: str):
     super().__init__()
-    self._writer = event_file_writer.EventFileWriter(logdir, filename_suffix=".v2")
+    self._writer = EventFile(logdir)
 
   def _add(self, step: int, summary: summary_pb2.Summary) -> None:
     self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))

@@ -1,16 +1,19 @@
-"""TensorFlow as an optional dependency: whether it imports, and clu's writers without it.
+"""TensorFlow out of the run: clu's metric writers without importing it.
 
 Nothing at run time needs TensorFlow: prepared datasets are read from ArrayRecord files
-(``tfds`` data sources) and summaries are written by tensorboard alone. What stands in the
-way is clu: ``clu.metric_writers`` imports its TensorFlow summary writer when the package
-is imported, and ``clu.periodic_actions`` imports that package, so neither imports on a
-machine without TensorFlow (a JAX GPU image, a TPU VM). :func:`install` (run by
+(``tfds`` data sources) and summaries are written by tensorboard alone. Only preparing a
+dataset (TFDS's writers) imports it. What stands in the way is clu: ``clu.metric_writers``
+imports its TensorFlow summary writer when the package is imported, and
+``clu.periodic_actions`` imports that package. Importing TensorFlow costs about 5 s of CPU
+and half a gigabyte per process (every start and resume of a run), and on a machine
+without it (a JAX GPU image, a TPU VM) the import fails. :func:`install` (run by
 ``import bil_jax``) puts a finder in front of ``sys.meta_path`` that answers for that one
-module, ``clu.metric_writers.summary_writer``, only when ``import tensorflow`` fails: it
+module, ``clu.metric_writers.summary_writer``, unless TensorFlow is already imported: it
 then serves a module whose ``SummaryWriter`` builds a
 :class:`bil_jax.summary.EventFileWriter`, which writes the same TensorBoard event files
 through tensorboard alone. clu's ``create_default_writer`` then works unchanged. Where
-TensorFlow imports, the finder steps aside and clu loads its own module.
+TensorFlow is already imported (a user's program that uses it), the finder steps aside and
+clu loads its own module.
 """
 import importlib.abc
 import importlib.machinery
@@ -38,13 +41,13 @@ class SummaryWriter:
 
 
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-  """Serves ``clu.metric_writers.summary_writer`` when TensorFlow does not import."""
+  """Serves ``clu.metric_writers.summary_writer`` unless TensorFlow is already imported."""
 
   bil_jax_tf_optional = True  # marks the finder across reloads of this module
 
   def find_spec(self, name, path=None, target=None):
     del path, target
-    if name != _TARGET or tensorflow_importable():
+    if name != _TARGET or "tensorflow" in sys.modules:
       return None
     return importlib.machinery.ModuleSpec(name, self)
 

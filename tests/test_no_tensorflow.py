@@ -72,6 +72,25 @@ print(json.dumps({"failed": failed, "tfrecord_error": error,
                   "tensorflow_imported": "tensorflow" in sys.modules}))
 '''
 
+# Where TensorFlow is installed, a run does not import it either: prepares and reads
+# ArrayRecord data (argv[1]) and writes TensorBoard files (argv[2]) through clu's default
+# writer, then says whether TensorFlow was imported and which SummaryWriter clu built.
+NOT_IMPORTED = '''\
+import json, sys
+if len(sys.argv) > 3:
+  import tensorflow  # a user's program that uses TensorFlow: clu's own writer
+import bil_jax, bil_jax.main
+from bil_jax.data import synthetic, tasks
+from clu import metric_writers
+cfg = synthetic.make_builder_config(3, 16, 16, 2, 1, 3, 5)
+tasks.taskset_from_tfds(synthetic.prepare_builder(cfg, sys.argv[1]), "train", 3)
+writer = metric_writers.create_default_writer(sys.argv[2], asynchronous=False)
+writer.write_scalars(2, {"loss": 0.5})
+writer.close()
+print(json.dumps({"tensorflow_imported": "tensorflow" in sys.modules,
+                  "writer": type(writer._writers[-1]).__module__}))
+'''
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
@@ -183,3 +202,21 @@ def test_main_and_report_run_without_tensorflow(pretrained, env, tmp_path):
 
   _run(env, "-m", "bil_jax.report", str(workdir), "--out", str(tmp_path / "report"))
   assert "| Model |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("tensorflow_first", [False, True])
+def test_a_run_imports_tensorflow_only_where_the_program_already_did(tensorflow_first, tmp_path):
+  """Importing TensorFlow costs seconds per process: preparing and reading ArrayRecord data
+  and clu's default writer do without it, unless the program imported it already."""
+  proc = subprocess.run(
+      [sys.executable, "-c", NOT_IMPORTED,
+       str(tmp_path / "tfds"),
+       str(tmp_path / "logs")] + ["tf"] * tensorflow_first, cwd=REPO, capture_output=True,
+      text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["tensorflow_imported"] == tensorflow_first
+  assert out["writer"] == ("clu.metric_writers.tf.summary_writer"
+                           if tensorflow_first else "bil_jax.summary"), out
+  (plugin, values), = _tensors(str(tmp_path / "logs")).values()
+  assert plugin == "scalars" and values[0][0] == 2 and float(values[0][1]) == 0.5
