@@ -154,12 +154,16 @@ class Programs:
 
   def with_aux(self, params, task, frozen, ablations: bool):
     """``params`` plus 'aux' (the GP after Aux fine-tuning on the retrieved tasks) and,
-    with ``ablations``, 'aux_random' (on random ones)."""
-    out = dict(params, aux=self.aux_finetune(params["gp"], task["aux"], task["aux_rngs"], frozen))
-    if ablations:
-      out["aux_random"] = self.aux_finetune(params["gp"], task["aux_random"], task["aux_rngs"],
-                                            frozen)
-    return out
+    with ``ablations``, 'aux_random' (on random ones). Both fine-tunings run through one
+    compiled meta-step (``lax.map`` over the two task sets): a second copy of it would
+    cost the program's compilation as much again."""
+    finetune = lambda batches: self.aux_finetune(params["gp"], batches, task["aux_rngs"], frozen)  # pylint: disable=unnecessary-lambda-assignment
+    if not ablations:
+      return dict(params, aux=finetune(task["aux"]))
+    both = jax.lax.map(
+        finetune, jax.tree.map(lambda a, b: jnp.stack([a, b]), task["aux"], task["aux_random"]))
+    return dict(params, aux=jax.tree.map(lambda a: a[0], both),
+                aux_random=jax.tree.map(lambda a: a[1], both))
 
   def val_scores(self, params, consts, task):
     """Query SSIM [R, L, S] of the tuned rows (R = tuning.TUNED_ROWS, their order) after
