@@ -81,13 +81,13 @@ def task_inputs(config, sampler, train_tasks, ep: dict, t: int, ablations: bool 
     'aux_rngs': uint32 [S, K, 2], the task keys of each Aux step;
     'rng': uint32 [2], the key of the IS adaptations;
     'aux_tasks': int32 [K], the retrieved training tasks, best first;
-  and with ``ablations``:
     'aux_random': like 'aux', of K random training tasks (:func:`random_aux_tasks`; the
-      same per-slot draws and keys);
+      same per-slot draws and keys): the Aux program fine-tunes on both sets;
+    'aux_random_tasks': int32 [K];
+  and with ``ablations`` (the test phase's other inputs):
     'merged': Pairs [K * n, ...], the support pairs of the step-0 'aux' batch (augmented as
       in training), which the merged ablation adds to the shots;
-    'lookups': float32 [3, q, H, W, 3], the lookup rows' query images from the raw shots;
-    'aux_random_tasks': int32 [K].
+    'lookups': float32 [3, q, H, W, 3], the lookup rows' query images from the raw shots.
   """
   aux = retrieve_aux_tasks(ep["support_maps"], train_tasks, int(config.eval.aux_tasks))
   steps = max(int(config.eval.aux_steps), 0)
@@ -95,14 +95,14 @@ def task_inputs(config, sampler, train_tasks, ep: dict, t: int, ablations: bool 
   batches, first = _aux_batches(config, sampler, train_tasks, aux, t)
   rngs = np.stack([np.asarray(meta.task_rngs(key, s, len(aux))) for s in range(max(steps, 1))
                   ])[:steps]
+  random_tasks = random_aux_tasks(config, train_tasks, t)
   out = {
       "support": ep["support"], "query": ep["query"], "aux": batches, "aux_rngs": rngs,
-      "rng": np.asarray(streams.key(config.seed, "eval", t)), "aux_tasks": aux.astype(np.int32)
+      "rng": np.asarray(streams.key(config.seed, "eval", t)), "aux_tasks": aux.astype(np.int32),
+      "aux_random": _aux_batches(config, sampler, train_tasks, random_tasks, t)
+                    [0], "aux_random_tasks": random_tasks.astype(np.int32)
   }
   if ablations:
-    random_tasks = random_aux_tasks(config, train_tasks, t)
-    out["aux_random"] = _aux_batches(config, sampler, train_tasks, random_tasks, t)[0]
-    out["aux_random_tasks"] = random_tasks.astype(np.int32)
     out["merged"] = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), first["support"])
     out["lookups"] = lookups.predict_all(ep["support_maps"], ep["support_images"],
                                          ep["query"]["map"])

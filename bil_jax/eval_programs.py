@@ -1,18 +1,21 @@
 """The test phase's device programs: Alg. 2 and the table's other rows on one task, as pure
 functions, and their task-parallel compiled forms (:class:`Programs`).
 
-Two programs, one object (:class:`Programs`) for tuning and the test phase:
+Three programs, one object (:class:`Programs`) for tuning and the test phase:
 
+  run_aux(params, consts, tasks)   Aux fine-tuning of the GP on each task's retrieved and
+                                   random training tasks (:meth:`Programs.aux_starts`),
+                                   compiled once for both of the others
   run(params, consts, tasks)       every row of the table on each test task
-                                   (:meth:`Programs.task_outputs`)
+                                   (:meth:`Programs.task_outputs`), after run_aux
   run_val(params, consts, tasks)   the tuning grid's query SSIM on each validation task
-                                   (:meth:`Programs.val_scores`)
+                                   (:meth:`Programs.val_scores`), after run_aux
 
 ``tasks`` are :func:`bil_jax.eval_inputs.task_inputs` with a leading task axis [T] (one
 task per device, :func:`run_tasks`); ``params = {'x', 'xplus', 'gp'}`` and ``consts``
 (:func:`host_consts`) are replicated. The IS settings chosen on validation enter ``run`` as
 data (``consts['settings']``, :func:`settings_inputs`): a learning rate and an index into
-the grid's step counts per row. Neither program depends on them or on the data: each
+the grid's step counts per row. No program depends on them or on the data: each
 compiles once per config (a rerun that tunes differently loads ``run`` from the persistent
 compilation cache). Every row's adaptation runs to the grid's largest step count and keeps
 the images after its own count; the images after s steps equal an s-step adaptation's.
@@ -39,6 +42,8 @@ STARTS = {
     "x_nshot": "x", "xplus_nshot": "xplus", "bil_noaux": "gp", "bil": "aux",
     "bil_aux_random": "aux_random"
 }
+# The task inputs of Aux fine-tuning (Programs.aux_starts).
+AUX_INPUTS = ("aux", "aux_random", "aux_rngs")
 # Every n-shot row, in the order of consts['settings'].
 SETTING_ROWS = IS_ROWS + ("bil_aux_merged",)
 
@@ -96,8 +101,23 @@ class Programs:
                                            builders.inner_loop(config, spec))
     self.aux_opt = optax.with_extra_args_support(builders.aux_optimizer(config))
     self.mesh = parallel.make_mesh() if mesh is None else mesh
-    self.run = self._sharded(self.task_outputs)
-    self.run_val = self._sharded(self.val_scores)
+    # Aux fine-tuning, the costliest part to compile, is its own program, compiled once for
+    # tuning and the test phase: its per-task outputs (sharded like the tasks) enter the
+    # other two as the tasks' 'aux_starts'.
+    self.run_aux = self._sharded(self.aux_starts)
+    self.run = self._after_aux(self._sharded(self.task_outputs))
+    self.run_val = self._after_aux(self._sharded(self.val_scores))
+
+  def _after_aux(self, program):
+    """``program(params, consts, tasks)`` on the tasks with their 'aux_starts' from
+    ``run_aux`` added."""
+
+    def run(params, consts, tasks):
+      # Only what Aux fine-tuning reads, so that validation and test tasks share its program.
+      starts = self.run_aux(params, {"frozen": consts["frozen"]}, {k: tasks[k] for k in AUX_INPUTS})
+      return program(params, consts, dict(tasks, aux_starts=starts))
+
+    return run
 
   def _sharded(self, per_task):
 
@@ -152,25 +172,31 @@ class Programs:
     """The query images [q,H,W,3] of ``params`` without adaptation (no dropout)."""
     return gan.generate(self.spec, params["G"], query, jax.random.PRNGKey(0), train=False)
 
-  def with_aux(self, params, task, frozen, ablations: bool):
-    """``params`` plus 'aux' (the GP after Aux fine-tuning on the retrieved tasks) and,
-    with ``ablations``, 'aux_random' (on random ones). Both fine-tunings run through one
-    compiled meta-step (``lax.map`` over the two task sets): a second copy of it would
-    cost the program's compilation as much again."""
-    finetune = lambda batches: self.aux_finetune(params["gp"], batches, task["aux_rngs"], frozen)  # pylint: disable=unnecessary-lambda-assignment
-    if not ablations:
-      return dict(params, aux=finetune(task["aux"]))
+  def aux_starts(self, params, consts, task):
+    """Alg. 2 lines 2-4 on one task: {'aux': the GP after Aux fine-tuning on the retrieved
+    tasks, 'aux_random': on random ones (the ablation)}. Both run through one compiled
+    meta-step (``lax.map`` over the two task sets)."""
+    finetune = lambda batches: self.aux_finetune(
+        params["gp"],
+        batches,
+        task["aux_rngs"],  # pylint: disable=unnecessary-lambda-assignment
+        consts["frozen"])
     both = jax.lax.map(
         finetune, jax.tree.map(lambda a, b: jnp.stack([a, b]), task["aux"], task["aux_random"]))
-    return dict(params, aux=jax.tree.map(lambda a: a[0], both),
-                aux_random=jax.tree.map(lambda a: a[1], both))
+    return {k: jax.tree.map(lambda a: a[i], both) for i, k in enumerate(("aux", "aux_random"))}  # pylint: disable=cell-var-from-loop
+
+  def with_aux(self, params, consts, task):
+    """``params`` plus :meth:`aux_starts`'s 'aux' and 'aux_random': the task's
+    'aux_starts' where ``run_aux`` made them, else computed here."""
+    starts = task["aux_starts"] if "aux_starts" in task else self.aux_starts(params, consts, task)
+    return dict(params, **starts)
 
   def val_scores(self, params, consts, task):
     """Query SSIM [R, L, S] of the tuned rows (R = tuning.TUNED_ROWS, their order) after
     IS adaptation at each grid learning rate L and step count S on one validation task."""
     lrs, steps = self.grid
     frozen, query = consts["frozen"], task["query"]
-    start = self.with_aux(params, task, frozen, ablations=False)
+    start = self.with_aux(params, consts, task)
     starts = [start[STARTS[r]] for r in tuning.TUNED_ROWS for _ in lrs]
     ssim = lambda f: jax.vmap(lambda x: metrics.ssim(x, query["image"]).mean())(f)  # pylint: disable=unnecessary-lambda-assignment
     scores = self.adapt_many(starts,
@@ -196,7 +222,7 @@ class Programs:
     """
     frozen, support, query, rng = consts["frozen"], task["support"], task["query"], task["rng"]
     lr, step = consts["settings"]["lr"], consts["settings"]["step"]
-    start = self.with_aux(params, task, frozen, ablations=True)
+    start = self.with_aux(params, consts, task)
     adapted = self.adapt_many([start[STARTS[r]] for r in IS_ROWS], lr, support, query, rng, frozen)
     fakes = {r: adapted[i, step[i]] for i, r in enumerate(IS_ROWS)}
     merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), support,

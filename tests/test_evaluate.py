@@ -172,6 +172,11 @@ def test_rows_equal_the_per_task_loop_and_aux_changes_the_gp_before_is_adaptatio
   other_out = run(params, {"frozen": None, "lpips": None, "settings": other}, task)
   assert run._cache_size() == 1  # pylint: disable=protected-access
   assert not np.allclose(other_out["grid"], out["grid"])
+  # The compiled path: the Aux program first, its starts passed on to the rows' program.
+  consts = {"frozen": None, "lpips": None, "settings": settings}
+  one_device = eval_programs.Programs(c, spec, parallel.make_mesh(jax.devices()[:1]))
+  sharded = one_device.run(params, consts, eval_inputs.stack_tasks([task]))
+  np.testing.assert_allclose(np.asarray(sharded["grid"][0]), out["grid"], atol=1e-6)
   with pytest.raises(ValueError, match="row 'bil'.*step counts \\(1, 2\\)"):
     eval_programs.settings_inputs(progs.grid, dict(SETTINGS, bil=(0.3, 3)))
 
