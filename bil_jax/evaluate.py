@@ -29,7 +29,8 @@ device count by repeating the last task (its rows are dropped). Per task, the ho
 Eq. 3 retrieval, samples the Aux meta-batches and computes the lookups
 (:func:`bil_jax.eval_inputs.task_inputs`, from the task's own random streams, so the
 device count changes nothing); the device runs the rest as one pure function
-(:meth:`bil_jax.eval_programs.Programs.task_outputs`). The per-task rows are gathered on
+(:meth:`bil_jax.eval_programs.Programs.task_outputs`), compiled as two programs: Aux
+fine-tuning, shared with tuning, then the rows. The per-task rows are gathered on
 every process; process 0 writes the files.
 
 Metrics (``bil_jax.metrics``): SSIM and PSNR on images mapped to [0, 1], MSE on [-1, 1],
