@@ -18,7 +18,9 @@ if not _CACHE:
   _CACHE = os.path.join(tempfile.gettempdir(), f"bil_jax_test_cache_{os.getppid()}")
 os.makedirs(_CACHE, exist_ok=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Every program, however small, goes to the cache: each `python -m bil_jax.main` the tests
+# start compiles a few dozen small ones (10-100 ms each) that later processes can load.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # LLVM's optimisation level 0 for XLA:CPU code: compiling dominates the suite, and at
 # level 0 it takes about half the CPU time (the tests' programs are small, so running them
@@ -36,7 +38,8 @@ if _LLVM_O0 not in os.environ.get("XLA_FLAGS", ""):
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # ---------------------------------------------------------------------------
