@@ -96,11 +96,11 @@ def task_inputs(config, sampler, train_tasks, ep: dict, t: int, ablations: bool 
   rngs = np.stack([np.asarray(meta.task_rngs(key, s, len(aux))) for s in range(max(steps, 1))
                   ])[:steps]
   random_tasks = random_aux_tasks(config, train_tasks, t)
+  random_batches = _aux_batches(config, sampler, train_tasks, random_tasks, t)[0]
   out = {
       "support": ep["support"], "query": ep["query"], "aux": batches, "aux_rngs": rngs,
       "rng": np.asarray(streams.key(config.seed, "eval", t)), "aux_tasks": aux.astype(np.int32),
-      "aux_random": _aux_batches(config, sampler, train_tasks, random_tasks, t)
-                    [0], "aux_random_tasks": random_tasks.astype(np.int32)
+      "aux_random": random_batches, "aux_random_tasks": random_tasks.astype(np.int32)
   }
   if ablations:
     out["merged"] = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), first["support"])

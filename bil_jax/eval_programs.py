@@ -176,11 +176,10 @@ class Programs:
     """Alg. 2 lines 2-4 on one task: {'aux': the GP after Aux fine-tuning on the retrieved
     tasks, 'aux_random': on random ones (the ablation)}. Both run through one compiled
     meta-step (``lax.map`` over the two task sets)."""
-    finetune = lambda batches: self.aux_finetune(
-        params["gp"],
-        batches,
-        task["aux_rngs"],  # pylint: disable=unnecessary-lambda-assignment
-        consts["frozen"])
+
+    def finetune(batches):
+      return self.aux_finetune(params["gp"], batches, task["aux_rngs"], consts["frozen"])
+
     both = jax.lax.map(
         finetune, jax.tree.map(lambda a, b: jnp.stack([a, b]), task["aux"], task["aux_random"]))
     return {k: jax.tree.map(lambda a: a[i], both) for i, k in enumerate(("aux", "aux_random"))}  # pylint: disable=cell-var-from-loop
