@@ -101,7 +101,7 @@ def xplus_phase(config: ml_collections.ConfigDict, train_tasks, val_tasks, spec:
   index = len(config.xplus.lr_grid) if tune_index is None else int(tune_index)
   offset = int(config.pretrain.steps) + int(config.meta.steps) + index * xplus_steps(config)
   return dataclasses.replace(
-      base, name="xplus" if tune_index is None else f"xplus_lr{tune_index}",
+      base, name="xplus" if tune_index is None else tune_run_name(tune_index),
       title=f"X+ training (lr {lr:g})", schedule=_schedule(config),
       initial_state=train.initial_state(start_params,
                                         gan.init_opt_state(opt, start_params)), step_offset=offset)
@@ -165,6 +165,11 @@ def _check_lr(workdir: str, lr: float) -> None:
                        f"delete {os.path.dirname(path)} to retrain it")
 
 
+def tune_run_name(index: int) -> str:
+  """The folder (and phase name) of ``--mode=tune``'s X+ run at grid rate ``index``."""
+  return f"xplus_lr{index}"
+
+
 def tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float) -> Optional[int]:
   """i of ``WORKDIR/xplus_lr<i>``, the ``--mode=tune`` run at ``lr`` (its index in the grid
   WORKDIR/xplus_tuning.json records), if its newest checkpoint is step
@@ -178,7 +183,7 @@ def tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float) -> Opt
   if float(lr) not in grid:
     return None
   index = grid.index(float(lr))
-  done = checkpoint.latest_step(os.path.join(workdir, f"xplus_lr{index}", "checkpoints"))
+  done = checkpoint.latest_step(os.path.join(workdir, tune_run_name(index), "checkpoints"))
   return index if done == xplus_steps(config) else None
 
 
@@ -198,11 +203,11 @@ def _reuse_tuned_run(config: ml_collections.ConfigDict, workdir: str, lr: float,
       partial = target + ".partial"
       shutil.rmtree(partial, ignore_errors=True)
       shutil.rmtree(target, ignore_errors=True)  # it holds no checkpoint
-      shutil.copytree(os.path.join(workdir, f"xplus_lr{index}", "checkpoints"), partial)
+      shutil.copytree(os.path.join(workdir, tune_run_name(index), "checkpoints"), partial)
       os.replace(partial, target)
   index = int(parallel.broadcast_from_main([index])[0])
   parallel.barrier("xplus_reuse")
-  return None if index < 0 else f"xplus_lr{index}"
+  return None if index < 0 else tune_run_name(index)
 
 
 def xplus(config: ml_collections.ConfigDict, workdir: str, params: Optional[dict] = None) -> dict:
