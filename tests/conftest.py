@@ -1,5 +1,5 @@
 """Shared test set-up: one persistent XLA compilation cache for the whole test run, XLA:CPU
-at LLVM optimisation level 0, the slow tests first, and CPU seconds per test on request.
+with quick-to-compile flags, the slow tests first, and CPU seconds per test on request.
 
 Compiling on a 2-core CPU dominates the suite's time, and many tests (and the
 subprocesses they start) compile the same programs. The cache directory is exported
@@ -22,18 +22,23 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 # start compiles a few dozen small ones (10-100 ms each) that later processes can load.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# LLVM's optimisation level 0 for XLA:CPU code: compiling dominates the suite, and at
-# level 0 it takes about half the CPU time (the tests' programs are small, so running them
-# barely slows). Graph-level (HLO) optimisation is unchanged; float results may differ
-# from the default level's in the last bits, so tests compare runs made under the same
-# flags. Tests that set XLA_FLAGS for a subprocess append to these.
-_LLVM_O0 = "--xla_backend_optimization_level=0"
+# XLA:CPU's compile flags for every test and subprocess: compiling dominates the suite.
+# * LLVM's optimisation level 0: about half the compile time of the default level, and the
+#   tests' small programs barely run slower.
+# * The legacy loop emitters for fusions instead of the MLIR fusion emitters: at level 0
+#   the tests' programs compile in about half the time (test_evaluate's PG² --mode=all on
+#   the idle 2-core machine: XLA compile 88 s -> 42 s, CPU 182 s -> 99 s user).
+# Graph-level (HLO) optimisation is unchanged; float results may differ from the default
+# flags' in the last bits, so tests compare runs made under the same flags. Tests that set
+# XLA_FLAGS for a subprocess append to these.
+_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 # One XLA CPU device for the `python -m bil_jax.main` runs the tests start (main exposes
 # one per core otherwise, bil_jax.cpu_devices), so that they share compiled programs with
 # the in-process tests; test_multihost checks the per-core devices.
 os.environ.setdefault("BIL_JAX_CPU_DEVICES", "1")
-if _LLVM_O0 not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_LLVM_O0}".strip()
+for _flag in _COMPILE_FLAGS:
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
