@@ -27,7 +27,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 #   tests' small programs barely run slower.
 # * The legacy loop emitters for fusions instead of the MLIR fusion emitters: at level 0
 #   the tests' programs compile in about half the time (test_evaluate's PG² --mode=all on
-#   the idle 2-core machine: XLA compile 88 s -> 42 s, CPU 182 s -> 99 s user).
+#   the idle 2-core machine: XLA compile 88 s -> 42 s, CPU 182 s -> 99 s user, wall 133 s
+#   -> 87 s, running included).
 # Graph-level (HLO) optimisation is unchanged; float results may differ from the default
 # flags' in the last bits, so tests compare runs made under the same flags. Tests that set
 # XLA_FLAGS for a subprocess append to these.
