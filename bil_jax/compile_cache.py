@@ -9,7 +9,9 @@ share one cache between processes).
 """
 import logging
 import os
+import re
 import threading
+from typing import Optional, Tuple
 
 import jax
 
@@ -45,6 +47,8 @@ def enable(configured: str) -> str:
 # JAX records every XLA compilation (a persistent-cache hit included) under this event.
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"
+# CompileTimer.summary's line, as parse_summary reads it back from a log.
+_SUMMARY = re.compile(r"XLA compile time: ([\d.]+) s \((\d+) programs, (\d+) loaded")
 
 
 class CompileTimer:
@@ -78,3 +82,13 @@ class CompileTimer:
     """One line for the log: 'XLA compile time: 12.3 s (7 programs, 2 from the cache)'."""
     return (f"XLA compile time: {self.seconds:.2f} s ({self.programs} programs, "
             f"{self.cache_hits} loaded from the persistent cache)")
+
+
+def parse_summary(text: str) -> Optional[Tuple[float, int, int]]:
+  """(seconds, programs, programs loaded from the persistent cache) of the last
+  :meth:`CompileTimer.summary` line in a log ``text``; None if it has none."""
+  found = _SUMMARY.findall(text)
+  if not found:
+    return None
+  seconds, programs, loaded = found[-1]
+  return float(seconds), int(programs), int(loaded)

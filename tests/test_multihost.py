@@ -18,7 +18,6 @@ it ended before.
 """
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -31,7 +30,7 @@ import jax
 import numpy as np
 import pytest
 
-from bil_jax import checkpoint
+from bil_jax import checkpoint, compile_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -180,12 +179,9 @@ def run_two(workdir, mode, cache):
 def compile_summary(log: str) -> tuple:
   """(XLA compile seconds, programs, programs loaded from the persistent cache) of the
   summary line main logs at its end."""
-  found = re.findall(
-      r"XLA compile time: ([0-9.]+) s \(([0-9]+) programs, ([0-9]+) loaded from the persistent",
-      log)
+  found = compile_cache.parse_summary(log)
   assert found, "main did not log its compile time"
-  seconds, programs, loaded = found[-1]
-  return float(seconds), int(programs), int(loaded)
+  return found
 
 
 def final_params(workdir, phase):

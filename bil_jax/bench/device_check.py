@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Callable, List, Optional
 
+from bil_jax import compile_cache
 from bil_jax.bench import common, options, presets, worker
 
 BUDGET_S = 560.0
@@ -49,7 +50,6 @@ _SMOKE_PAPER = {
 # absl's own format (main at --verbosity=1): 'I1204 20:41:05.123456 ... meta step 5/150: ...'.
 _STEP_LINE = re.compile(r"^[IWE]\d{4} (\d\d):(\d\d):(\d\d\.\d+).*?\b(pretrain|meta) step "
                         r"(\d+)(?:/\d+)?\b")
-_COMPILE_LINE = re.compile(r"XLA compile time: ([\d.]+) s")
 
 
 @dataclasses.dataclass
@@ -84,9 +84,9 @@ def phase_rates(log_text: str) -> dict:
     (t0, s0), (t1, s1) = pts[0], pts[-1]
     if s1 > s0 and t1 > t0:
       out[phase] = (s1 - s0) / (t1 - t0)
-  compiles = _COMPILE_LINE.findall(log_text)
+  compiles = compile_cache.parse_summary(log_text)
   if compiles:
-    out["compile_s"] = float(compiles[-1])
+    out["compile_s"] = compiles[0]
   return out
 
 
