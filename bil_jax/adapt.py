@@ -205,17 +205,30 @@ def adapt_and_generate(loop: InnerLoop, params: Any, support: gan.Pairs, query: 
 
 
 def adapt_at(loop: InnerLoop, params: Any, support: gan.Pairs, query: gan.Pairs, rng: jax.Array,
-             frozen: Any, step_counts: Tuple[int, ...], post: Optional[Callable] = None):
+             frozen: Any, step_counts: Tuple[int, ...], post: Optional[Callable] = None,
+             last: Optional[jax.Array] = None):
   """IS adaptation on ``support`` for max(step_counts) steps; returns ``post`` (default:
   identity) of the query images [S, q, H, W, 3] after each of the S increasing
   ``step_counts`` (no dropout). Step k's dropout is ``fold_in(rng, k)``, so the images
-  after s steps equal those of :func:`adapt_and_generate` with an s-step loop."""
+  after s steps equal those of :func:`adapt_and_generate` with an s-step loop.
+
+  ``last`` (an int32 scalar, may be traced): run only up to ``step_counts[last]``; the
+  steps after it are skipped (``lax.cond``, so they cost nothing outside ``vmap``) and
+  their images are zeros. None: every count."""
   opt_state = gan.init_opt_state(loop.optimizer, params)
-  fakes, done = [], 0
-  for s in step_counts:
-    params, opt_state, _ = run_steps(loop, params, opt_state, support, rng, frozen, first_step=done,
-                                     num_steps=s - done)
+  carry, fakes, done = (params, opt_state), [], 0
+  for i, s in enumerate(step_counts):
+
+    def segment(c, first=done, num=s - done):
+      p, o, _ = run_steps(loop, c[0], c[1], support, rng, frozen, first_step=first, num_steps=num)
+      return (p, o), gan.generate(loop.spec, p["G"], query, rng, train=False)
+
+    if last is None or i == 0:
+      carry, fake = segment(carry)
+    else:
+      zeros = jnp.zeros_like(fakes[0])
+      carry, fake = jax.lax.cond(i <= last, segment, lambda c: (c, zeros), carry)
     done = s
-    fakes.append(gan.generate(loop.spec, params["G"], query, rng, train=False))
+    fakes.append(fake)
   fakes = jnp.stack(fakes)
   return fakes if post is None else post(fakes)

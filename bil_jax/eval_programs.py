@@ -17,8 +17,9 @@ task per device, :func:`run_tasks`); ``params = {'x', 'xplus', 'gp'}`` and ``con
 data (``consts['settings']``, :func:`settings_inputs`): a learning rate and an index into
 the grid's step counts per row. No program depends on them or on the data: each
 compiles once per config (a rerun that tunes differently loads ``run`` from the persistent
-compilation cache). Every row's adaptation runs to the grid's largest step count and keeps
-the images after its own count; the images after s steps equal an s-step adaptation's.
+compilation cache). Every row's adaptation is one program for the grid's step counts that
+skips the segments after its own count (``lax.cond``) and keeps the images after it; the
+images after s steps equal an s-step adaptation's.
 """
 import functools
 from typing import Dict, Sequence
@@ -145,25 +146,31 @@ class Programs:
     (params, _), _ = jax.lax.scan(meta_step, (params, self.aux_opt.init(params)), (batches, rngs))
     return params
 
-  def adapt_at(self, params, lr, support, query, rng, frozen, post=None):
+  def adapt_at(self, params, lr, support, query, rng, frozen, post=None, last=None):
     """:func:`bil_jax.adapt.adapt_at` at every step count of the grid, with the IS
-    optimizer of ``config.meta`` at ``lr``: [S, ...]."""
+    optimizer of ``config.meta`` at ``lr``: [S, ...]; ``last`` (an index into the grid's
+    step counts): skip the steps after that count (their images are zeros)."""
     steps = self.grid[1]
     loop = builders.inner_loop(self.config, self.spec, steps=max(steps), lr=lr)
-    return adapt.adapt_at(loop, params, support, query, rng, frozen, steps, post)
+    return adapt.adapt_at(loop, params, support, query, rng, frozen, steps, post, last)
 
-  def adapt_many(self, starts, lrs, support, query, rng, frozen, post=None):
+  def adapt_many(self, starts, lrs, support, query, rng, frozen, post=None, lasts=None):
     """:meth:`adapt_at` of each start (a list of parameters) at its lr (a float or a
-    scalar array): [len(starts), S, ...]. Starts of one tree structure share one compiled
-    adaptation (``lax.map``)."""
+    scalar array) and, given ``lasts``, up to its own step count (an index into the
+    grid's counts, as :meth:`adapt_at`'s ``last``): [len(starts), S, ...]. Starts of one
+    tree structure share one compiled adaptation (``lax.map``)."""
     groups = {}
     for i, p in enumerate(starts):
       groups.setdefault(jax.tree.structure(p), []).append(i)
     out = [None] * len(starts)
+    every = len(self.grid[1]) - 1
     for idx in groups.values():
       stacked = jax.tree.map(lambda *a: jnp.stack(a), *[starts[i] for i in idx])
-      res = jax.lax.map(lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, post),
-                        (stacked, jnp.stack([jnp.asarray(lrs[i], jnp.float32) for i in idx])))
+      ends = jnp.stack([jnp.asarray(every if lasts is None else lasts[i], jnp.int32) for i in idx])
+      res = jax.lax.map(
+          lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, post,
+                                  None if lasts is None else a[2]),
+          (stacked, jnp.stack([jnp.asarray(lrs[i], jnp.float32) for i in idx]), ends))
       for j, i in enumerate(idx):
         out[i] = jax.tree.map(lambda r: r[j], res)  # pylint: disable=cell-var-from-loop
     return jnp.stack(out)
@@ -208,8 +215,8 @@ class Programs:
 
     X, X+ and GP generate directly; the IS rows adapt their start (STARTS) on the shots at
     their own learning rate and step count (``consts['settings']``,
-    :func:`settings_inputs`), each adaptation run to the grid's largest step count with
-    the images after the row's count kept; BiL's start is the GP after Aux fine-tuning on
+    :func:`settings_inputs`), each adaptation one program for every count of the grid
+    that stops after the row's own count; BiL's start is the GP after Aux fine-tuning on
     the retrieved tasks, the random-Aux ablation's after Aux fine-tuning on random ones;
     the merged ablation adapts the GP on the shots plus the 'merged' pairs; the lookups
     come with the task.
@@ -222,13 +229,15 @@ class Programs:
     frozen, support, query, rng = consts["frozen"], task["support"], task["query"], task["rng"]
     lr, step = consts["settings"]["lr"], consts["settings"]["step"]
     start = self.with_aux(params, consts, task)
-    adapted = self.adapt_many([start[STARTS[r]] for r in IS_ROWS], lr, support, query, rng, frozen)
+    # Each row's adaptation stops at its own step count (the later segments are skipped).
+    adapted = self.adapt_many([start[STARTS[r]] for r in IS_ROWS], lr, support, query, rng, frozen,
+                              lasts=step)
     fakes = {r: adapted[i, step[i]] for i, r in enumerate(IS_ROWS)}
     merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), support,
                           {k: task["merged"][k] for k in support})
     m = SETTING_ROWS.index("bil_aux_merged")
-    fakes["bil_aux_merged"] = self.adapt_at(params["gp"], lr[m], merged, query, rng,
-                                            frozen)[step[m]]
+    fakes["bil_aux_merged"] = self.adapt_at(params["gp"], lr[m], merged, query, rng, frozen,
+                                            last=step[m])[step[m]]
     fakes.update({k: self.generate(params[k], query) for k in ("x", "xplus", "gp")})
     fakes.update(zip(lookups.PREDICTORS, task["lookups"]))
     fakes = jnp.stack([fakes[k] for k in ROW_IDS])

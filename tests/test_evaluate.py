@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import jax
+import jax.numpy as jnp
 from bil_jax import (adapt, builders, config_lib, eval_inputs, eval_programs, eval_store, evaluate,
                      gan, lookups, meta, metrics, parallel, rows, streams, tuning, visualize)
 from bil_jax.data import episodes, tasks
@@ -239,6 +240,16 @@ def test_adapt_at_scores_every_step_count_of_one_scan():
     want = adapt.adapt_and_generate(tiny.loop(spec, "sgd", lr=0.2, steps=s), params, ep["support"],
                                     ep["query"], rng)[0]
     np.testing.assert_allclose(fakes[i], want, atol=1e-6)
+  # Stopping after the first count (a traced index, as in the test phase) keeps its images
+  # bit for bit and leaves zeros after it; stopping after the last changes nothing.
+  run = jax.jit(lambda last: adapt.adapt_at(loop, params, ep["support"], ep["query"], rng, None,
+                                            (1, 3), last=last))
+  whole = jax.jit(lambda: adapt.adapt_at(loop, params, ep["support"], ep["query"], rng, None,
+                                         (1, 3)))()
+  first, both = run(jnp.int32(0)), run(jnp.int32(1))
+  np.testing.assert_array_equal(first[0], whole[0])
+  assert not np.any(first[1]) and np.any(whole[1])
+  np.testing.assert_array_equal(both, whole)
 
 
 def test_tuning_picks_the_best_mean_validation_score_and_the_stronger_baseline():
