@@ -164,12 +164,12 @@ class Programs:
       groups.setdefault(jax.tree.structure(p), []).append(i)
     out = [None] * len(starts)
     every = len(self.grid[1]) - 1
+    last = (lambda a: None) if lasts is None else (lambda a: a[2])  # a: (start, lr, last)
     for idx in groups.values():
       stacked = jax.tree.map(lambda *a: jnp.stack(a), *[starts[i] for i in idx])
       ends = jnp.stack([jnp.asarray(every if lasts is None else lasts[i], jnp.int32) for i in idx])
       res = jax.lax.map(
-          lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, post, None
-                                  if lasts is None else a[2]),
+          lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, post, last(a)),
           (stacked, jnp.stack([jnp.asarray(lrs[i], jnp.float32) for i in idx]), ends))
       for j, i in enumerate(idx):
         out[i] = jax.tree.map(lambda r: r[j], res)  # pylint: disable=cell-var-from-loop
