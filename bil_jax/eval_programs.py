@@ -163,14 +163,14 @@ class Programs:
     for i, p in enumerate(starts):
       groups.setdefault(jax.tree.structure(p), []).append(i)
     out = [None] * len(starts)
-    every = len(self.grid[1]) - 1
-    last = (lambda a: None) if lasts is None else (lambda a: a[2])  # a: (start, lr, last)
     for idx in groups.values():
       stacked = jax.tree.map(lambda *a: jnp.stack(a), *[starts[i] for i in idx])
-      ends = jnp.stack([jnp.asarray(every if lasts is None else lasts[i], jnp.int32) for i in idx])
+      xs = (stacked, jnp.stack([jnp.asarray(lrs[i], jnp.float32) for i in idx]))
+      if lasts is not None:
+        xs += (jnp.stack([jnp.asarray(lasts[i], jnp.int32) for i in idx]),)
+      # a: (start, lr) or (start, lr, last)
       res = jax.lax.map(
-          lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, post, last(a)),
-          (stacked, jnp.stack([jnp.asarray(lrs[i], jnp.float32) for i in idx]), ends))
+          lambda a: self.adapt_at(a[0], a[1], support, query, rng, frozen, post, *a[2:]), xs)
       for j, i in enumerate(idx):
         out[i] = jax.tree.map(lambda r: r[j], res)  # pylint: disable=cell-var-from-loop
     return jnp.stack(out)
