@@ -3,9 +3,10 @@
   python -m bil_jax.main --config=configs/synthetic.py --workdir=/tmp/bil
   python -m bil_jax.main --config=configs/synthetic.py:pg2 --workdir=/tmp/bil_pg2
 
-Sizes are chosen so that Pix2pix's --mode=all finishes in minutes on 2 CPU cores (12:21 on an
-idle machine, docs/benchmark.md); PG²'s, with twice the pre-training and IS steps and 10
-inner steps per meta-step, takes several times longer (docs/evidence.md gives its costs).
+Pix2pix's --mode=all takes 12-16 minutes on 2 CPU cores (12:21 and 15:36 on two days of the
+same idle machine; over the protocol's 10 minutes, docs/benchmark.md); PG²'s, with twice
+the pre-training and IS steps and 10 inner steps per meta-step, takes several times longer
+(docs/evidence.md gives its costs).
 """
 from bil_jax import config_lib
 
