@@ -3,8 +3,9 @@
 XLA:CPU runs one program at a time per device, and the small convolutions of one task keep
 only part of the cores busy. Evaluation's tasks are independent and are spread over all
 devices, one task per device at a time (:mod:`bil_jax.evaluate`), bitwise as on one
-device. With one host device per core, the default's tuning and test phase take 9 s per
-task on 2 cores instead of 12-13 s, and ``--mode=all`` 12:21 instead of 13:58
+device. With one host device per core, the tuning and test phase of the synthetic config at
+the protocol's sizes (``configs/synthetic.py:protocol``) take 9 s per task on 2 cores instead
+of 12-13 s, and ``--mode=all`` 12:21 instead of 13:58
 (docs/benchmark.md, "Evaluation on every CPU core").
 
 ``python -m bil_jax.main`` calls :func:`expose` before any JAX backend starts. It leaves

@@ -78,9 +78,37 @@ def test_defaults_and_smoke_alone(spec, same_as):
   assert load(spec).to_json_best_effort() == load(same_as).to_json_best_effort()
 
 
+# configs/synthetic.py's configs just before its default took smaller sizes (2026-12-07):
+# the evidence's runs, which ``:protocol`` and ``:pg2,protocol`` must reproduce.
+SYNTHETIC_BEFORE = os.path.join(REPO, "tests", "synthetic_configs_before.json")
+# The keys the default cuts, and their values in the default (Pix2pix, PG²).
+SMALLER = {
+    "pretrain.steps": (4000, 8000), "meta.steps": (100, 100), "eval.num_val_tasks": (4, 4),
+    "eval.num_test_tasks": (6, 6)
+}
+
+
+@pytest.mark.parametrize("new, old", [("synthetic.py:protocol", "(default)"),
+                                      ("synthetic.py:pix2pix,protocol", "(default)"),
+                                      ("synthetic.py:pg2,protocol", "pg2")])
+def test_synthetic_protocol_keeps_the_evidence_settings(new, old):
+  """The protocol's sizes are exactly the configs the stored evidence was run with."""
+  with open(SYNTHETIC_BEFORE) as f:
+    before = json.load(f)[old]
+  assert json.loads(load(new).to_json_best_effort()) == before
+
+
+@pytest.mark.parametrize("model, col", [("pix2pix", 0), ("pg2", 1)])
+def test_synthetic_default_differs_from_the_protocol_only_in_its_sizes(model, col):
+  default = flat(json.loads(load(f"synthetic.py:{model}").to_json_best_effort()))
+  protocol = flat(json.loads(load(f"synthetic.py:{model},protocol").to_json_best_effort()))
+  assert {k for k in protocol if default[k] != protocol[k]} == set(SMALLER)
+  assert {k: default[k] for k in SMALLER} == {k: v[col] for k, v in SMALLER.items()}
+
+
 @pytest.mark.parametrize("spec", [
     "faces.py:3shot", "faces.py:pg2,pix2pix", "faces.py:5shot,1shot", "streets.py:5shot",
-    "streets.py:nope"
+    "streets.py:nope", "synthetic.py:protocol,smoke", "synthetic.py:protocl"
 ])
 def test_bad_arguments_name_the_file(spec):
   with pytest.raises(ValueError, match=f"configs/{spec.split(':')[0]}: config argument"):
