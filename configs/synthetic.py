@@ -14,8 +14,8 @@ Two sizes of the same experiment (every phase, every row of the table):
   default   the first run, within the protocol's 10 minutes on 2 CPU cores: 4,000
             pre-training steps (PG²: 8,000), 100 meta-steps (X+ trains for as many
             pair-gradients), 4 validation and 6 test tasks. Pix2pix's --mode=all took 8:48
-            on the slower of those days (docs/benchmark.md, "--mode=all on the default
-            against the 10-minute budget"). One seed of it is a check, not evidence.
+            and 8:58 on the slower of those days (docs/benchmark.md, "--mode=all on the
+            default against the 10-minute budget"). One seed of it is a check, not evidence.
 
 Before 2026-12-07 the default had the protocol's sizes: "the default" in earlier
 measurements (docs/) means ``:protocol`` (``:pg2,protocol`` for PG²).
